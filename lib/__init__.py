@@ -1,0 +1,1 @@
+"""Shared code of the HAMAM study: one module per concern (see README.md, "Code map")."""

@@ -1,0 +1,169 @@
+"""Study configuration: one frozen dataclass per concern, one named profile per machine budget.
+
+The profile flows run_all.sh -> papermill `profile` parameter -> `get_profile(profile)` in each
+notebook -> lib. Notebooks never invent their own settings: everything they vary is listed here.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RAW_DIR = ROOT / "data" / "raw"
+MODES = ("unmasked", "masked", "hamam")
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Everything that decides what one fold model becomes. Its hash keys the artifact cache."""
+
+    backbone: str = "navec-bert"  # "navec-bert", "tiny-random", a hub id or a local checkpoint dir
+    mode: str = "hamam"  # unmasked | masked | hamam (mean of the two logit vectors)
+    pooling: str = "entity"  # entity: concat(mean, max) over entity tokens; cls: [CLS] of (sentence, entity)
+    max_length: int = 128
+    msd_k: int = 5  # multi-sample dropout: K masks over one representation, logits averaged
+    msd_rate: float = 0.3
+    neutral_weight: float = 0.1  # class weight of label 0 in the cross-entropy
+    freeze_embeddings: bool = False  # keep pretrained word vectors fixed (navec-bert)
+    epochs: int = 4
+    batch_size: int = 32
+    lr: float = 5e-4  # encoder
+    head_lr: float = 1e-3  # pooling head, trained from scratch
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.1
+    grad_clip: float = 1.0
+    evals_per_epoch: int = 2  # held-out F1pn checks per epoch (early stopping, learning curves)
+    patience: int = 3  # evaluations without improvement before stopping
+    bucket: bool = True  # length-bucketed batches with dynamic padding
+    seed: int = 13
+
+    def __post_init__(self):
+        if self.mode not in MODES:
+            raise ValueError(f"mode must be one of {MODES}, got {self.mode!r}")
+        if self.pooling not in ("entity", "cls"):
+            raise ValueError(f"pooling must be 'entity' or 'cls', got {self.pooling!r}")
+        if self.msd_k < 1:
+            raise ValueError(f"msd_k must be >= 1, got {self.msd_k}")
+
+    def key(self) -> str:
+        """Short stable hash of every field: same key -> same model (up to float nondeterminism)."""
+        blob = json.dumps(dataclasses.asdict(self), sort_keys=True)
+        return hashlib.sha1(blob.encode()).hexdigest()[:10]
+
+
+@dataclass(frozen=True)
+class Profile:
+    """A named budget: how much data, which backbones, how many folds/seeds per chapter."""
+
+    name: str
+    train: TrainConfig
+    max_rows: int | None = None  # rows kept per split (smoke); None = all
+    n_folds: int = 5
+    fold_seed: int = 13
+    backbones: tuple[str, ...] = ("navec-bert",)  # ensembled by averaging logits
+    device: str = "auto"  # auto -> cuda if available
+    bootstrap: int = 1000  # resamples for 95% CIs
+    # 03: retrain with these neutral weights on `weight_folds` folds
+    weight_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
+    weight_folds: int = 5
+    # 04: multi-sample dropout ablation on `msd_folds` folds x `msd_seeds` seeds
+    msd_ks: tuple[int, ...] = (1, 2, 5, 8)
+    msd_rates: tuple[float, ...] = (0.1, 0.3, 0.5)
+    msd_seeds: int = 3
+    msd_folds: int = 1
+    msd_epochs: int = 4
+    # 05: SBERT epochs; 06: examples drawn for the attention pictures
+    sbert_epochs: int = 2
+    attention_rows: int | None = None  # validation rows aggregated in 06 (None = all)
+
+    def train_config(self, **overrides) -> TrainConfig:
+        return replace(self.train, **overrides)
+
+
+PROFILES: dict[str, Profile] = {
+    # CI: a few hundred rows, a tiny random BERT with a WordPiece vocabulary trained on train.
+    "smoke": Profile(
+        name="smoke",
+        train=TrainConfig(backbone="tiny-random", epochs=1, batch_size=16, lr=1e-3, evals_per_epoch=2, max_length=64),
+        max_rows=240,
+        n_folds=2,
+        backbones=("tiny-random",),
+        bootstrap=100,
+        weight_folds=1,
+        msd_ks=(1, 5),
+        msd_rates=(0.1, 0.5),
+        msd_seeds=2,
+        msd_epochs=1,
+        sbert_epochs=1,
+        attention_rows=60,
+    ),
+    # Default: full data, offline navec-initialised 2-layer BERT, tens of minutes on 2 CPU cores.
+    "cpu": Profile(
+        name="cpu",
+        train=TrainConfig(backbone="navec-bert", freeze_embeddings=True),
+        weight_folds=2,
+        msd_seeds=3,
+        msd_epochs=3,
+    ),
+    # The paper's three backbones from the hub, on a GPU.
+    "paper": Profile(
+        name="paper",
+        train=TrainConfig(
+            backbone="DeepPavlov/rubert-base-cased", lr=2e-5, head_lr=1e-4, batch_size=16, epochs=4, msd_rate=0.3
+        ),
+        backbones=("DeepPavlov/rubert-base-cased", "xlm-roberta-large", "google/rembert"),
+        weight_folds=5,
+        sbert_epochs=2,
+    ),
+}
+
+DEFAULT_PROFILE = "cpu"
+
+
+def get_profile(name: str = DEFAULT_PROFILE, **train_overrides) -> Profile:
+    if name not in PROFILES:
+        raise ValueError(f"unknown profile {name!r}; choose one of {sorted(PROFILES)}")
+    prof = PROFILES[name]
+    if train_overrides:
+        prof = replace(prof, train=prof.train_config(**train_overrides))
+    return prof
+
+
+@dataclass
+class RunPaths:
+    """Where a profile's outputs go. The default profile's figures are the committed ones."""
+
+    profile: str
+    root: Path = field(init=False)
+
+    def __post_init__(self):
+        self.root = ROOT / "runs" / self.profile
+
+    @property
+    def figures(self) -> Path:
+        return ROOT / "figures" if self.profile == DEFAULT_PROFILE else self.root / "figures"
+
+    @property
+    def processed(self) -> Path:
+        return ROOT / "data" / "processed" / self.profile
+
+    @property
+    def models(self) -> Path:
+        return self.root / "models"
+
+    @property
+    def results(self) -> Path:
+        return self.root / "results"
+
+    @property
+    def cache(self) -> Path:
+        # built backbones (navec-bert, tiny-random) are shared across runs of a profile
+        return ROOT / ".cache" / "backbones"
+
+    def make(self) -> "RunPaths":
+        for p in (self.figures, self.processed, self.models, self.results, self.cache):
+            p.mkdir(parents=True, exist_ok=True)
+        return self

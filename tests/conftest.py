@@ -1,0 +1,25 @@
+import shutil
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from lib.config import RAW_DIR
+
+
+@pytest.fixture
+def raw_copy(tmp_path) -> Path:
+    """A writable copy of the first rows of every split, same file names as data/raw."""
+    for name in ("train_data.csv", "validation_data_labeled.csv", "final_data.csv"):
+        df = pd.read_csv(RAW_DIR / name, sep="\t", dtype=str, keep_default_na=False, nrows=40)
+        df.to_csv(tmp_path / name, sep="\t", index=False)
+    return tmp_path
+
+
+def read_raw(path) -> pd.DataFrame:
+    return pd.read_csv(path, sep="\t", dtype=str, keep_default_na=False)
+
+
+def write_raw(df: pd.DataFrame, path) -> Path:
+    df.to_csv(path, sep="\t", index=False)
+    return path
