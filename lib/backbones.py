@@ -1,0 +1,174 @@
+"""Backbones as ordinary checkpoint directories that AutoModel / AutoTokenizer load.
+
+- "navec-bert": the offline default. A small BertModel whose word embeddings start from the navec
+  news vectors shipped inside the `natasha` wheel, with a fast word-level tokenizer (offsets,
+  [CLS] [SEP] [PAD] [UNK] [MASK]) over the words of the corpus.
+- "tiny-random": a tiny random BERT with a WordPiece tokenizer trained on the training sentences
+  (the smoke profile and the tests).
+- anything else: a hub id or a local path, passed to `from_pretrained` unchanged.
+Built backbones are cached under .cache/backbones/<name>-<hash of what went in>/.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+import torch
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
+from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+BUILT = ("navec-bert", "tiny-random")
+NAVEC_TAR = "data/emb/navec_news_v1_1B_250K_300d_100q.tar"
+# words keep inner hyphens ("северо-запад" is one navec word); every other symbol is its own token
+WORD_PATTERN = r"\w+(?:-\w+)*|[^\w\s]"
+
+
+def navec_path() -> Path:
+    import natasha
+
+    return Path(natasha.__file__).parent / NAVEC_TAR
+
+
+def _wrap(tok: Tokenizer, max_length: int = 512) -> PreTrainedTokenizerFast:
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]",
+        pair="[CLS] $A [SEP] $B [SEP]",
+        special_tokens=[(t, tok.token_to_id(t)) for t in ("[CLS]", "[SEP]")],
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        unk_token="[UNK]",
+        pad_token="[PAD]",
+        cls_token="[CLS]",
+        sep_token="[SEP]",
+        mask_token="[MASK]",
+        model_max_length=max_length,
+        model_input_names=["input_ids", "attention_mask"],
+    )
+
+
+def word_tokenizer(vocab: list[str]) -> PreTrainedTokenizerFast:
+    """Fast word-level tokenizer: lowercase, words with inner hyphens, one token per symbol."""
+    tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
+    tok.normalizer = normalizers.Lowercase()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")]
+    )
+    return _wrap(tok)
+
+
+def corpus_words(sentences) -> Counter:
+    split = pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")]
+    )
+    counts: Counter = Counter()
+    for s in sentences:
+        counts.update(w for w, _ in split.pre_tokenize_str(s.lower()))
+    return counts
+
+
+def build_navec_bert(
+    sentences, out_dir: Path, layers: int = 2, heads: int = 6, min_count_oov: int = 20, seed: int = 0
+) -> dict:
+    """Vocabulary = corpus words navec knows + frequent other tokens (punctuation, numbers).
+
+    navec words start from their navec vector; the frequent non-navec tokens start random.
+    Returns coverage statistics (share of corpus tokens that navec covers).
+    """
+    from navec import Navec
+
+    navec = Navec.load(str(navec_path()))
+    counts = corpus_words(sentences)
+    known = sorted(w for w in counts if w in navec)
+    extra = sorted(w for w, c in counts.items() if w not in navec and c >= min_count_oov)
+    vocab = SPECIALS + known + extra
+    rng = np.random.default_rng(seed)
+    table = navec.pq.unpack()
+    std = float(table.std())
+    emb = rng.normal(0.0, std, size=(len(vocab), table.shape[1])).astype(np.float32)
+    emb[SPECIALS.index("[PAD]")] = 0.0
+    emb[SPECIALS.index("[UNK]")] = navec["<unk>"]
+    for i, w in enumerate(known, start=len(SPECIALS)):
+        emb[i] = navec[w]
+
+    config = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=table.shape[1],
+        num_hidden_layers=layers,
+        num_attention_heads=heads,
+        intermediate_size=2 * table.shape[1],
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    model = BertModel(config)
+    with torch.no_grad():
+        model.embeddings.word_embeddings.weight.copy_(torch.from_numpy(emb))
+    total = sum(counts.values())
+    stats = {
+        "corpus_tokens": total,
+        "corpus_types": len(counts),
+        "navec_types": len(known),
+        "random_init_types": len(extra),
+        "token_coverage_navec": sum(counts[w] for w in known) / total,
+        "type_coverage_navec": len(known) / len(counts),
+        "token_coverage_vocab": sum(counts[w] for w in known + extra) / total,
+    }
+    _save(model, word_tokenizer(vocab), out_dir, stats)
+    return stats
+
+
+def build_tiny_random(sentences, out_dir: Path, vocab_size: int = 2000, hidden: int = 32, seed: int = 0) -> dict:
+    """A tiny random BERT with a WordPiece vocabulary trained on `sentences`."""
+    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
+    tok.normalizer = normalizers.BertNormalizer(lowercase=False)
+    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tok.decoder = decoders.WordPiece()
+    tok.train_from_iterator(list(sentences), trainers.WordPieceTrainer(vocab_size=vocab_size, special_tokens=SPECIALS))
+    config = BertConfig(
+        vocab_size=tok.get_vocab_size(),
+        hidden_size=hidden,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=2 * hidden,
+        max_position_embeddings=512,
+        pad_token_id=0,
+    )
+    torch.manual_seed(seed)
+    _save(BertModel(config), _wrap(tok), out_dir, {"vocab_size": tok.get_vocab_size()})
+    return {"vocab_size": tok.get_vocab_size()}
+
+
+def _save(model, tokenizer, out_dir: Path, stats: dict) -> None:
+    tmp = out_dir.with_name(out_dir.name + ".tmp")
+    model.save_pretrained(tmp)
+    tokenizer.save_pretrained(tmp)
+    (tmp / "build_stats.json").write_text(json.dumps(stats, indent=2))
+    os.replace(tmp, out_dir)  # atomic: a half-built backbone is never picked up
+
+
+def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:
+    """Name -> something `from_pretrained` accepts. Built backbones need the corpus sentences."""
+    if name not in BUILT:
+        return name
+    if sentences is None:
+        raise ValueError(f"backbone {name!r} is built from the corpus: pass its sentences")
+    from .config import ROOT
+
+    sentences = sorted(set(sentences))
+    digest = hashlib.sha1("\n".join(sentences).encode()).hexdigest()[:10]
+    out = Path(cache_dir or ROOT / ".cache" / "backbones") / f"{name}-{digest}"
+    if not (out / "config.json").is_file():
+        out.parent.mkdir(parents=True, exist_ok=True)
+        (build_navec_bert if name == "navec-bert" else build_tiny_random)(sentences, out)
+    return str(out)
+
+
+def build_stats(path: str) -> dict:
+    p = Path(path) / "build_stats.json"
+    return json.loads(p.read_text()) if p.is_file() else {}

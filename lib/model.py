@@ -1,0 +1,169 @@
+"""The HAlf-MAsked Model (HAMAM, arXiv 2308.15793) over any transformers encoder.
+
+sentence + entity span -> encoder -> concat(mean, max) over the entity's tokens -> Linear -> Tanh
+-> multi-sample dropout (K masks, logits averaged) -> Linear -> 3 logits.
+`hamam` mode runs every example twice in one forward pass of 2B rows, as is and with the entity's
+tokens replaced by `tokenizer.mask_token`, and averages the two logit vectors.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+from transformers import AutoModel, AutoTokenizer
+
+from .config import TrainConfig
+
+LABELS = (-1, 0, 1)  # logit column i is label LABELS[i]
+LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
+HEAD_FILE, CONFIG_FILE = "hamam_head.safetensors", "hamam_config.json"
+
+
+# --- inputs -------------------------------------------------------------------------------------
+
+
+def entity_token_mask(offsets, special, start: int, end: int) -> list[int]:
+    """1 for every non-special token whose character span overlaps [start, end), else 0.
+
+    Offsets come from the fast tokenizer, so a word that occurs twice in the sentence is marked
+    only where the span says, never by string search.
+    """
+    return [int(not sp and a < end and b > start) for (a, b), sp in zip(offsets, special)]
+
+
+def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=None) -> list[dict]:
+    """Token ids and entity masks per example; long sentences keep a window around the entity.
+
+    With `entities` given, each example is a pair (sentence, entity text): the entity mask stays
+    on the sentence segment (used by the CLS-pooled baseline).
+    """
+    args = (list(sentences), list(entities)) if entities is not None else (list(sentences),)
+    enc = tokenizer(*args, return_offsets_mapping=True, return_special_tokens_mask=True, truncation=False)
+    out = []
+    for i, (s, e) in enumerate(zip(starts, ends)):
+        special = enc["special_tokens_mask"][i]
+        if entities is not None:  # only tokens of the first segment can be the entity
+            seq = enc.sequence_ids(i)
+            special = [int(sp or sid != 0) for sp, sid in zip(special, seq)]
+        ids, mask = enc["input_ids"][i], entity_token_mask(enc["offset_mapping"][i], special, int(s), int(e))
+        if not any(mask):
+            raise ValueError(f"example {i}: no token covers the entity span [{s}, {e}) of {sentences[i]!r}")
+        if len(ids) > max_length:
+            ids, mask = _window(ids, mask, special, max_length)
+        out.append({"input_ids": ids, "entity_mask": mask})
+    return out
+
+
+def _window(ids, mask, special, max_length):
+    # keep leading/trailing special tokens, and the body window of the right size centred on the entity
+    body = [i for i, sp in enumerate(special) if not sp]
+    lead, tail = list(range(body[0])), list(range(body[-1] + 1, len(ids)))
+    width = max_length - len(lead) - len(tail)
+    ent = [j for j, i in enumerate(body) if mask[i]]
+    lo = max(0, min(ent[0] - (width - (ent[-1] - ent[0] + 1)) // 2, len(body) - width))
+    keep = lead + body[lo : lo + width] + tail
+    return [ids[i] for i in keep], [mask[i] for i in keep]
+
+
+def mask_entity(input_ids: torch.Tensor, entity_mask: torch.Tensor, mask_token_id: int) -> torch.Tensor:
+    """The half-masked copy: entity tokens -> mask token, same length, everything else untouched."""
+    return input_ids.masked_fill(entity_mask.bool(), mask_token_id)
+
+
+# --- model --------------------------------------------------------------------------------------
+
+
+def pool_entity(hidden: torch.Tensor, entity_mask: torch.Tensor) -> torch.Tensor:
+    """concat(mean, max) of the hidden states over the entity's tokens: (B, T, H) -> (B, 2H)."""
+    m = entity_mask.unsqueeze(-1).to(hidden.dtype)
+    mean = (hidden * m).sum(1) / m.sum(1).clamp(min=1.0)
+    mx = hidden.masked_fill(m == 0, torch.finfo(hidden.dtype).min).amax(1)
+    return torch.cat([mean, mx], dim=-1)
+
+
+class MultiSampleDropoutHead(nn.Module):
+    """Linear -> Tanh -> K dropout masks over the same vector -> shared Linear; logits averaged.
+
+    K=1 is plain dropout. At eval time dropout is the identity, so one pass suffices.
+    """
+
+    def __init__(self, in_dim: int, hidden: int, k: int = 5, rate: float = 0.3, n_labels: int = len(LABELS)):
+        super().__init__()
+        self.dense, self.dropout, self.out, self.k = nn.Linear(in_dim, hidden), nn.Dropout(rate), nn.Linear(hidden, n_labels), k
+
+    def forward(self, rep: torch.Tensor) -> torch.Tensor:
+        h = torch.tanh(self.dense(rep))
+        if not self.training:
+            return self.out(h)
+        return torch.stack([self.out(self.dropout(h)) for _ in range(self.k)]).mean(0)
+
+
+class HamamModel(nn.Module):
+    def __init__(self, encoder: nn.Module, cfg: TrainConfig, mask_token_id: int):
+        super().__init__()
+        self.encoder, self.cfg, self.mask_token_id = encoder, cfg, mask_token_id
+        h = encoder.config.hidden_size
+        in_dim = 2 * h if cfg.pooling == "entity" else h
+        self.head = MultiSampleDropoutHead(in_dim, h, cfg.msd_k, cfg.msd_rate)
+        if cfg.freeze_embeddings:
+            encoder.get_input_embeddings().weight.requires_grad_(False)
+
+    def forward(self, input_ids, attention_mask, entity_mask, mode: str | None = None, output_attentions=False):
+        mode = mode or self.cfg.mode
+        b = input_ids.shape[0]
+        if mode == "masked":
+            input_ids = mask_entity(input_ids, entity_mask, self.mask_token_id)
+        elif mode == "hamam":  # both copies in one forward pass of 2B rows
+            input_ids = torch.cat([input_ids, mask_entity(input_ids, entity_mask, self.mask_token_id)])
+            attention_mask, entity_mask = attention_mask.repeat(2, 1), entity_mask.repeat(2, 1)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions)
+        hidden = out.last_hidden_state
+        rep = pool_entity(hidden, entity_mask) if self.cfg.pooling == "entity" else hidden[:, 0]
+        logits = self.head(rep)
+        if mode == "hamam":
+            logits = (logits[:b] + logits[b:]) / 2
+        return (logits, out.attentions) if output_attentions else logits
+
+
+def class_weights(neutral_weight: float) -> torch.Tensor:
+    w = torch.ones(len(LABELS))
+    w[LABEL2ID[0]] = neutral_weight
+    return w
+
+
+def loss_fn(neutral_weight: float) -> nn.CrossEntropyLoss:
+    return nn.CrossEntropyLoss(weight=class_weights(neutral_weight))
+
+
+# --- checkpoints --------------------------------------------------------------------------------
+
+
+def build(backbone_path: str, cfg: TrainConfig, **model_kwargs):
+    """Encoder + tokenizer from anything `from_pretrained` accepts, wrapped in HamamModel."""
+    tokenizer = AutoTokenizer.from_pretrained(backbone_path)
+    if tokenizer.mask_token_id is None:
+        raise ValueError(f"{backbone_path}: tokenizer has no mask token; HAMAM needs one")
+    encoder = AutoModel.from_pretrained(backbone_path, **model_kwargs)
+    return HamamModel(encoder, cfg, tokenizer.mask_token_id), tokenizer
+
+
+def save(model: HamamModel, tokenizer, out_dir: str | Path) -> None:
+    """A directory `AutoModel`/`AutoTokenizer` load as is, with the head and its config beside."""
+    out_dir = Path(out_dir)
+    model.encoder.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    save_file({k: v.contiguous() for k, v in model.head.state_dict().items()}, out_dir / HEAD_FILE)
+    (out_dir / CONFIG_FILE).write_text(json.dumps(dataclasses.asdict(model.cfg), indent=2))
+
+
+def load(path: str | Path, device: str = "cpu", **model_kwargs):
+    """Reload a saved HAMAM directory for prediction: (model in eval mode, tokenizer)."""
+    path = Path(path)
+    cfg = TrainConfig(**json.loads((path / CONFIG_FILE).read_text()))
+    model, tokenizer = build(str(path), cfg, **model_kwargs)
+    model.head.load_state_dict(load_file(path / HEAD_FILE))
+    return model.to(device).eval(), tokenizer

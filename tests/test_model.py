@@ -1,0 +1,145 @@
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModel, AutoTokenizer
+
+from lib import model as hm
+from lib.config import TrainConfig
+from lib.data import load_split
+from lib.train import collate
+
+from .checkpoints import FAMILIES, build
+
+# entity at the start, in the middle, at the end, and a word that occurs twice (second one is the target)
+SENT = "Путин встретился с Путиным в Москве, а Путин похвалил Москву"
+CASES = [(0, 5), (19, 26), (54, 60), (39, 44)]
+
+
+@pytest.fixture(scope="module")
+def checkpoints(tmp_path_factory):
+    sents = list(load_split("train", max_rows=400)["sentence"]) + [SENT]
+    root = tmp_path_factory.mktemp("ckpt")
+    return {f: str(build(f, sents, root / f)) for f in FAMILIES}
+
+
+def test_cases_are_what_they_claim():
+    assert [SENT[a:b] for a, b in CASES] == ["Путин", "Путиным", "Москву", "Путин"]
+    assert SENT.find("Путин") == 0 and CASES[3][0] > 0
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_reload_through_auto_classes(checkpoints, family):
+    tok = AutoTokenizer.from_pretrained(checkpoints[family])
+    assert tok.is_fast and tok.mask_token_id is not None
+    assert AutoModel.from_pretrained(checkpoints[family]) is not None
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+@pytest.mark.parametrize("span", CASES)
+def test_masked_copy_differs_exactly_at_the_entity_tokens(checkpoints, family, span):
+    tok = AutoTokenizer.from_pretrained(checkpoints[family])
+    (ex,) = hm.encode(tok, [SENT], [span[0]], [span[1]])
+    ids, ent = torch.tensor([ex["input_ids"]]), torch.tensor([ex["entity_mask"]])
+    masked = hm.mask_entity(ids, ent, tok.mask_token_id)
+    assert masked.shape == ids.shape
+    changed = (masked != ids)[0].numpy()
+    assert np.array_equal(changed | (ent[0].numpy() == 1), ent[0].numpy() == 1)  # only entity tokens change
+    assert (masked[0][ent[0] == 1] == tok.mask_token_id).all()
+    # the entity tokens are exactly those whose characters overlap the span, and together cover it
+    enc = tok(SENT, return_offsets_mapping=True, return_special_tokens_mask=True)
+    s, e = span
+    marked = [o for o, m in zip(enc["offset_mapping"], ex["entity_mask"]) if m]
+    assert min(a for a, _ in marked) <= s and max(b for _, b in marked) >= e
+    for (a, b), m, sp in zip(enc["offset_mapping"], ex["entity_mask"], enc["special_tokens_mask"]):
+        assert not (m and sp)
+        if not m and not sp:
+            assert b <= s or a >= e
+
+
+def test_repeated_word_is_marked_only_at_its_span(checkpoints):
+    tok = AutoTokenizer.from_pretrained(checkpoints["bert"])
+    first, second = hm.encode(tok, [SENT, SENT], [0, 39], [5, 44])
+    pos1 = {i for i, m in enumerate(first["entity_mask"]) if m}
+    pos2 = {i for i, m in enumerate(second["entity_mask"]) if m}
+    assert pos1 and pos2 and not pos1 & pos2
+    assert [first["input_ids"][i] for i in sorted(pos1)] == [second["input_ids"][i] for i in sorted(pos2)]
+
+
+def test_long_sentence_keeps_a_window_around_the_entity(checkpoints):
+    tok = AutoTokenizer.from_pretrained(checkpoints["bert"])
+    long = " ".join(["слово"] * 200) + " Путин " + " ".join(["слово"] * 200)
+    a = long.index("Путин")
+    (ex,) = hm.encode(tok, [long], [a], [a + 5], max_length=32)
+    assert len(ex["input_ids"]) == 32 and sum(ex["entity_mask"]) >= 1
+    assert ex["input_ids"][0] == tok.cls_token_id and ex["input_ids"][-1] == tok.sep_token_id
+
+
+def test_pair_encoding_marks_only_the_sentence_segment(checkpoints):
+    tok = AutoTokenizer.from_pretrained(checkpoints["bert"])
+    (ex,) = hm.encode(tok, [SENT], [0], [5], entities=["Путин"])
+    sep = ex["input_ids"].index(tok.sep_token_id)
+    assert sum(ex["entity_mask"][:sep]) >= 1 and sum(ex["entity_mask"][sep:]) == 0
+
+
+def test_pooling_is_concat_of_mean_and_max_over_entity_tokens():
+    h = torch.tensor([[[1.0, -2.0], [3.0, 5.0], [100.0, 100.0], [-1.0, 4.0]]])
+    m = torch.tensor([[0, 1, 0, 1]])
+    assert torch.equal(hm.pool_entity(h, m), torch.tensor([[1.0, 4.5, 3.0, 5.0]]))
+
+
+def test_class_weights_downweight_neutral_only():
+    w = hm.class_weights(0.1)
+    assert w[hm.LABEL2ID[0]].item() == pytest.approx(0.1)
+    assert w[hm.LABEL2ID[1]].item() == w[hm.LABEL2ID[-1]].item() == 1.0
+    logits, y = torch.tensor([[0.0, 2.0, 0.0], [2.0, 0.0, 0.0]]), torch.tensor([hm.LABEL2ID[0], hm.LABEL2ID[1]])
+    per_row = torch.nn.functional.cross_entropy(logits, y, reduction="none")
+    expected = (0.1 * per_row[0] + 1.0 * per_row[1]) / 1.1
+    assert hm.loss_fn(0.1)(logits, y).item() == pytest.approx(expected.item())
+
+
+def test_msd_head_averages_k_dropout_masks_and_is_deterministic_in_eval():
+    torch.manual_seed(0)
+    head = hm.MultiSampleDropoutHead(4, 3, k=5, rate=0.5)
+    x = torch.randn(2, 4)
+    head.train()
+    torch.manual_seed(1)
+    got = head(x)
+    torch.manual_seed(1)
+    h = torch.tanh(head.dense(x))
+    want = torch.stack([head.out(head.dropout(h)) for _ in range(5)]).mean(0)
+    assert torch.allclose(got, want)
+    head.eval()
+    assert torch.equal(head(x), head(x)) and torch.allclose(head(x), head.out(h))
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_hamam_forward_backward_and_mode_semantics(checkpoints, family):
+    cfg = TrainConfig(backbone=checkpoints[family], msd_k=2)
+    model, tok = hm.build(checkpoints[family], cfg)
+    exs = hm.encode(tok, [SENT] * 2, [0, 19], [5, 26])
+    x = collate(exs, tok.pad_token_id, labels=[1, -1])
+    y = x.pop("labels")
+    loss = hm.loss_fn(0.1)(model(**x, mode="hamam"), y)
+    loss.backward()
+    assert torch.isfinite(loss) and model.encoder.get_input_embeddings().weight.grad is not None
+    model.eval()
+    with torch.no_grad():
+        un, ma, ha = (model(**x, mode=m) for m in ("unmasked", "masked", "hamam"))
+    assert torch.allclose(ha, (un + ma) / 2, atol=1e-5)
+    assert not torch.allclose(un, ma)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_save_and_load_round_trip(checkpoints, family, tmp_path):
+    cfg = TrainConfig(backbone=checkpoints[family])
+    model, tok = hm.build(checkpoints[family], cfg)
+    model.eval()
+    x = collate(hm.encode(tok, [SENT], [0], [5]), tok.pad_token_id)
+    with torch.no_grad():
+        before = model(**x)
+    hm.save(model, tok, tmp_path / "m")
+    assert AutoModel.from_pretrained(tmp_path / "m") is not None  # plain transformers can load the encoder
+    again, tok2 = hm.load(tmp_path / "m")
+    with torch.no_grad():
+        assert torch.allclose(again(**x), before, atol=1e-6)
+    assert again.cfg == cfg
