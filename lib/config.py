@@ -75,9 +75,12 @@ class Profile:
     msd_seeds: int = 3
     msd_folds: int = 1
     msd_epochs: int = 4
-    # 05: SBERT epochs; 06: examples drawn for the attention pictures
+    msd_mode: str = "hamam"  # the cpu profile ablates on the cheaper unmasked pass (one forward per example)
+    # 05: SBERT (bi-encoder) training
     sbert_epochs: int = 2
-    attention_rows: int | None = None  # validation rows aggregated in 06 (None = all)
+    sbert_batch_size: int = 32
+    # 06: validation rows aggregated for the attention statistics (None = all)
+    attention_rows: int | None = None
 
     def train_config(self, **overrides) -> TrainConfig:
         return replace(self.train, **overrides)

@@ -15,8 +15,11 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 from transformers import AutoModel, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
 from .config import TrainConfig
+
+hf_logging.disable_progress_bar()  # per-checkpoint "Loading weights" bars drown the notebooks' own progress
 
 LABELS = (-1, 0, 1)  # logit column i is label LABELS[i]
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}

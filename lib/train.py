@@ -24,6 +24,7 @@ from .config import Profile, RunPaths, TrainConfig
 from .metrics import f1pn, to_labels
 
 SPLITS_PREDICTED = ("validation", "final")
+ARTIFACT_VERSION = 2  # bump when what a fold directory holds changes: older folds are retrained
 
 
 def seed_everything(seed: int) -> None:
@@ -95,7 +96,8 @@ class FoldRun:
     step_loss: list[float] = field(default_factory=list)  # training loss at every optimisation step
     best_step: int = 0
     best_f1pn: float = -1.0
-    seconds: float = 0.0
+    seconds: float = 0.0  # wall time of the whole run, held-out evaluations included
+    eval_seconds: float = 0.0
     steps: int = 0
     train_examples: int = 0
 
@@ -144,6 +146,7 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
             running.append(run.step_loss[-1])
             bar.update(1)
             if step % eval_every == 0 or step == total:
+                t_eval = time.perf_counter()
                 score = f1pn(y_held, to_labels(predict(model, held, tok.pad_token_id, device)))
                 run.history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": float(np.mean(running)), "held_f1pn": score, "seconds": time.perf_counter() - t0})
                 running = []
@@ -153,6 +156,7 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
                     best_state = copy.deepcopy(model.state_dict())
                 else:
                     bad += 1
+                run.eval_seconds += time.perf_counter() - t_eval
             if step >= total or bad >= cfg.patience:
                 break
     bar.close()
@@ -225,8 +229,16 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
     return KFoldResult(cfg, folds, oof, {s: np.stack(v) for s, v in logits.items()}, runs, root)
 
 
+def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int) -> bool:
+    """Whether `run_kfold` would reuse this fold instead of training it."""
+    return _cached(run_dir(RunPaths(profile.name), cfg, data) / f"fold{fold}" / "done.json", cfg)
+
+
 def _cached(done: Path, cfg: TrainConfig) -> bool:
-    return done.is_file() and json.loads(done.read_text()).get("config") == asdict(cfg)
+    if not done.is_file():
+        return False
+    meta = json.loads(done.read_text())
+    return meta.get("config") == asdict(cfg) and meta.get("version") == ARTIFACT_VERSION
 
 
 def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint: bool) -> None:
@@ -239,5 +251,5 @@ def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint:
         np.save(fold_dir / f"logits_{s}.npy", predict(model, encode_df(tok, data[s], cfg), tok.pad_token_id, device))
     if save_checkpoint:
         hm.save(model, tok, fold_dir / "checkpoint")
-    meta = {"config": asdict(cfg), "fold": k, "backbone_path": backbone, **asdict(run)}
+    meta = {"version": ARTIFACT_VERSION, "config": asdict(cfg), "fold": k, "backbone_path": backbone, **asdict(run)}
     (fold_dir / "done.json").write_text(json.dumps(meta))  # written last: its presence means the fold is complete

@@ -44,3 +44,28 @@ def test_score_subsets_reports_all_seen_unseen():
     out = score_subsets(df, [1, -1, 0, 0], n_boot=50, model="m")
     assert list(out["subset"]) == ["all", "seen", "unseen"] and list(out["n"]) == [4, 2, 2]
     assert out.loc[out.subset == "seen", "f1pn"].item() == 1.0 and (out["model"] == "m").all()
+
+
+def test_paired_bootstrap_difference_is_zero_for_identical_systems_and_signed():
+    from lib.metrics import paired_bootstrap_diff
+
+    rng = np.random.default_rng(2)
+    y = rng.choice([-1, 0, 1], 400)
+    noisy = np.where(rng.random(400) < 0.5, y, 0)
+    assert paired_bootstrap_diff(y, noisy, noisy, n=100) == (0.0, 0.0, 0.0)
+    d, lo, hi = paired_bootstrap_diff(y, y, noisy, n=200)
+    assert d == pytest.approx(1.0 - f1pn(y, noisy)) and 0 < lo <= d <= hi
+
+
+def test_vectorised_resampled_f1pn_equals_the_official_formula():
+    from lib.metrics import f1pn_resampled
+
+    rng = np.random.default_rng(4)
+    y, p = rng.choice([-1, 0, 1], 200), rng.choice([-1, 0, 1], 200)
+    p[:5] = 0
+    idx = rng.integers(0, 200, size=(30, 200))
+    got = f1pn_resampled(y, p, idx)
+    want = [f1_score(y[i], p[i], labels=[1, -1], average="macro", zero_division=0) for i in idx]
+    assert np.allclose(got, want)
+    # degenerate resample: no positive or negative anywhere -> 0, as sklearn with zero_division=0
+    assert f1pn_resampled(np.zeros(3, int), np.zeros(3, int), np.array([[0, 1, 2]]))[0] == 0.0

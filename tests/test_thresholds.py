@@ -1,0 +1,53 @@
+import numpy as np
+import pytest
+
+from lib import thresholds as th
+from lib.metrics import f1pn, to_labels
+
+
+@pytest.fixture
+def logits():
+    return np.random.default_rng(0).normal(size=(300, 3)) * 2
+
+
+def test_threshold_zero_is_argmax_over_the_two_sentiment_classes(logits):
+    p = th.threshold_rule(logits, 0.0)
+    assert set(p) <= {-1, 1}
+    assert np.array_equal(p, np.where(logits[:, th.POS] > logits[:, th.NEG], 1, -1))
+
+
+def test_threshold_above_one_predicts_only_neutral(logits):
+    assert (th.threshold_rule(logits, 1.01) == 0).all()
+
+
+def test_threshold_rule_by_hand():
+    # P = softmax; row 0: pos 0.7 -> positive at t=0.5; row 1: max sentiment prob < 0.5 -> neutral
+    z = np.log(np.array([[0.1, 0.2, 0.7], [0.3, 0.4, 0.3]]))
+    assert th.threshold_rule(z, 0.5).tolist() == [1, 0]
+
+
+def test_bias_zero_is_plain_argmax_and_large_bias_is_all_neutral(logits):
+    assert np.array_equal(th.bias_rule(logits, 0.0), to_labels(logits))
+    assert (th.bias_rule(logits, 100.0) == 0).all() and (th.bias_rule(logits, -100.0) != 0).all()
+
+
+def test_sweep_matches_direct_computation_and_choice_is_the_best_oof_point(logits):
+    y = np.random.default_rng(1).choice([-1, 0, 1], len(logits))
+    s = th.sweep(y, logits, "threshold", n_boot=50)
+    for _, row in s.sample(5, random_state=0).iterrows():
+        assert row["f1pn"] == pytest.approx(f1pn(y, th.threshold_rule(logits, row["param"])))
+        assert row["f1pn_lo"] <= row["f1pn_hi"]
+    t = th.choose(y, logits, "threshold")
+    assert f1pn(y, th.threshold_rule(logits, t)) == pytest.approx(s["f1pn"].max())
+
+
+def test_rule_chosen_on_oof_is_applied_unchanged_to_validation():
+    # OOF wants a high threshold (its sentiment predictions are mostly wrong); validation would want t=0
+    rng = np.random.default_rng(2)
+    oof_logits, val_logits = rng.normal(size=(400, 3)), rng.normal(size=(400, 3))
+    y_oof = np.where(rng.random(400) < 0.8, 0, to_labels(oof_logits))
+    y_val = np.where(th.threshold_rule(val_logits, 0.0) == 1, 1, -1)
+    t, pred = th.tune_then_apply("threshold", y_oof, oof_logits, val_logits)
+    assert t == th.choose(y_oof, oof_logits, "threshold") and t > 0.3
+    assert np.array_equal(pred, th.threshold_rule(val_logits, t))
+    assert th.choose(y_val, val_logits, "threshold") < t  # the validation optimum was not used
