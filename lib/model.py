@@ -56,12 +56,12 @@ def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=N
         if not any(mask):
             raise ValueError(f"example {i}: no token covers the entity span [{s}, {e}) of {sentences[i]!r}")
         if len(ids) > max_length:
-            ids, mask = _window(ids, mask, special, max_length)
+            ids, mask = window(ids, mask, special, max_length)
         out.append({"input_ids": ids, "entity_mask": mask})
     return out
 
 
-def _window(ids, mask, special, max_length):
+def window(ids, mask, special, max_length):
     # keep leading/trailing special tokens, and the body window of the right size centred on the entity
     body = [i for i, sp in enumerate(special) if not sp]
     lead, tail = list(range(body[0])), list(range(body[-1] + 1, len(ids)))

@@ -14,4 +14,4 @@ if [ "$(cat .venv/.installed 2>/dev/null)" != "$want" ]; then
   echo "$want" > .venv/.installed
 fi
 export PATH="$PWD/.venv/bin:$PATH"
-export MPLBACKEND=Agg PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false
+export PYTHONHASHSEED=0 TOKENIZERS_PARALLELISM=false

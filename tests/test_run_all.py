@@ -1,0 +1,95 @@
+"""run_all.sh end to end: the smoke profile of every notebook, its failure modes, and that it
+leaves committed files alone. These are the slowest tests (minutes); CI runs them."""
+import json
+import os
+import shutil
+import subprocess
+import time
+
+import nbformat
+import pytest
+
+from lib.config import RAW_DIR, ROOT
+
+NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+
+
+def git_dirty() -> str:
+    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout
+
+
+def test_notebook_sources_are_clean_and_parameterised():
+    assert [n[:2] for n in NOTEBOOKS] == [f"{i:02d}" for i in range(1, len(NOTEBOOKS) + 1)]
+    for name in NOTEBOOKS:
+        nb = nbformat.read(ROOT / "notebooks" / name, as_version=4)
+        code = [c for c in nb.cells if c.cell_type == "code"]
+        assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has outputs"
+        params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
+        assert len(params) == 1 and "profile = " in params[0].source, f"{name}: one tagged parameters cell with `profile`"
+
+
+def test_run_all_smoke_executes_every_notebook_and_regenerates_figures():
+    before = git_dirty()
+    start = time.time()
+    r = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=ROOT, capture_output=True, text=True, timeout=1800)
+    assert r.returncode == 0, r.stdout[-4000:] + r.stderr[-4000:]
+    for name in NOTEBOOKS:
+        assert f"{name}: " in r.stdout  # its wall time is printed
+        nb = nbformat.read(ROOT / "runs" / "smoke" / "notebooks" / name, as_version=4)
+        errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+        assert not errors
+        figures = list((ROOT / "runs" / "smoke" / "figures").glob(f"{name[:2]}_*.png"))
+        assert figures and all(f.stat().st_mtime >= start for f in figures), f"{name}: no fresh figure"
+    assert git_dirty() == before  # no committed file (sources, committed figures) changed
+
+
+@pytest.fixture
+def sandbox(tmp_path):
+    """A copy of the project skeleton sharing .venv and lib, with notebooks of our own."""
+    for name in (".venv", "lib", "scripts", "data", "requirements.txt", "pyproject.toml"):
+        os.symlink(ROOT / name, tmp_path / name)
+    shutil.copy(ROOT / "run_all.sh", tmp_path)
+    (tmp_path / "notebooks").mkdir()
+    return tmp_path
+
+
+def _notebook(path, source):
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    params = nbformat.v4.new_code_cell('profile = "cpu"\nforce = False\ndata_dir = ""')
+    params.metadata["tags"] = ["parameters"]
+    nb.cells = [params, nbformat.v4.new_code_cell(source)]
+    nbformat.write(nb, path)
+
+
+def test_run_all_stops_at_the_first_failing_notebook_and_keeps_its_copy(sandbox):
+    _notebook(sandbox / "notebooks" / "01_ok.ipynb", "print('ok', profile)")
+    _notebook(sandbox / "notebooks" / "02_fails.ipynb", "raise RuntimeError('boom')")
+    _notebook(sandbox / "notebooks" / "03_never.ipynb", "print('never')")
+    r = subprocess.run(["./run_all.sh", "--profile", "smoke"], cwd=sandbox, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0
+    assert "FAILED: 02_fails.ipynb" in r.stderr
+    kept = nbformat.read(sandbox / "runs" / "smoke" / "notebooks" / "02_fails.ipynb", as_version=4)
+    assert any(o.output_type == "error" and o.ename == "RuntimeError" for c in kept.cells if c.cell_type == "code" for o in c.outputs)
+    assert not (sandbox / "runs" / "smoke" / "notebooks" / "03_never.ipynb").exists()
+    # the injected profile reached the parameters cell of the first notebook
+    ok = json.loads((sandbox / "runs" / "smoke" / "notebooks" / "01_ok.ipynb").read_text())
+    assert "ok smoke" in "".join(o.get("text", "") for c in ok["cells"] for o in c.get("outputs", []))
+
+
+def test_run_all_rejects_bad_data_with_one_line(tmp_path):
+    for f in RAW_DIR.glob("*.csv"):
+        shutil.copy(f, tmp_path / f.name)
+    lines = (tmp_path / "train_data.csv").read_text(encoding="utf-8").splitlines(keepends=True)
+    head, row = lines[0], lines[5].split("\t")
+    row[-1] = "5\n"  # label 5: data row 5
+    (tmp_path / "train_data.csv").write_text(head + "".join(lines[1:5]) + "\t".join(row) + "".join(lines[6:]), encoding="utf-8")
+    r = subprocess.run(["./run_all.sh", "--profile", "smoke", "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert r.returncode != 0 and "Traceback" not in r.stderr
+    err = [line for line in r.stderr.splitlines() if line.strip()]
+    assert len(err) == 1 and "train_data.csv: row 5: label must be one of [-1, 0, 1]" in err[0]
+
+
+def test_run_all_rejects_unknown_arguments():
+    r = subprocess.run(["./run_all.sh", "--profile", "gpu"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown profile" in r.stderr
