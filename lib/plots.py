@@ -12,7 +12,7 @@ LABEL_COLORS = {-1: "#d62728", 0: "#7f7f7f", 1: "#2ca02c"}
 
 def setup() -> None:
     sns.set_theme(context="notebook", style="whitegrid")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "savefig.bbox": "tight"})
+    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "savefig.bbox": "tight", "figure.constrained_layout.use": True})
 
 
 def save(fig, name: str, folder: Path) -> Path:
