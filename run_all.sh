@@ -9,10 +9,9 @@
 # --force retrains folds even when cached artifacts match; --data-dir validates and uses another
 # copy of the RuSentNE-23 files (same file names) instead of data/raw.
 set -euo pipefail
-cd "$(dirname "$0")"
 
 profile=cpu only="" force=False data_dir=""
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:?--profile needs a value}; shift 2 ;;
@@ -24,6 +23,10 @@ while [ $# -gt 0 ]; do
   esac
 done
 case "$profile" in smoke|cpu|paper) ;; *) echo "run_all.sh: unknown profile '$profile' (smoke|cpu|paper)" >&2; exit 2 ;; esac
+if [ -n "$data_dir" ]; then  # relative to where the user stands, not to notebooks/
+  data_dir=$(cd "$data_dir" 2>/dev/null && pwd) || { echo "run_all.sh: --data-dir: no such directory" >&2; exit 2; }
+fi
+cd "$(dirname "$0")"
 
 source scripts/setup_env.sh
 

@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = ROOT / "data" / "raw"
 MODES = ("unmasked", "masked", "hamam")
+LABELS = (-1, 0, 1)  # negative, neutral, positive; logit column i is label LABELS[i]
 
 
 @dataclass(frozen=True)
@@ -135,6 +136,8 @@ def get_profile(name: str = DEFAULT_PROFILE, **train_overrides) -> Profile:
     prof = PROFILES[name]
     if train_overrides:
         prof = replace(prof, train=prof.train_config(**train_overrides))
+        if "backbone" in train_overrides:  # the main backbone is backbones[0] everywhere
+            prof = replace(prof, backbones=(prof.train.backbone,) + tuple(b for b in prof.backbones[1:] if b != prof.train.backbone))
     return prof
 
 

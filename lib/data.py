@@ -11,10 +11,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from .config import RAW_DIR
+from .config import LABELS, RAW_DIR
 
 TEXT_COLUMNS = ["sentence", "entity", "entity_tag", "entity_pos_start_rel", "entity_pos_end_rel"]
-LABELS = (-1, 0, 1)
 SPLIT_FILES = {
     "train": "train_data.csv",
     "validation": "validation_data_labeled.csv",

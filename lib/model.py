@@ -17,11 +17,10 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .config import TrainConfig
+from .config import LABELS, TrainConfig
 
 hf_logging.disable_progress_bar()  # per-checkpoint "Loading weights" bars drown the notebooks' own progress
 
-LABELS = (-1, 0, 1)  # logit column i is label LABELS[i]
 LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
 HEAD_FILE, CONFIG_FILE = "hamam_head.safetensors", "hamam_config.json"
 

@@ -35,7 +35,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from . import model as hm
 from .config import RunPaths, TrainConfig
-from .train import batches, data_digest, seed_everything
+from .train import batches, data_digest, param_groups, seed_everything
 
 MARKERS = ("<e>", "</e>")
 DUMMY = "<dummy>"  # the fixed second text of the 'pair with a dummy token' trick
@@ -122,14 +122,8 @@ def fit(loss, a: list[str], b: list[str], labels, cfg: TrainConfig, epochs: int,
     """
     model = loss.model
     enc = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    own = [p for n, p in loss.named_parameters() if p.requires_grad and not n.startswith("model.")]
-    no_decay = {n for n, _ in enc if n.endswith("bias") or "norm" in n.lower()}  # as lib.train does
-    groups = [
-        {"params": [p for n, p in enc if n not in no_decay], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in enc if n in no_decay], "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": own, "lr": cfg.head_lr, "weight_decay": cfg.weight_decay},  # the loss's own classifier
-    ]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]])
+    own = [p for n, p in loss.named_parameters() if p.requires_grad and not n.startswith("model.")]  # the loss's classifier
+    opt = torch.optim.AdamW(param_groups(enc, own, cfg))
     rng = np.random.default_rng(cfg.seed)
     lengths = [len(t) for t in a]  # characters: a cheap proxy for token length when bucketing
     plan = list(itertools.chain.from_iterable(batches(lengths, batch_size, True, cfg.bucket, rng) for _ in range(epochs)))

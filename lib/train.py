@@ -90,6 +90,17 @@ def predict(model: hm.HamamModel, encoded: list[dict], pad_id: int, device, batc
 # --- one fold -----------------------------------------------------------------------------------
 
 
+def param_groups(encoder: list[tuple[str, torch.nn.Parameter]], head: list[torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
+    """AdamW groups: the encoder at `lr` (no weight decay on biases and norms), the new head at `head_lr`."""
+    no_decay = {n for n, _ in encoder if n.endswith("bias") or "norm" in n.lower()}
+    groups = [
+        {"params": [p for n, p in encoder if n not in no_decay], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in encoder if n in no_decay], "lr": cfg.lr, "weight_decay": 0.0},
+        {"params": list(head), "lr": cfg.head_lr, "weight_decay": cfg.weight_decay},
+    ]
+    return [g for g in groups if g["params"]]
+
+
 @dataclass
 class FoldRun:
     history: list[dict] = field(default_factory=list)  # one row per held-out evaluation
@@ -114,16 +125,9 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
     total = max_steps or steps_per_epoch * cfg.epochs
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
 
-    def no_decay(name: str) -> bool:  # biases and normalisation weights
-        return name.endswith("bias") or "norm" in name.lower()
-
-    params = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = [
-        {"params": [p for n, p in params if n.startswith("encoder.") and not no_decay(n)], "lr": cfg.lr, "weight_decay": cfg.weight_decay},
-        {"params": [p for n, p in params if n.startswith("encoder.") and no_decay(n)], "lr": cfg.lr, "weight_decay": 0.0},
-        {"params": [p for n, p in params if n.startswith("head.")], "lr": cfg.head_lr, "weight_decay": cfg.weight_decay},
-    ]
-    opt = torch.optim.AdamW([g for g in groups if g["params"]])
+    named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
+    groups = param_groups([(n, p) for n, p in named if n.startswith("encoder.")], [p for n, p in named if n.startswith("head.")], cfg)
+    opt = torch.optim.AdamW(groups)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     loss_fn = hm.loss_fn(cfg.neutral_weight).to(device)
 
@@ -217,7 +221,7 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
     for k in tqdm(folds, desc=f"{cfg.backbone} {cfg.mode} folds", leave=False):
         fold_dir = root / f"fold{k}"
         done = fold_dir / "done.json"
-        if force or not _cached(done, cfg):
+        if force or not _cached(done, cfg, need_checkpoint=save_checkpoints):
             backbone = backbone or backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
             _train_fold(cfg, backbone, data, k, fold_dir, device, save_checkpoints)
         meta = json.loads(done.read_text())
@@ -229,14 +233,16 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
     return KFoldResult(cfg, folds, oof, {s: np.stack(v) for s, v in logits.items()}, runs, root)
 
 
-def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int) -> bool:
+def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int, need_checkpoint: bool = False) -> bool:
     """Whether `run_kfold` would reuse this fold instead of training it."""
-    return _cached(run_dir(RunPaths(profile.name), cfg, data) / f"fold{fold}" / "done.json", cfg)
+    return _cached(run_dir(RunPaths(profile.name), cfg, data) / f"fold{fold}" / "done.json", cfg, need_checkpoint)
 
 
-def _cached(done: Path, cfg: TrainConfig) -> bool:
+def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False) -> bool:
     if not done.is_file():
         return False
+    if need_checkpoint and not (done.parent / "checkpoint" / hm.CONFIG_FILE).is_file():
+        return False  # trained by a chapter that kept no checkpoint (04); a later reader needs one
     meta = json.loads(done.read_text())
     return meta.get("config") == asdict(cfg) and meta.get("version") == ARTIFACT_VERSION
 

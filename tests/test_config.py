@@ -1,3 +1,5 @@
+import dataclasses
+
 import pytest
 
 from lib.config import PROFILES, ROOT, RunPaths, TrainConfig, get_profile
@@ -23,8 +25,22 @@ def test_unknown_profile_and_bad_fields_fail_clearly():
 def test_key_is_stable_and_sensitive_to_every_field():
     a = TrainConfig()
     assert a.key() == TrainConfig().key()
-    assert a.key() != TrainConfig(neutral_weight=0.3).key()
-    assert a.key() != TrainConfig(seed=1).key()
+    valid_strings = {"mode": "masked", "pooling": "cls"}  # fields whose values are checked
+    for f in dataclasses.fields(TrainConfig):
+        value = getattr(a, f.name)
+        if isinstance(value, bool):
+            changed = not value
+        elif isinstance(value, (int, float)):
+            changed = value + 1
+        else:
+            changed = valid_strings.get(f.name, value + "-x")
+        assert dataclasses.replace(a, **{f.name: changed}).key() != a.key(), f.name
+
+
+def test_a_backbone_override_is_the_main_backbone_everywhere():
+    prof = get_profile("paper", backbone="xlm-roberta-large")
+    assert prof.train.backbone == "xlm-roberta-large" and prof.backbones == ("xlm-roberta-large", "google/rembert")
+    assert get_profile("cpu", backbone="some/dir").backbones == ("some/dir",)
 
 
 def test_overrides_flow_into_the_train_config():

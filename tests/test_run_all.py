@@ -1,6 +1,5 @@
 """run_all.sh end to end: the smoke profile of every notebook, its failure modes, and that it
 leaves committed files alone. These are the slowest tests (minutes); CI runs them."""
-import json
 import os
 import shutil
 import subprocess
@@ -73,8 +72,8 @@ def test_run_all_stops_at_the_first_failing_notebook_and_keeps_its_copy(sandbox)
     assert any(o.output_type == "error" and o.ename == "RuntimeError" for c in kept.cells if c.cell_type == "code" for o in c.outputs)
     assert not (sandbox / "runs" / "smoke" / "notebooks" / "03_never.ipynb").exists()
     # the injected profile reached the parameters cell of the first notebook
-    ok = json.loads((sandbox / "runs" / "smoke" / "notebooks" / "01_ok.ipynb").read_text())
-    assert "ok smoke" in "".join(o.get("text", "") for c in ok["cells"] for o in c.get("outputs", []))
+    ok = nbformat.read(sandbox / "runs" / "smoke" / "notebooks" / "01_ok.ipynb", as_version=4)
+    assert "ok smoke" in "".join(o.get("text", "") for c in ok.cells if c.cell_type == "code" for o in c.outputs)
 
 
 def test_run_all_rejects_bad_data_with_one_line(tmp_path):

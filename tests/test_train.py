@@ -1,4 +1,5 @@
 import json
+import shutil
 
 import numpy as np
 import pytest
@@ -49,8 +50,8 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     cfg = prof.train_config(epochs=1, msd_k=2)
     res = T.run_kfold(prof, cfg, data)
     assert not np.isnan(res.oof).any() and res.logits["validation"].shape == (prof.n_folds, len(data["validation"]), 3)
-    assert np.allclose(res.ensemble("validation"), res.logits["validation"].mean(0))
     fold0 = res.root / "fold0"
+    assert np.array_equal(res.logits["validation"][0], np.load(fold0 / "logits_validation.npy"))
     assert (fold0 / "checkpoint" / "config.json").is_file() and (fold0 / "checkpoint" / "hamam_head.safetensors").is_file()
     stamp = (fold0 / "done.json").stat().st_mtime_ns
 
@@ -60,9 +61,20 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     assert calls == [] and np.array_equal(again.oof, res.oof)  # nothing retrained
     assert (fold0 / "done.json").stat().st_mtime_ns == stamp
 
-    # a changed config is another run; a done.json with another config is not trusted
+    # a fold without its checkpoint is retrained only when a checkpoint is asked for
+    shutil.rmtree(fold0 / "checkpoint")
+    T.run_kfold(prof, cfg, data, save_checkpoints=False)
+    assert calls == []
+    T.run_kfold(prof, cfg, data)
+    assert [a[3] for a in calls] == [0]  # fold 0 only
+    calls.clear()
+
+    # a done.json written for another config (or artifact version) is not trusted
     meta = json.loads((fold0 / "done.json").read_text())
     meta["config"]["lr"] = 123.0
     (fold0 / "done.json").write_text(json.dumps(meta))
-    assert not T._cached(fold0 / "done.json", cfg)
+    (fold0 / "checkpoint").mkdir()
+    (fold0 / "checkpoint" / "hamam_config.json").write_text("{}")
+    T.run_kfold(prof, cfg, data)
+    assert [a[3] for a in calls] == [0]
     assert T.run_dir(T.RunPaths(prof.name), prof.train_config(msd_k=3), data) != res.root
