@@ -217,12 +217,11 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
     oof = np.full((len(train), len(hm.LABELS)), np.nan, dtype=np.float32)
     logits = {s: [] for s in SPLITS_PREDICTED}
     runs = []
-    backbone = None
+    backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
     for k in tqdm(folds, desc=f"{cfg.backbone} {cfg.mode} folds", leave=False):
         fold_dir = root / f"fold{k}"
         done = fold_dir / "done.json"
-        if force or not _cached(done, cfg, need_checkpoint=save_checkpoints):
-            backbone = backbone or backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
+        if force or not _cached(done, cfg, need_checkpoint=save_checkpoints, backbone=backbone):
             _train_fold(cfg, backbone, data, k, fold_dir, device, save_checkpoints)
         meta = json.loads(done.read_text())
         held = train["fold"].to_numpy() == k
@@ -235,15 +234,19 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
 
 def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int, need_checkpoint: bool = False) -> bool:
     """Whether `run_kfold` would reuse this fold instead of training it."""
-    return _cached(run_dir(RunPaths(profile.name), cfg, data) / f"fold{fold}" / "done.json", cfg, need_checkpoint)
+    paths = RunPaths(profile.name)
+    backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
+    return _cached(run_dir(paths, cfg, data) / f"fold{fold}" / "done.json", cfg, need_checkpoint, backbone)
 
 
-def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False) -> bool:
+def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False, backbone: str | None = None) -> bool:
     if not done.is_file():
         return False
     if need_checkpoint and not (done.parent / "checkpoint" / hm.CONFIG_FILE).is_file():
         return False  # trained by a chapter that kept no checkpoint (04); a later reader needs one
     meta = json.loads(done.read_text())
+    if backbone is not None and meta.get("backbone_path") != backbone:
+        return False  # a built backbone whose corpus changed lives in another directory
     return meta.get("config") == asdict(cfg) and meta.get("version") == ARTIFACT_VERSION
 
 

@@ -144,3 +144,15 @@ def test_save_and_load_round_trip(checkpoints, family, tmp_path):
     with torch.no_grad():
         assert torch.allclose(again(**x), before, atol=1e-6)
     assert again.cfg == cfg
+
+
+def test_built_backbones_are_cached_by_corpus(tmp_path):
+    from lib.backbones import resolve
+
+    sents = sorted(set(load_split("train", max_rows=120)["sentence"]))
+    a = resolve("tiny-random", sents, tmp_path)
+    assert resolve("tiny-random", list(reversed(sents)), tmp_path) == a  # same corpus, same directory
+    assert resolve("tiny-random", sents[:-5], tmp_path) != a
+    assert resolve("some/hub-id") == "some/hub-id"
+    with pytest.raises(ValueError, match="pass its sentences"):
+        resolve("navec-bert")

@@ -77,4 +77,12 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     (fold0 / "checkpoint" / "hamam_config.json").write_text("{}")
     T.run_kfold(prof, cfg, data)
     assert [a[3] for a in calls] == [0]
+    calls.clear()
+
+    # ... nor one trained on another build of the backbone
+    meta["config"]["lr"] = cfg.lr
+    meta["backbone_path"] = "/elsewhere/tiny-random-0000000000"
+    (fold0 / "done.json").write_text(json.dumps(meta))
+    T.run_kfold(prof, cfg, data)
+    assert [a[3] for a in calls] == [0]
     assert T.run_dir(T.RunPaths(prof.name), prof.train_config(msd_k=3), data) != res.root
