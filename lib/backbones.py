@@ -52,20 +52,21 @@ def _wrap(tok: Tokenizer, max_length: int = 512) -> PreTrainedTokenizerFast:
     )
 
 
+def word_pre_tokenizer():
+    """Whitespace, then words (with inner hyphens) and single symbols: shared by the tokenizer and the corpus count."""
+    return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")])
+
+
 def word_tokenizer(vocab: list[str]) -> PreTrainedTokenizerFast:
     """Fast word-level tokenizer: lowercase, words with inner hyphens, one token per symbol."""
     tok = Tokenizer(models.WordLevel({w: i for i, w in enumerate(vocab)}, unk_token="[UNK]"))
     tok.normalizer = normalizers.Lowercase()
-    tok.pre_tokenizer = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")]
-    )
+    tok.pre_tokenizer = word_pre_tokenizer()
     return _wrap(tok)
 
 
 def corpus_words(sentences) -> Counter:
-    split = pre_tokenizers.Sequence(
-        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")]
-    )
+    split = word_pre_tokenizer()
     counts: Counter = Counter()
     for s in sentences:
         counts.update(w for w, _ in split.pre_tokenize_str(s.lower()))

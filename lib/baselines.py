@@ -12,6 +12,7 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline, make_union
 
 from .config import RAW_DIR
+from .model import label_weights
 
 
 def organisers_baseline(path: Path = RAW_DIR / "baseline_submission.zip") -> np.ndarray:
@@ -32,7 +33,7 @@ def tfidf_logreg(train: pd.DataFrame, neutral_weight: float = 0.1, seed: int = 0
         TfidfVectorizer(analyzer="char_wb", ngram_range=(2, 5), min_df=2, sublinear_tf=True, max_features=200_000),
         TfidfVectorizer(analyzer="word", ngram_range=(1, 2), min_df=1, sublinear_tf=True),
     )
-    clf = LogisticRegression(C=10.0, max_iter=2000, class_weight={-1: 1.0, 0: neutral_weight, 1: 1.0}, random_state=seed)
+    clf = LogisticRegression(C=10.0, max_iter=2000, class_weight=label_weights(neutral_weight), random_state=seed)
     return make_pipeline(features, clf).fit(entity_text(train), train["label"])
 
 

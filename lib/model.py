@@ -131,10 +131,14 @@ class HamamModel(nn.Module):
         return (logits, out.attentions) if output_attentions else logits
 
 
+def label_weights(neutral_weight: float) -> dict[int, float]:
+    """Weight per label: neutral down-weighted, the two sentiment classes at 1 (also for sklearn's class_weight)."""
+    return {lab: (neutral_weight if lab == 0 else 1.0) for lab in LABELS}
+
+
 def class_weights(neutral_weight: float) -> torch.Tensor:
-    w = torch.ones(len(LABELS))
-    w[LABEL2ID[0]] = neutral_weight
-    return w
+    """`label_weights` in logit-column order, for the cross-entropy."""
+    return torch.tensor([label_weights(neutral_weight)[lab] for lab in LABELS])
 
 
 def loss_fn(neutral_weight: float) -> nn.CrossEntropyLoss:

@@ -190,7 +190,7 @@ def polar_predict(scores: np.ndarray, thresholds) -> np.ndarray:
 
 def frozen_logreg(x_train, y_train, neutral_weight: float, seed: int = 0):
     """Logistic regression on fixed embedding features, with the cross-encoder's neutral weight."""
-    clf = LogisticRegression(C=1.0, max_iter=3000, class_weight={-1: 1.0, 0: neutral_weight, 1: 1.0}, random_state=seed)
+    clf = LogisticRegression(C=1.0, max_iter=3000, class_weight=hm.label_weights(neutral_weight), random_state=seed)
     return make_pipeline(StandardScaler(), clf).fit(x_train, y_train)
 
 
