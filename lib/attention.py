@@ -81,7 +81,7 @@ def encode_groups(tokenizer, df: pd.DataFrame, max_length: int, lexicon) -> list
         keep = list(range(len(offsets)))
         if len(keep) > len(ex["input_ids"]):
             ent_full = hm.entity_token_mask(offsets, special, int(starts[i]), int(ends[i]))
-            keep, _ = hm.window(keep, ent_full, special, max_length)
+            keep = hm.window(ent_full, special, max_length)
         assert [full["input_ids"][i][j] for j in keep] == ex["input_ids"], "token groups out of step with lib.model.encode"
         # character -> its word (lowercased); a sub-word token takes the word its first character is in
         word_at = [None] * (len(sents[i]) + 1)

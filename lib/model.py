@@ -1,4 +1,5 @@
-"""The HAlf-MAsked Model (HAMAM, arXiv 2308.15793) over any transformers encoder.
+"""The HAlf-MAsked Model (HAMAM; Kabaev, Podberezko, Kaznacheev, Abdullayeva, Dialogue 2023,
+arXiv 2308.15793) over any transformers encoder.
 
 sentence + entity span -> encoder -> concat(mean, max) over the entity's tokens -> Linear -> Tanh
 -> multi-sample dropout (K masks, logits averaged) -> Linear -> 3 logits.
@@ -51,24 +52,26 @@ def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=N
         if entities is not None:  # only tokens of the first segment can be the entity
             seq = enc.sequence_ids(i)
             special = [int(sp or sid != 0) for sp, sid in zip(special, seq)]
-        ids, mask = enc["input_ids"][i], entity_token_mask(enc["offset_mapping"][i], special, int(s), int(e))
-        if not any(mask):
+        ex = {"input_ids": enc["input_ids"][i], "entity_mask": entity_token_mask(enc["offset_mapping"][i], special, int(s), int(e))}
+        if "token_type_ids" in enc:  # BERT-style pairs need their segment ids
+            ex["token_type_ids"] = enc["token_type_ids"][i]
+        if not any(ex["entity_mask"]):
             raise ValueError(f"example {i}: no token covers the entity span [{s}, {e}) of {sentences[i]!r}")
-        if len(ids) > max_length:
-            ids, mask = window(ids, mask, special, max_length)
-        out.append({"input_ids": ids, "entity_mask": mask})
+        if len(ex["input_ids"]) > max_length:
+            keep = window(ex["entity_mask"], special, max_length)
+            ex = {k: [v[j] for j in keep] for k, v in ex.items()}
+        out.append(ex)
     return out
 
 
-def window(ids, mask, special, max_length):
-    # keep leading/trailing special tokens, and the body window of the right size centred on the entity
+def window(mask, special, max_length) -> list[int]:
+    """Positions to keep: leading/trailing special tokens and a body window centred on the entity."""
     body = [i for i, sp in enumerate(special) if not sp]
-    lead, tail = list(range(body[0])), list(range(body[-1] + 1, len(ids)))
+    lead, tail = list(range(body[0])), list(range(body[-1] + 1, len(mask)))
     width = max_length - len(lead) - len(tail)
     ent = [j for j, i in enumerate(body) if mask[i]]
     lo = max(0, min(ent[0] - (width - (ent[-1] - ent[0] + 1)) // 2, len(body) - width))
-    keep = lead + body[lo : lo + width] + tail
-    return [ids[i] for i in keep], [mask[i] for i in keep]
+    return lead + body[lo : lo + width] + tail
 
 
 def mask_entity(input_ids: torch.Tensor, entity_mask: torch.Tensor, mask_token_id: int) -> torch.Tensor:
@@ -113,8 +116,10 @@ class HamamModel(nn.Module):
         self.head = MultiSampleDropoutHead(in_dim, h, cfg.msd_k, cfg.msd_rate)
         if cfg.freeze_embeddings:
             encoder.get_input_embeddings().weight.requires_grad_(False)
+        if cfg.freeze_layers:
+            freeze_lower(encoder, cfg.freeze_layers)
 
-    def forward(self, input_ids, attention_mask, entity_mask, mode: str | None = None, output_attentions=False):
+    def forward(self, input_ids, attention_mask, entity_mask, mode: str | None = None, output_attentions=False, token_type_ids=None):
         mode = mode or self.cfg.mode
         b = input_ids.shape[0]
         if mode == "masked":
@@ -122,13 +127,36 @@ class HamamModel(nn.Module):
         elif mode == "hamam":  # both copies in one forward pass of 2B rows
             input_ids = torch.cat([input_ids, mask_entity(input_ids, entity_mask, self.mask_token_id)])
             attention_mask, entity_mask = attention_mask.repeat(2, 1), entity_mask.repeat(2, 1)
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions)
-        hidden = out.last_hidden_state
+            token_type_ids = None if token_type_ids is None else token_type_ids.repeat(2, 1)
+        extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}
+        if self.cfg.group_sentences and not output_attentions:
+            # entities of one sentence give identical unmasked rows: encode each distinct row once
+            rows = torch.cat([input_ids, attention_mask] + list(extra.values()), dim=1)
+            uniq, inverse = torch.unique(rows, dim=0, return_inverse=True)
+            if len(uniq) < len(rows):
+                t = input_ids.shape[1]
+                extra = {k: uniq[:, 2 * t :] for k in extra}
+                hidden = self.encoder(input_ids=uniq[:, :t], attention_mask=uniq[:, t : 2 * t], **extra).last_hidden_state[inverse]
+                return self._head(hidden, entity_mask, mode, b)
+        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions, **extra)
+        logits = self._head(out.last_hidden_state, entity_mask, mode, b)
+        return (logits, out.attentions) if output_attentions else logits
+
+    def _head(self, hidden, entity_mask, mode, b):
         rep = pool_entity(hidden, entity_mask) if self.cfg.pooling == "entity" else hidden[:, 0]
         logits = self.head(rep)
         if mode == "hamam":
             logits = (logits[:b] + logits[b:]) / 2
-        return (logits, out.attentions) if output_attentions else logits
+        return logits
+
+
+def freeze_lower(encoder: nn.Module, n_layers: int) -> None:
+    """No gradients for the embeddings and the lowest `n_layers` transformer layers (BERT/XLM-R/RemBERT naming)."""
+    layers = encoder.encoder.layer
+    if n_layers > len(layers):
+        raise ValueError(f"freeze_layers={n_layers} but the encoder has {len(layers)} layers")
+    for module in [encoder.embeddings, *layers[:n_layers]]:
+        module.requires_grad_(False)
 
 
 def label_weights(neutral_weight: float) -> dict[int, float]:

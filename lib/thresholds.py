@@ -11,7 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
-from .metrics import f1pn, f1pn_resampled, softmax
+from .metrics import draw_resamples, f1pn, f1pn_resampled, softmax
 from .model import LABEL2ID, LABELS
 
 NEG, NEU, POS = LABEL2ID[-1], LABEL2ID[0], LABEL2ID[1]
@@ -34,11 +34,15 @@ GRIDS = {"threshold": np.round(np.linspace(0.0, 1.0, 101), 3), "neutral_bias": n
 NO_OP = {"neutral_bias": 0.0}  # b=0 is plain argmax; rule (a) has no no-op value
 
 
-def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0) -> pd.DataFrame:
-    """F1pn, per-class precision/recall (and bootstrap band) at every grid value."""
+def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0, *, groups) -> pd.DataFrame:
+    """F1pn, per-class precision/recall (and bootstrap band) at every grid value.
+
+    The band resamples clusters (`groups`, e.g. sentences; None: rows), one draw shared by every
+    grid value, so neighbouring values are compared on the same resamples.
+    """
     grid = GRIDS[rule] if grid is None else grid
     y = np.asarray(y)
-    idx = np.random.default_rng(seed).integers(0, len(y), size=(n_boot, len(y))) if n_boot else None
+    draws = draw_resamples(groups, len(y), n_boot, seed) if n_boot else None
     rows = []
     for v in grid:
         p = RULES[rule](logits, v)
@@ -46,8 +50,8 @@ def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0) -> pd
         row = {"param": float(v), "f1pn": f1pn(y, p)}
         row.update({f"precision_{lab}": pr for lab, pr in zip(LABELS, prec)})
         row.update({f"recall_{lab}": r for lab, r in zip(LABELS, rec)})
-        if idx is not None:
-            boot = f1pn_resampled(y, p, idx)
+        if draws is not None:
+            boot = f1pn_resampled(y, p, *draws)
             row["f1pn_lo"], row["f1pn_hi"] = np.quantile(boot, [0.025, 0.975])
         rows.append(row)
     return pd.DataFrame(rows)
@@ -55,7 +59,7 @@ def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0) -> pd
 
 def choose(y_oof, logits_oof, rule: str, grid=None) -> float:
     """The grid value with the best OOF F1pn (the middle of a tied plateau, so it is not an edge)."""
-    s = sweep(y_oof, logits_oof, rule, grid)
+    s = sweep(y_oof, logits_oof, rule, grid, groups=None)  # no bands needed, so no clusters
     best = s.index[np.isclose(s["f1pn"], s["f1pn"].max())]
     return float(s.loc[best[len(best) // 2], "param"])
 

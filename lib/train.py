@@ -4,6 +4,7 @@ and the k-fold driver with its artifact cache (a fold whose artifacts match the 
 from __future__ import annotations
 
 import copy
+import functools
 import hashlib
 import json
 import random
@@ -24,7 +25,7 @@ from .config import Profile, RunPaths, TrainConfig
 from .metrics import f1pn, to_labels
 
 SPLITS_PREDICTED = ("validation", "final")
-ARTIFACT_VERSION = 2  # bump when what a fold directory holds changes: older folds are retrained
+ARTIFACT_VERSION = 3  # bump when what a fold directory holds changes: older folds are retrained
 
 
 def seed_everything(seed: int) -> None:
@@ -42,11 +43,16 @@ def pick_device(name: str = "auto") -> torch.device:
 # --- batches ------------------------------------------------------------------------------------
 
 
-def batches(lengths, batch_size: int, shuffle: bool, bucket: bool, rng: np.random.Generator | None = None):
+def batches(lengths, batch_size: int, shuffle: bool, bucket: bool, rng: np.random.Generator | None = None, groups=None):
     """Index lists. Bucketing sorts by length inside shuffled chunks of 50 batches, so a batch pads
-    to similar lengths yet the order of batches stays random."""
+    to similar lengths yet the order of batches stays random. With `groups` (sentence ids) the
+    shuffle moves whole groups, so rows of one sentence sit side by side and mostly share a batch."""
     idx = np.arange(len(lengths))
-    if shuffle:
+    if groups is not None:
+        codes, _ = pd.factorize(pd.Series(list(groups)))
+        order = rng.permutation(codes.max() + 1) if shuffle else np.arange(codes.max() + 1)
+        idx = np.lexsort((idx, order[codes]))  # groups in (random) order, rows of a group together
+    elif shuffle:
         rng.shuffle(idx)
     if bucket:
         chunk = batch_size * 50
@@ -64,10 +70,15 @@ def collate(examples: list[dict], pad_id: int, pad_to: int | None = None, labels
     ids = torch.full((len(examples), width), pad_id, dtype=torch.long)
     att = torch.zeros((len(examples), width), dtype=torch.long)
     ent = torch.zeros((len(examples), width), dtype=torch.long)
+    tt = torch.zeros((len(examples), width), dtype=torch.long) if "token_type_ids" in examples[0] else None
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
         ids[i, :n], att[i, :n], ent[i, :n] = torch.tensor(e["input_ids"]), 1, torch.tensor(e["entity_mask"])
+        if tt is not None:
+            tt[i, :n] = torch.tensor(e["token_type_ids"])
     out = {"input_ids": ids, "attention_mask": att, "entity_mask": ent}
+    if tt is not None:
+        out["token_type_ids"] = tt
     if labels is not None:
         out["labels"] = torch.tensor([hm.LABEL2ID[int(y)] for y in labels], dtype=torch.long)
     return out
@@ -78,14 +89,41 @@ def encode_df(tokenizer, df: pd.DataFrame, cfg: TrainConfig) -> list[dict]:
     return hm.encode(tokenizer, df["sentence"], df["start"], df["end"], cfg.max_length, entities=ents)
 
 
+def resolve_precision(precision: str, device) -> str:
+    """`auto` -> bf16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32.
+
+    On a CPU without bf16 units autocast emulates bf16 and runs many times slower than fp32."""
+    if precision != "auto":
+        return precision
+    device = torch.device(device)
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return "fp32"
+    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
+
+
+def autocast(device, precision: str):
+    """Mixed precision around one forward (never around the optimiser step: autocast caches its
+    low-precision weight copies for the life of the context, so a context around the whole loop
+    would keep serving the weights of the first step)."""
+    device = torch.device(device)
+    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
+    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
+
+
 @torch.no_grad()
-def predict(model: hm.HamamModel, encoded: list[dict], pad_id: int, device, batch_size: int = 64, mode=None) -> np.ndarray:
+def predict(model: hm.HamamModel, encoded: list[dict], pad_id: int, device, batch_size: int = 64, mode=None, precision: str = "fp32") -> np.ndarray:
     model.eval()
-    order = batches([len(e["input_ids"]) for e in encoded], batch_size, shuffle=False, bucket=True)
+    same = [tuple(e["input_ids"]) for e in encoded] if model.cfg.group_sentences else None  # identical rows side by side
+    order = batches([len(e["input_ids"]) for e in encoded], batch_size, shuffle=False, bucket=True, groups=same)
     out = np.zeros((len(encoded), len(hm.LABELS)), dtype=np.float32)
     for b in order:
         x = {k: v.to(device) for k, v in collate([encoded[i] for i in b], pad_id).items()}
-        out[b] = model(**x, mode=mode).float().cpu().numpy()
+        with autocast(device, precision):
+            out[b] = model(**x, mode=mode).float().cpu().numpy()
     return out
 
 
@@ -113,47 +151,73 @@ class FoldRun:
     eval_seconds: float = 0.0
     steps: int = 0
     train_examples: int = 0
+    precision: str = "fp32"  # what `auto` resolved to on the machine that trained it
+
+
+def inner_split(df: pd.DataFrame, share: float, seed: int) -> np.ndarray:
+    """Boolean mask of the rows held back for early stopping: whole sentences, seeded, ~`share` of rows."""
+    sentences = df["sentence"].unique()
+    rng = np.random.default_rng(seed)
+    n = int(round(share * len(sentences)))
+    return df["sentence"].isin(set(rng.choice(sentences, size=n, replace=False))).to_numpy() if n else np.zeros(len(df), bool)
 
 
 def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device, desc: str = "train", pad_to=None, max_steps=None):
-    """Fine-tune one HAMAM model; returns (best model, tokenizer, FoldRun)."""
+    """Fine-tune one HAMAM model, early-stopped on `held_df`; returns (best model, tokenizer, FoldRun).
+
+    `held_df` decides the checkpoint, so its scores are optimistic: k-fold training passes an inner
+    split of the training part here and keeps the fold's own held-out rows for one clean prediction.
+    """
     seed_everything(cfg.seed)
+    precision = resolve_precision(cfg.precision, device)
     model, tok = hm.build(backbone_path, cfg)
     model.to(device)
     tr, held = encode_df(tok, train_df, cfg), encode_df(tok, held_df, cfg)
     y_tr, y_held = train_df["label"].to_numpy(), held_df["label"].to_numpy()
+    groups = train_df["sentence"].to_numpy() if cfg.group_sentences else None
     rng = np.random.default_rng(cfg.seed)
+    micro = cfg.batch_size // cfg.grad_accum_steps  # the paper's batch, reached in grad_accum_steps pieces
     steps_per_epoch = -(-len(tr) // cfg.batch_size)
     total = max_steps or steps_per_epoch * cfg.epochs
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups = param_groups([(n, p) for n, p in named if n.startswith("encoder.")], [p for n, p in named if n.startswith("head.")], cfg)
-    opt = torch.optim.AdamW(groups)
+    groups_opt = param_groups([(n, p) for n, p in named if n.startswith("encoder.")], [p for n, p in named if n.startswith("head.")], cfg)
+    opt = torch.optim.AdamW(groups_opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     loss_fn = hm.loss_fn(cfg.neutral_weight).to(device)
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
-    run, best_state, bad, step, t0, running = FoldRun(), None, 0, 0, time.perf_counter(), []
+    run, best_state, bad, step, t0, running = FoldRun(precision=precision), None, 0, 0, time.perf_counter(), []
     bar = tqdm(total=total, desc=desc, leave=False)
     while step < total and bad < cfg.patience:
-        for b in batches([len(e["input_ids"]) for e in tr], cfg.batch_size, True, cfg.bucket, rng):
+        for b in batches([len(e["input_ids"]) for e in tr], cfg.batch_size, True, cfg.bucket, rng, groups):
             model.train()
-            x = {k: v.to(device) for k, v in collate([tr[i] for i in b], tok.pad_token_id, pad_to, y_tr[b]).items()}
-            y = x.pop("labels")
-            loss = loss_fn(model(**x), y)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            step_loss = 0.0
+            for part in (b[i : i + micro] for i in range(0, len(b), micro)):
+                x = {k: v.to(device) for k, v in collate([tr[i] for i in part], tok.pad_token_id, pad_to, y_tr[part]).items()}
+                y = x.pop("labels")
+                with autocast(device, precision):
+                    logits = model(**x)
+                # weighted CE is a ratio of sums: scale each piece by its share of the batch's weight
+                w = loss_fn.weight[y].sum() / loss_fn.weight[torch.as_tensor([hm.LABEL2ID[int(v)] for v in y_tr[b]])].sum()
+                loss = loss_fn(logits.float(), y) * w
+                scaler.scale(loss).backward()
+                step_loss += loss.item()
+            scaler.unscale_(opt)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            scaler.step(opt)
+            scaler.update()
             sched.step()
             step += 1
             run.train_examples += len(b)
-            run.step_loss.append(loss.item())
-            running.append(run.step_loss[-1])
+            run.step_loss.append(step_loss)
+            running.append(step_loss)
             bar.update(1)
-            if step % eval_every == 0 or step == total:
+            if len(held) and (step % eval_every == 0 or step == total):
                 t_eval = time.perf_counter()
-                score = f1pn(y_held, to_labels(predict(model, held, tok.pad_token_id, device)))
+                score = f1pn(y_held, to_labels(predict(model, held, tok.pad_token_id, device, precision=precision)))
                 run.history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": float(np.mean(running)), "held_f1pn": score, "seconds": time.perf_counter() - t0})
                 running = []
                 bar.set_postfix(f1pn=f"{score:.3f}")
@@ -176,8 +240,9 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
 
 
 def backbone_sentences(name: str, data: dict) -> list[str]:
-    """navec-bert covers the words of every split (no labels used); tiny-random learns WordPiece on train."""
-    if name == "navec-bert":
+    """navec-bert's words and e5-small's kept pieces cover every split (no labels used); tiny-random
+    learns WordPiece on train."""
+    if name in ("navec-bert", "e5-small"):
         return [s for df in data.values() for s in df["sentence"]]
     return list(data["train"]["sentence"])
 
@@ -190,9 +255,20 @@ def data_digest(data: dict) -> str:
     return h.hexdigest()[:8]
 
 
-def run_dir(paths: RunPaths, cfg: TrainConfig, data: dict) -> Path:
+@functools.cache
+def training_source() -> str:
+    """Digest of the code that decides what a fold model becomes: editing the loop or the model
+    retrains; editing a notebook's plotting does not."""
+    return backbones.source_digest(hm, inner_split, train_model, _train_fold, batches, collate, encode_df, predict, autocast, resolve_precision, param_groups, seed_everything)
+
+
+def run_dir(paths: RunPaths, cfg: TrainConfig, data: dict, backbone_path: str | None = None) -> Path:
+    """runs/<profile>/models/<backbone>-<mode>-<key>: the key hashes the config, the data (rows,
+    labels, folds), the backbone build's content digest and the training code."""
     slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.backbone).name if Path(cfg.backbone).is_dir() else cfg.backbone).strip("-")
-    return paths.models / f"{slug}-{cfg.mode}-{cfg.key()}-{data_digest(data)}"
+    ingredients = [cfg.key(), data_digest(data), backbones.content_digest(backbone_path or cfg.backbone), training_source(), str(ARTIFACT_VERSION)]
+    key = hashlib.sha1("|".join(ingredients).encode()).hexdigest()[:12]
+    return paths.models / f"{slug}-{cfg.mode}-{key}"
 
 
 @dataclass
@@ -204,9 +280,18 @@ class KFoldResult:
     runs: list[dict]  # per fold: history, step_loss, seconds, steps, ... from done.json
     root: Path
 
-    def ensemble(self, split: str) -> np.ndarray:
-        """Mean of the fold models' logits."""
-        return self.logits[split].mean(0)
+    def ensemble(self, split: str, folds=None) -> np.ndarray:
+        """Mean of the fold models' logits (of `folds` only, when given)."""
+        if folds is None:
+            return self.logits[split].mean(0)
+        missing = set(folds) - set(self.folds)
+        if missing:
+            raise ValueError(f"folds {sorted(missing)} were not run for {self.cfg.backbone} {self.cfg.mode}")
+        return self.logits[split][[self.folds.index(k) for k in folds]].mean(0)
+
+    def oof_rows(self, train: pd.DataFrame) -> np.ndarray:
+        """Train rows whose fold was run (the rows `oof` covers)."""
+        return np.isin(train["fold"].to_numpy(), self.folds)
 
 
 def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_checkpoints: bool = True, force: bool = False, device=None) -> KFoldResult:
@@ -215,15 +300,15 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
     device = device or pick_device(profile.device)
     folds = list(range(profile.n_folds)) if folds is None else list(folds)
     train = data["train"]
-    root = run_dir(paths, cfg, data)
+    backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
+    root = run_dir(paths, cfg, data, backbone)
     oof = np.full((len(train), len(hm.LABELS)), np.nan, dtype=np.float32)
     logits = {s: [] for s in SPLITS_PREDICTED}
     runs = []
-    backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
     for k in tqdm(folds, desc=f"{cfg.backbone} {cfg.mode} folds", leave=False):
         fold_dir = root / f"fold{k}"
         done = fold_dir / "done.json"
-        if force or not _cached(done, cfg, need_checkpoint=save_checkpoints, backbone=backbone):
+        if force or not _cached(done, cfg, need_checkpoint=save_checkpoints):
             _train_fold(cfg, backbone, data, k, fold_dir, device, save_checkpoints)
         meta = json.loads(done.read_text())
         held = train["fold"].to_numpy() == k
@@ -238,29 +323,33 @@ def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int, need_ch
     """Whether `run_kfold` would reuse this fold instead of training it."""
     paths = RunPaths(profile.name)
     backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
-    return _cached(run_dir(paths, cfg, data) / f"fold{fold}" / "done.json", cfg, need_checkpoint, backbone)
+    return _cached(run_dir(paths, cfg, data, backbone) / f"fold{fold}" / "done.json", cfg, need_checkpoint)
 
 
-def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False, backbone: str | None = None) -> bool:
+def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False) -> bool:
     if not done.is_file():
         return False
     if need_checkpoint and not (done.parent / "checkpoint" / hm.CONFIG_FILE).is_file():
         return False  # trained by a chapter that kept no checkpoint (04); a later reader needs one
     meta = json.loads(done.read_text())
-    if backbone is not None and meta.get("backbone_path") != backbone:
-        return False  # a built backbone whose corpus changed lives in another directory
     return meta.get("config") == asdict(cfg) and meta.get("version") == ARTIFACT_VERSION
 
 
 def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint: bool) -> None:
+    """Early stopping looks only at an inner split of the training part; the held-out fold is
+    predicted once by the chosen checkpoint, so OOF logits are really out of sample."""
     train = data["train"]
     held = train["fold"].to_numpy() == k
-    model, tok, run = train_model(cfg, backbone, train[~held], train[held], device, desc=f"fold {k}")
+    part = train[~held]
+    inner = inner_split(part, cfg.inner_val, cfg.seed + k)
+    model, tok, run = train_model(cfg, backbone, part[~inner], part[inner], device, desc=f"fold {k}")
     fold_dir.mkdir(parents=True, exist_ok=True)
-    np.save(fold_dir / "logits_oof.npy", predict(model, encode_df(tok, train[held], cfg), tok.pad_token_id, device))
+    prec = run.precision
+    np.save(fold_dir / "logits_oof.npy", predict(model, encode_df(tok, train[held], cfg), tok.pad_token_id, device, precision=prec))
     for s in SPLITS_PREDICTED:
-        np.save(fold_dir / f"logits_{s}.npy", predict(model, encode_df(tok, data[s], cfg), tok.pad_token_id, device))
+        np.save(fold_dir / f"logits_{s}.npy", predict(model, encode_df(tok, data[s], cfg), tok.pad_token_id, device, precision=prec))
     if save_checkpoint:
         hm.save(model, tok, fold_dir / "checkpoint")
-    meta = {"version": ARTIFACT_VERSION, "config": asdict(cfg), "fold": k, "backbone_path": backbone, **asdict(run)}
+    meta = {"version": ARTIFACT_VERSION, "config": asdict(cfg), "fold": k, "backbone_path": backbone, "backbone_digest": backbones.content_digest(backbone),
+            "inner_rows": int(inner.sum()), **asdict(run)}
     (fold_dir / "done.json").write_text(json.dumps(meta))  # written last: its presence means the fold is complete

@@ -7,7 +7,7 @@ from lib.config import PROFILES, ROOT, RunPaths, TrainConfig, get_profile
 
 def test_three_profiles_and_default():
     assert set(PROFILES) == {"smoke", "cpu", "paper"}
-    assert get_profile().name == "cpu" and get_profile().train.backbone == "navec-bert"
+    assert get_profile().name == "cpu" and get_profile().train.backbone == "e5-small"
     smoke = get_profile("smoke")
     assert smoke.max_rows and smoke.max_rows < 1000 and smoke.n_folds == 2 and smoke.train.epochs == 1
     assert len(get_profile("paper").backbones) == 3
@@ -20,20 +20,28 @@ def test_unknown_profile_and_bad_fields_fail_clearly():
         TrainConfig(mode="half")
     with pytest.raises(ValueError, match="msd_k"):
         TrainConfig(msd_k=0)
+    with pytest.raises(ValueError, match="pooling='cls'"):
+        TrainConfig(pooling="cls", mode="hamam")  # the entity in the second segment would stay unmasked
+    with pytest.raises(ValueError, match="precision"):
+        TrainConfig(precision="fp8")
 
 
 def test_key_is_stable_and_sensitive_to_every_field():
     a = TrainConfig()
     assert a.key() == TrainConfig().key()
-    valid_strings = {"mode": "masked", "pooling": "cls"}  # fields whose values are checked
+    valid = {"mode": "masked", "pooling": ("cls", {"mode": "unmasked"}), "precision": "fp32", "inner_val": 0.2}  # checked fields
     for f in dataclasses.fields(TrainConfig):
         value = getattr(a, f.name)
+        if f.name in valid:
+            v, extra = valid[f.name] if isinstance(valid[f.name], tuple) else (valid[f.name], {})
+            assert dataclasses.replace(a, **{f.name: v}, **extra).key() != dataclasses.replace(a, **extra).key(), f.name
+            continue
         if isinstance(value, bool):
             changed = not value
         elif isinstance(value, (int, float)):
             changed = value + 1
         else:
-            changed = valid_strings.get(f.name, value + "-x")
+            changed = value + "-x"
         assert dataclasses.replace(a, **{f.name: changed}).key() != a.key(), f.name
 
 

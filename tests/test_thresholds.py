@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 
 from lib import thresholds as th
-from lib.metrics import f1pn, to_labels
+from lib.metrics import bootstrap_ci, f1pn, to_labels
 
 
 @pytest.fixture
@@ -33,12 +33,25 @@ def test_bias_zero_is_plain_argmax_and_large_bias_is_all_neutral(logits):
 
 def test_sweep_matches_direct_computation_and_choice_is_the_best_oof_point(logits):
     y = np.random.default_rng(1).choice([-1, 0, 1], len(logits))
-    s = th.sweep(y, logits, "threshold", n_boot=50)
+    s = th.sweep(y, logits, "threshold", n_boot=50, groups=None)
     for _, row in s.sample(5, random_state=0).iterrows():
         assert row["f1pn"] == pytest.approx(f1pn(y, th.threshold_rule(logits, row["param"])))
         assert row["f1pn_lo"] <= row["f1pn_hi"]
     t = th.choose(y, logits, "threshold")
     assert f1pn(y, th.threshold_rule(logits, t)) == pytest.approx(s["f1pn"].max())
+
+
+def test_sweep_band_is_the_sentence_clustered_ci_at_each_grid_value(logits):
+    rng = np.random.default_rng(3)
+    sentence = np.repeat(np.arange(100), 3)  # 3 entities per sentence
+    y = rng.choice([-1, 0, 1], 100)[sentence]
+    s = th.sweep(y, logits, "neutral_bias", grid=[-1.0, 0.0, 1.0], n_boot=200, seed=4, groups=sentence)
+    assert "f1pn_lo" not in th.sweep(y, logits, "neutral_bias", grid=[0.0], groups=sentence)
+    for _, row in s.iterrows():
+        p = th.bias_rule(logits, row["param"])
+        want = bootstrap_ci(y, p, groups=sentence, n=200, seed=4)
+        assert (row["f1pn_lo"], row["f1pn_hi"]) == pytest.approx(want)
+        assert want != pytest.approx(bootstrap_ci(y, p, groups=None, n=200, seed=4))  # the groups mattered
 
 
 def test_rule_chosen_on_oof_is_applied_unchanged_to_validation():

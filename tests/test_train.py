@@ -79,10 +79,17 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     assert [a[3] for a in calls] == [0]
     calls.clear()
 
-    # ... nor one trained on another build of the backbone
-    meta["config"]["lr"] = cfg.lr
-    meta["backbone_path"] = "/elsewhere/tiny-random-0000000000"
-    (fold0 / "done.json").write_text(json.dumps(meta))
-    T.run_kfold(prof, cfg, data)
-    assert [a[3] for a in calls] == [0]
-    assert T.run_dir(T.RunPaths(prof.name), prof.train_config(msd_k=3), data) != res.root
+    # every ingredient of the key moves the run directory: config, backbone build, training code, data
+    paths, bb = T.RunPaths(prof.name), T.backbones.resolve(cfg.backbone, T.backbone_sentences(cfg.backbone, data))
+    assert T.run_dir(paths, cfg, data, bb) == res.root  # unchanged ingredients hit
+    assert T.run_dir(paths, prof.train_config(epochs=1, msd_k=3), data, bb) != res.root
+    monkeypatch.setattr(T.backbones, "content_digest", lambda path: "another-build")
+    assert T.run_dir(paths, cfg, data, bb) != res.root
+    monkeypatch.undo()
+    monkeypatch.setattr(T.RunPaths, "__post_init__", lambda self: setattr(self, "root", tmp_path / self.profile))
+    monkeypatch.setattr(T, "training_source", lambda: "edited training loop")
+    assert T.run_dir(paths, cfg, data, bb) != res.root
+    monkeypatch.undo()
+    other = {**data, "train": data["train"].assign(label=np.roll(data["train"]["label"].to_numpy(), 1))}
+    assert T.run_dir(paths, cfg, other, bb) != res.root
+

@@ -1,0 +1,207 @@
+"""What every chapter needs in one call (`setup`), the results file the README cites, and the
+small text/table builders the chapters share (paired comparisons, CI formatting, verdicts)."""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import backbones, plots
+from .config import DEFAULT_PROFILE, Profile, RunPaths, get_profile
+from .folds import load_prepared, subset_mask
+from .metrics import ci_note, paired_bootstrap_diff, sentence_groups
+
+
+@dataclass
+class Study:
+    prof: Profile
+    paths: RunPaths
+    data: dict
+    device: object
+    started: float = field(default_factory=time.perf_counter)
+
+    @property
+    def train(self) -> pd.DataFrame:
+        return self.data["train"]
+
+    @property
+    def val(self) -> pd.DataFrame:
+        return self.data["validation"]
+
+    @property
+    def final(self) -> pd.DataFrame:
+        return self.data["final"]
+
+    def backbone_dir(self, name: str) -> str:
+        from .train import backbone_sentences
+
+        return backbones.resolve(name, backbone_sentences(name, self.data), self.paths.cache)
+
+    def describe(self) -> str:
+        return (f"profile {self.prof.name}: {len(self.train)} train / {len(self.val)} validation / {len(self.final)} final rows, "
+                f"{self.prof.n_folds} folds, device {self.device}, {hardware()}")
+
+
+def setup(profile: str = DEFAULT_PROFILE, **overrides) -> Study:
+    """Profile, output folders, the prepared tables, the device and the plot style, in one call."""
+    from .train import pick_device
+
+    prof = get_profile(profile, **overrides)
+    plots.setup()
+    return Study(prof, RunPaths(prof.name).make(), load_prepared(prof), pick_device(prof.device))
+
+
+def hardware() -> str:
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            return f"{torch.cuda.get_device_name(0)} GPU, {cpu}"
+        cores = torch.get_num_threads()
+    except ImportError:
+        cores = os.cpu_count()
+    return f"{cpu}, {cores} CPU threads, no GPU"
+
+
+# --- comparisons and text -----------------------------------------------------------------------
+
+
+def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f.format(v) if lo is None else f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
+
+
+def paired(df: pd.DataFrame, pred_a, pred_b, n: int, name: str = "a - b", subsets=("all", "unseen")) -> pd.DataFrame:
+    """F1pn(a) - F1pn(b) on the same rows, sentence-clustered paired bootstrap, per subset."""
+    y, groups = df["label"].to_numpy(), sentence_groups(df)
+    pred_a, pred_b = np.asarray(pred_a), np.asarray(pred_b)
+    rows = []
+    for sub in subsets:
+        m = subset_mask(df, sub)
+        d, lo, hi = paired_bootstrap_diff(y[m], pred_a[m], pred_b[m], groups=groups[m], n=n)
+        rows.append({"comparison": name, "subset": sub, "diff": d, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)
+
+
+def verdict(row) -> str:
+    """One line for a paired difference: direction, and whether its 95% CI excludes 0."""
+    sure = "the 95% CI excludes 0" if row["lo"] > 0 or row["hi"] < 0 else "the 95% CI includes 0: not distinguishable here"
+    return f"{row['comparison']} on {row['subset']} rows: {fmt(row['diff'], row['lo'], row['hi'], signed=True)} ({sure})"
+
+
+# --- figures/results.json -----------------------------------------------------------------------
+
+
+def results_path(profile: str) -> Path:
+    return RunPaths(profile).figures / "results.json"
+
+
+def record(study: Study, chapter: str, numbers: dict, backbone: str | None = None, **extra) -> dict:
+    """Write one chapter's headline numbers ({name: [value, lo, hi]}) into the profile's results.json.
+
+    Rewrites only this chapter's entry, so chapters can be re-run alone."""
+    path = results_path(study.prof.name)
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    doc["ci"] = ci_note(study.prof.bootstrap)
+    doc["profile"] = study.prof.name
+    clean = {k: [round(float(x), 4) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in numbers.items()}
+    doc.setdefault("chapters", {})[chapter] = {
+        "backbone": backbone or study.prof.train.backbone,
+        "seconds": round(time.perf_counter() - study.started),
+        "hardware": hardware(),
+        "numbers": clean,
+        **extra,
+    }
+    doc["chapters"] = dict(sorted(doc["chapters"].items()))
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    return doc["chapters"][chapter]
+
+
+def score_row(scores: pd.DataFrame, model: str, subset: str = "all", split: str = "validation") -> list[float]:
+    r = scores[(scores["model"] == model) & (scores["subset"] == subset) & (scores["split"] == split)].iloc[0]
+    return [r.f1pn, r.f1pn_lo, r.f1pn_hi]
+
+
+# --- k-fold results as tables -------------------------------------------------------------------
+
+
+def kfold_scores(study: Study, name: str, res, folds=None) -> list[dict]:
+    """Score rows for one k-fold run: clean OOF (rows of the folds run) and validation per subset."""
+    from .metrics import score, score_subsets, to_labels
+
+    train, n = study.train, study.prof.bootstrap
+    held = res.oof_rows(train) if folds is None else np.isin(train["fold"].to_numpy(), folds)
+    oof = {"model": name, "split": "train OOF", "subset": "all",
+           **score(train["label"].to_numpy()[held], to_labels(res.oof[held]), n, groups=sentence_groups(train)[held])}
+    val = score_subsets(study.val, to_labels(res.ensemble("validation", folds)), n, model=name, split="validation")
+    return [oof] + val.to_dict("records")
+
+
+def timing_table(runs: dict) -> pd.DataFrame:
+    """Per run name: mean over folds of steps, best step, seconds, examples/s and early-stopping F1pn."""
+    rows = [{"run": name, "fold": r["fold"], "steps": r["steps"], "best_step": r["best_step"], "seconds": r["seconds"],
+             "examples_per_s": r["train_examples"] / r["seconds"], "inner_f1pn": r["best_f1pn"], "precision": r.get("precision", "fp32")}
+            for name, res in runs.items() for r in res.runs]
+    df = pd.DataFrame(rows)
+    return df.groupby(["run", "precision"], sort=False)[["steps", "best_step", "seconds", "examples_per_s", "inner_f1pn"]].mean().round(3)
+
+
+def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:
+    """F1pn of fold model k of run a minus fold model k of run b on validation: one training each."""
+    from .metrics import f1pn, to_labels
+
+    y = study.val["label"].to_numpy()
+    return pd.DataFrame([{"fold": k, "a": f1pn(y, to_labels(a.ensemble("validation", [k]))), "b": f1pn(y, to_labels(b.ensemble("validation", [k])))} for k in folds]).assign(diff=lambda d: d["a"] - d["b"])
+
+
+# Published results on RuSentNE-23, each with its split. Our validation numbers are dev numbers:
+# they are never mixed with test numbers without saying so.
+FIELD = [
+    ("HAMAM 3-backbone ensemble (the paper; Kabaev et al., Dialogue 2023, arXiv 2308.15793)", "test", 66.67),
+    ("Flan-T5-xl fine-tuned, prompt on machine-translated English input (arXiv 2404.12342)", "test", 68.20),
+    ("Flan-T5-xl fine-tuned, prompt on machine-translated English input (arXiv 2404.12342)", "dev", 68.62),
+    ("Flan-T5-xl with THoR reasoning (arXiv 2404.12342)", "test", 65.09),
+    ("Flan-T5-xl with THoR reasoning (arXiv 2404.12342)", "dev", 68.02),
+    ("GPT-4 zero-shot (RuSentNE-LLM-Benchmark)", "test", 54.59),
+]
+
+
+def field_table(ours: list[tuple[str, list[float]]]) -> str:
+    """Markdown: published rows (as reported, F1pn x 100) and ours (validation = dev, with CIs)."""
+    lines = ["| system | split | F1pn | source |", "|---|---|---|---|"]
+    lines += [f"| {name} | {split} | {v:.2f} | published |" for name, split, v in FIELD]
+    lines += [f"| {name} | dev (validation) | {100 * v[0]:.2f} [{100 * v[1]:.2f}, {100 * v[2]:.2f}] | this repo |" for name, v in ours]
+    return "\n".join(lines) + "\n"
+
+
+def score_markdown(scores: pd.DataFrame) -> str:
+    """Markdown table: one row per model; validation all / seen / unseen and train OOF, with CIs."""
+    cols = [("validation", "all"), ("validation", "seen"), ("validation", "unseen"), ("train OOF", "all")]
+    lines = ["| model | all | seen sentence | unseen sentence | train OOF |", "|---|---|---|---|---|"]
+    for model in dict.fromkeys(scores["model"]):
+        cells = []
+        for split, sub in cols:
+            r = scores[(scores["model"] == model) & (scores["split"] == split) & (scores["subset"] == sub)]
+            cells.append(fmt(r.f1pn.item(), r.f1pn_lo.item(), r.f1pn_hi.item()) if len(r) else "–")
+        lines.append(f"| {model} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def result_key(comparison: str) -> str:
+    """'hamam - unmasked' -> 'hamam_minus_unmasked'; 'e5-small - navec-bert (hamam)' -> 'e5_small_minus_navec_bert'."""
+    a, b = comparison.split(" (")[0].split(" - ")
+    return f"{a}_minus_{b}".replace("-", "_").replace(" ", "_")
