@@ -7,11 +7,14 @@ Every key token falls in exactly one group, in this order of precedence:
   sentiment - tokens whose word is in the lexicon
   other     - everything else
 Queries: the first token ([CLS]) and the entity tokens (their attention rows averaged).
+Layers and heads are numbered from 1 in every table, figure and text this module makes.
 """
 from __future__ import annotations
 
 import re
+import time
 from collections import Counter
+from dataclasses import dataclass, field
 
 import numpy as np
 import pandas as pd
@@ -21,10 +24,15 @@ from tqdm.auto import tqdm
 
 from . import model as hm
 from .backbones import WORD_PATTERN
+from .metrics import draw_resamples, sentence_groups
 from .train import batches, collate
 
 GROUPS = ("entity", "special", "sentiment", "other")
 QUERIES = ("cls", "entity")
+MODELS = ("initial", "fine-tuned")
+COPIES = ("unmasked", "masked")
+CONDITIONS = tuple((m, c) for m in MODELS for c in COPIES)
+CONTEXT = ("sentiment", "other")  # the words around the entity
 WORD = re.compile(WORD_PATTERN)  # the navec tokenizer's word definition, so "word" means one thing here
 PAD_GROUP = -1
 
@@ -134,17 +142,21 @@ def group_onehot(groups: torch.Tensor, dtype=torch.float32) -> torch.Tensor:
     return onehot * (groups >= 0).unsqueeze(-1).to(dtype)
 
 
+def query_rows(att: torch.Tensor, entity_mask: torch.Tensor) -> torch.Tensor:
+    """The two query rows of attention maps (B, ..., T, T) -> (B, ..., 2, T): the first token's row,
+    and the mean of the entity tokens' rows."""
+    ent = entity_mask.to(att.dtype)
+    ent = ent / ent.sum(1, keepdim=True)
+    return torch.stack([att[..., 0, :], torch.einsum("b...qk,bq->b...k", att, ent)], dim=-2)
+
+
 def group_masses(att: torch.Tensor, groups: torch.Tensor, entity_mask: torch.Tensor) -> torch.Tensor:
     """Attention mass per group: (B, L, H, T, T) -> (B, L, H, len(QUERIES), len(GROUPS)).
 
     A query row sums to 1 over the real (unpadded) keys, and every real key is in one group, so the
     masses of a query sum to 1.
     """
-    onehot = group_onehot(groups, att.dtype)
-    ent = entity_mask.to(att.dtype)
-    ent = ent / ent.sum(1, keepdim=True)
-    queries = torch.stack([att[..., 0, :], torch.einsum("blhqk,bq->blhk", att, ent)], dim=3)
-    return torch.einsum("blhqk,bkg->blhqg", queries, onehot)
+    return torch.einsum("blhqk,bkg->blhqg", query_rows(att, entity_mask), group_onehot(groups, att.dtype))
 
 
 def input_x_gradient(model: hm.HamamModel, x: dict, mode: str):
@@ -171,7 +183,8 @@ def input_x_gradient(model: hm.HamamModel, x: dict, mode: str):
     return attr.detach(), logits.detach().cpu(), att.detach().cpu()
 
 
-def analyse(model: hm.HamamModel, examples: list[dict], pad_id: int, mode: str, batch_size: int = 32, desc: str | None = None) -> dict:
+def analyse(model: hm.HamamModel, examples: list[dict], pad_id: int, mode: str, batch_size: int = 32, desc: str | None = None,
+            attribution: bool = True) -> dict:
     """One pass over the examples (length-bucketed, dynamic padding). Per row:
 
     masses      (N, L, H, 2, 4)  attention mass from each query to each group, per layer and head
@@ -180,28 +193,34 @@ def analyse(model: hm.HamamModel, examples: list[dict], pad_id: int, mode: str, 
     spearman    (N, 2)           last layer, head mean: rank correlation of the CLS / entity attention
                                  row with |input x gradient| over the context tokens (sentiment + other)
     pred        (N,)             predicted label of this copy
+
+    `attribution=False` skips the backward pass (about 4x cheaper on a CPU): attribution and
+    spearman are then NaN.
     """
     model.eval()
     order = batches([len(e["input_ids"]) for e in examples], batch_size, shuffle=False, bucket=True)
     out = None
     for b in tqdm(order, desc=desc or mode, leave=False):
         x = collate_groups([examples[i] for i in b], pad_id)
-        attr, logits, att = input_x_gradient(model, x, mode)
+        if attribution:
+            attr, logits, att = input_x_gradient(model, x, mode)
+        else:
+            with torch.no_grad():
+                logits, att = (t.cpu() for t in forward_attentions(model, x, mode))
         groups = x["groups"]
         onehot = group_onehot(groups)
-        masses = group_masses(att, groups, x["entity_mask"])
-        last = att[:, -1].mean(1)  # (B, T, T)
-        ent = x["entity_mask"].float()
-        rows = torch.stack([last[:, 0], torch.einsum("bqk,bq->bk", last, ent / ent.sum(1, keepdim=True))], 1)
-        context = groups >= 2
-        rho = [[_spearman(rows[i, q][context[i]], attr[i][context[i]]) for q in range(len(QUERIES))] for i in range(len(b))]
         part = {
-            "masses": masses.numpy(),
-            "attribution": (torch.einsum("bt,btg->bg", attr, onehot) / attr.sum(1, keepdim=True).clamp(min=1e-12)).numpy(),
+            "masses": group_masses(att, groups, x["entity_mask"]).numpy(),
+            "attribution": np.full((len(b), len(GROUPS)), np.nan, dtype=np.float32),
             "tokens": (onehot.sum(1) / onehot.sum((1, 2)).unsqueeze(-1)).numpy(),
-            "spearman": np.array(rho, dtype=float),
+            "spearman": np.full((len(b), len(QUERIES)), np.nan),
             "pred": np.asarray(hm.LABELS)[logits.argmax(-1).numpy()],
         }
+        if attribution:
+            rows = query_rows(att[:, -1].mean(1), x["entity_mask"])  # (B, 2, T): last layer, heads averaged
+            context = groups >= GROUPS.index("sentiment")
+            part["spearman"] = np.array([[_spearman(rows[i, q][context[i]], attr[i][context[i]]) for q in range(len(QUERIES))] for i in range(len(b))], dtype=float)
+            part["attribution"] = (torch.einsum("bt,btg->bg", attr, onehot) / attr.sum(1, keepdim=True).clamp(min=1e-12)).numpy()
         if out is None:
             out = {k: np.zeros((len(examples),) + v.shape[1:], dtype=v.dtype) for k, v in part.items()}
         for k, v in part.items():
@@ -216,12 +235,13 @@ def _spearman(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 def masses_frame(results: dict) -> pd.DataFrame:
-    """{(model, mode): analyse(...)} -> long table of mean mass per model, mode, query, layer, head, group."""
+    """{(model, mode): analyse(...)} -> long table of mean mass per model, mode, query, layer, head, group
+    (layers and heads numbered from 1)."""
     frames = []
     for (name, mode), r in results.items():
         m = r["masses"]  # (N, L, H, Q, G)
         _, L, H, _, _ = m.shape
-        idx = pd.MultiIndex.from_product([range(L), range(H), QUERIES, GROUPS], names=["layer", "head", "query", "group"])
+        idx = pd.MultiIndex.from_product([range(1, L + 1), range(1, H + 1), QUERIES, GROUPS], names=["layer", "head", "query", "group"])
         frames.append(pd.DataFrame({"mass": m.mean(0).ravel(), "sd": m.std(0).ravel(), "n": len(m)}, index=idx).reset_index().assign(model=name, mode=mode))
     cols = ["model", "mode", "query", "group", "layer", "head", "mass", "sd", "n"]
     return pd.concat(frames, ignore_index=True)[cols]
@@ -268,3 +288,352 @@ def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens: int = 10,
                 picked[name] = int(cand[np.argmax(score[cand])])
                 break
     return {k: picked[k] for k in ("negative", "positive", "neutral", "repeated entity") if k in picked}
+
+
+def show(view, kind: str = "head", layers=None, decimals: int = 2, **kwargs):
+    """Draw an `example_view` with bertviz: kind "head" (head_view, opened at the last layer shown)
+    or "model" (model_view, layers x heads). `layers` (numbered from 1; all when None) limits what
+    is embedded; weights are rounded to `decimals` in float64. Both keep the notebook's JSON short.
+    bertviz itself numbers layers and heads from 0."""
+    from bertviz import head_view, model_view
+
+    att, tokens = view
+    include = None if layers is None else [layer - 1 for layer in layers]
+    att = tuple(torch.round(a.double(), decimals=decimals) for a in att)
+    if kind == "head":
+        return head_view(att, tokens, **{"layer": (include or [len(att) - 1])[-1], "include_layers": include, **kwargs})
+    if kind == "model":
+        return model_view(att, tokens, **{"display_mode": "light", "include_layers": include, **kwargs})
+    raise ValueError(f"kind must be 'head' or 'model', got {kind!r}")
+
+
+def token_table(model: hm.HamamModel, tokenizer, example: dict, mode: str) -> pd.DataFrame:
+    """Per token of one example (with `groups`): the last layer's attention from the entity tokens
+    (heads averaged) and |input x gradient|, each as a share of the row."""
+    x = collate_groups([example], tokenizer.pad_token_id)
+    attr, _, att = input_x_gradient(model, x, mode)
+    row = query_rows(att[:, -1].mean(1), x["entity_mask"])[0, QUERIES.index("entity")]
+    ids = hm.mask_entity(x["input_ids"], x["entity_mask"], model.mask_token_id) if mode == "masked" else x["input_ids"]
+    return pd.DataFrame({
+        "token": tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+        "group": [GROUPS[g] for g in example["groups"]],
+        "attention (entity → token)": (row / row.sum()).numpy(),
+        "|input x gradient|": (attr[0] / attr[0].sum().clamp(min=1e-12)).numpy(),
+    })
+
+
+# --- the chapter's two models and the scan over validation rows ------------------------------------
+
+
+def load_models(backbone_dir, checkpoint_dir, cfg, device="cpu") -> tuple[dict, object]:
+    """({"initial": the backbone fine-tuning started from, "fine-tuned": the saved checkpoint},
+    tokenizer), both models in eval mode with eager attention (the only kind that returns weights).
+
+    The initial model's head is new and random (seeded with `cfg.seed`): it plays no part in
+    attention, and its input x gradient would explain a random decision."""
+    torch.manual_seed(cfg.seed)
+    initial, tok0 = hm.build(str(backbone_dir), cfg, attn_implementation="eager")
+    tuned, tok = hm.load(checkpoint_dir, attn_implementation="eager")
+    if tok0.get_vocab() != tok.get_vocab():
+        raise ValueError("initial and fine-tuned tokenizers differ")
+    return {"initial": initial.to(device).eval(), "fine-tuned": tuned.to(device).eval()}, tok
+
+
+def encoder_shape(model: hm.HamamModel) -> tuple[int, int]:
+    cfg = model.encoder.config
+    return cfg.num_hidden_layers, cfg.num_attention_heads
+
+
+def sample_rows(n: int, k: int | None, seed: int = 0) -> np.ndarray:
+    """Sorted positions of `k` of `n` rows drawn without replacement (all rows when k is None)."""
+    if k is None or k >= n:
+        return np.arange(n)
+    return np.sort(np.random.default_rng(seed).choice(n, k, replace=False))
+
+
+def token_shares(examples: list[dict]) -> pd.DataFrame:
+    """Share of each row's tokens per group: what uniform attention would put on each group."""
+    return pd.DataFrame([np.bincount(e["groups"], minlength=len(GROUPS)) / len(e["groups"]) for e in examples], columns=list(GROUPS))
+
+
+def show_layers(n_layers: int, freeze: int = 0) -> list[int]:
+    """Layers for the static per-example maps: the last frozen one (if any), the middle of the
+    trained ones, and the last."""
+    return sorted({layer for layer in (freeze, (freeze + n_layers + 1) // 2, n_layers) if layer >= 1})
+
+
+@dataclass
+class Scan:
+    """`analyse` results of every condition over the same validation rows.
+
+    results: {(model, mode): analyse(...)}; rows: the analysed rows (for sentence clusters and
+    labels); freeze: layers 1..freeze (and the embeddings) were frozen during fine-tuning."""
+
+    results: dict
+    rows: pd.DataFrame
+    freeze: int = 0
+    seconds: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        self.table = masses_frame(self.results)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return tuple(next(iter(self.results.values()))["masses"].shape[1:3])
+
+    @property
+    def trained(self) -> list[int]:
+        return list(range(self.freeze + 1, self.shape[0] + 1))
+
+    @property
+    def frozen(self) -> list[int]:
+        return list(range(1, self.freeze + 1))
+
+    @property
+    def groups(self) -> np.ndarray:
+        return sentence_groups(self.rows)
+
+    def row_mass(self, model: str, mode: str, query: str, group, layers=None) -> np.ndarray:
+        """(N,) per row: mass from `query` on `group` (a name or a tuple of names, summed), averaged
+        over the given layers (numbered from 1; all when None) and every head."""
+        m = self.results[model, mode]["masses"]
+        if layers is not None:
+            m = m[:, [layer - 1 for layer in layers]]
+        gi = [GROUPS.index(g) for g in ((group,) if isinstance(group, str) else group)]
+        return m[:, :, :, QUERIES.index(query)][..., gi].sum(-1).mean((1, 2))
+
+    def grid(self, model: str, mode: str, query: str, group: str) -> pd.DataFrame:
+        """Mean mass as a layer x head frame (both numbered from 1)."""
+        t = self.table
+        sub = t[(t["model"] == model) & (t["mode"] == mode) & (t["query"] == query) & (t["group"] == group)]
+        return sub.pivot(index="layer", columns="head", values="mass").sort_index()
+
+    def layer_profile(self) -> pd.DataFrame:
+        """Mean mass per model, mode, query, group and layer (heads averaged)."""
+        return self.table.groupby(["model", "mode", "query", "group", "layer"], sort=False)["mass"].mean().reset_index()
+
+
+def run_scan(models: dict, examples: list[dict], pad_id: int, rows: pd.DataFrame, freeze: int = 0,
+             attribution=("fine-tuned",), batch_size: int = 32) -> Scan:
+    """`analyse` for every condition (model x copy). Input x gradient is computed only for the
+    models in `attribution` (the initial model's head is random)."""
+    results, seconds = {}, {}
+    for name, mode in CONDITIONS:
+        t0 = time.perf_counter()
+        results[name, mode] = analyse(models[name], examples, pad_id, mode, batch_size, desc=f"{name} {mode}", attribution=name in attribution)
+        seconds[f"{name} {mode}"] = round(time.perf_counter() - t0, 1)
+    return Scan(results, rows.reset_index(drop=True), freeze, seconds)
+
+
+# --- tables ---------------------------------------------------------------------------------------
+
+
+def lexicon_top(lexicon: pd.DataFrame, k: int = 15) -> pd.DataFrame:
+    """The top `k` words per polar label side by side."""
+    names = {-1: "negative", 1: "positive"}
+    cols = ["word", "count", "neutral_count", "z"]
+    return pd.concat({names[lab]: lexicon[lexicon["label"] == lab].head(k)[cols].reset_index(drop=True) for lab in (-1, 1)}, axis=1)
+
+
+def mean_mass_table(scan: Scan, layers=None) -> pd.DataFrame:
+    """Mean mass per condition and query (rows) and group (columns), over the given layers."""
+    return pd.DataFrame({(m, mode, q): {g: scan.row_mass(m, mode, q, g, layers).mean() for g in GROUPS}
+                         for m, mode in CONDITIONS for q in QUERIES}).T.rename_axis(["model", "mode", "query"])
+
+
+def mass_panels(scan: Scan, query: str) -> dict:
+    """{(condition, "→ group"): layer x head frame} for one query: rows the four conditions."""
+    return {(f"{m} · {mode}", f"→ {g}"): scan.grid(m, mode, query, g) for m, mode in CONDITIONS for g in GROUPS}
+
+
+def diff_panels(scan: Scan, kind: str) -> dict:
+    """Layer x head differences of mean mass. kind "finetuning": fine-tuned − initial, rows (query,
+    copy); kind "masking": masked − unmasked, rows (query, model)."""
+    out = {}
+    for q in QUERIES:
+        for part in (COPIES if kind == "finetuning" else MODELS):
+            for g in GROUPS:
+                if kind == "finetuning":
+                    d = scan.grid("fine-tuned", part, q, g) - scan.grid("initial", part, q, g)
+                elif kind == "masking":
+                    d = scan.grid(part, "masked", q, g) - scan.grid(part, "unmasked", q, g)
+                else:
+                    raise ValueError(f"kind must be 'finetuning' or 'masking', got {kind!r}")
+                out[(f"from {'[CLS]' if q == 'cls' else 'entity'} · {part}", f"→ {g}")] = d
+    return out
+
+
+def head_gain(scan: Scan, query: str, group: str, mode: str = "unmasked", layers=None) -> dict:
+    """Fine-tuned − initial mean mass per head of the given layers (the trained ones when None):
+    how many heads gain, and the head that gains most, with its masses before and after."""
+    layers = scan.trained if layers is None else layers
+    before, after = scan.grid("initial", mode, query, group).loc[layers], scan.grid("fine-tuned", mode, query, group).loc[layers]
+    d = after - before
+    layer, head = d.stack().idxmax()
+    return {"up": int((d > 0).to_numpy().sum()), "n": d.size, "layer": int(layer), "head": int(head),
+            "before": float(before.loc[layer, head]), "after": float(after.loc[layer, head]), "gain": float(d.loc[layer, head])}
+
+
+def agreement(scan: Scan) -> pd.DataFrame:
+    """Per condition and group: token share, last-layer attention from [CLS] and from the entity
+    (heads averaged) and the input x gradient share (NaN where it was not computed)."""
+    rows = []
+    for (m, mode), r in scan.results.items():
+        for gi, g in enumerate(GROUPS):
+            rows.append({"model": m, "mode": mode, "group": g, "token share": r["tokens"][:, gi].mean(),
+                         "attention from [CLS], last layer": r["masses"][:, -1, :, 0, gi].mean(),
+                         "attention from entity, last layer": r["masses"][:, -1, :, 1, gi].mean(),
+                         "input x gradient": r["attribution"][:, gi].mean()})
+    return pd.DataFrame(rows).set_index(["model", "mode", "group"])
+
+
+def spearman_long(scan: Scan) -> pd.DataFrame:
+    """Per row and query: Spearman(last-layer attention row, |input x gradient|) over context tokens."""
+    parts = [pd.DataFrame({"model": m, "mode": mode, "query": q, "spearman": r["spearman"][:, qi]})
+             for (m, mode), r in scan.results.items() for qi, q in enumerate(QUERIES)]
+    return pd.concat(parts, ignore_index=True).dropna()
+
+
+def spearman_summary(scan: Scan) -> pd.DataFrame:
+    sp = spearman_long(scan)
+    return sp.groupby(["model", "mode", "query"], sort=False)["spearman"].agg(rows="size", median="median", share_positive=lambda s: (s > 0).mean())
+
+
+def sentiment_by_label(scan: Scan) -> pd.DataFrame:
+    """Last-layer mass on sentiment words (heads averaged) by the row's true label, per condition and
+    query, with the uniform-attention baseline (token share) as the last row."""
+    names = {-1: "negative", 0: "neutral", 1: "positive"}
+    labels = scan.rows["label"].to_numpy()
+    present = [lab for lab in (-1, 0, 1) if (labels == lab).any()]
+    last = [scan.shape[0]]
+    out = {(m, mode, q): {names[lab]: scan.row_mass(m, mode, q, "sentiment", last)[labels == lab].mean() for lab in present}
+           for m, mode in CONDITIONS for q in QUERIES}
+    tokens = next(iter(scan.results.values()))["tokens"][:, GROUPS.index("sentiment")]
+    out[("uniform attention", "", "(token share)")] = {names[lab]: tokens[labels == lab].mean() for lab in present}
+    return pd.DataFrame(out).T.rename_axis(["model", "mode", "query"])
+
+
+# --- headline numbers and the answer --------------------------------------------------------------
+
+
+def cluster_mean(values, groups, n: int, seed: int = 0, alpha: float = 0.05) -> list[float]:
+    """[mean, lo, hi]: the mean of per-row values with a percentile CI from resampling clusters
+    (sentences) with replacement, as `lib.metrics.bootstrap_ci` does for F1pn."""
+    values = np.asarray(values, dtype=float)
+    counts, inverse = draw_resamples(groups, len(values), n, seed)
+    k = counts.shape[1]
+    stats = (counts @ np.bincount(inverse, weights=values, minlength=k)) / (counts @ np.bincount(inverse, minlength=k))
+    return [float(values.mean()), float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))]
+
+
+FLOWS = {"entity_to_sentiment": ("entity", "sentiment"), "cls_to_entity": ("cls", "entity")}
+
+
+def headline(scan: Scan, n_boot: int) -> dict:
+    """The numbers the answer cites, {name: [value, lo, hi] or [value]}, CIs over sentence clusters.
+
+    Fine-tuning effects are read on the unmasked copy in the trained layers (frozen ones cannot
+    change); masking effects from the entity positions over all layers."""
+    g, T, ft, init = scan.groups, scan.trained, "fine-tuned", "initial"
+    num = {}
+    for key, (q, grp) in FLOWS.items():
+        a, b = scan.row_mass(init, "unmasked", q, grp, T), scan.row_mass(ft, "unmasked", q, grp, T)
+        num[f"06.{key}.trained_layers.initial"] = cluster_mean(a, g, n_boot)
+        num[f"06.{key}.trained_layers.finetuned"] = cluster_mean(b, g, n_boot)
+        num[f"06.{key}.trained_layers.finetuned_minus_initial"] = cluster_mean(b - a, g, n_boot)
+    if scan.frozen:
+        d = scan.table[scan.table["layer"] <= scan.freeze].set_index(["model", "mode", "query", "group", "layer", "head"])["mass"]
+        num["06.frozen_layers.max_abs_change"] = [float((d[ft] - d[init]).abs().max())]
+    shift = {m: scan.row_mass(m, "masked", "entity", CONTEXT) - scan.row_mass(m, "unmasked", "entity", CONTEXT) for m in MODELS}
+    num["06.masked_minus_unmasked.entity_to_context.finetuned"] = cluster_mean(shift[ft], g, n_boot)
+    num["06.masked_minus_unmasked.entity_to_context.initial"] = cluster_mean(shift[init], g, n_boot)
+    num["06.masked_minus_unmasked.entity_to_context.finetuned_minus_initial"] = cluster_mean(shift[ft] - shift[init], g, n_boot)
+    sent = scan.row_mass(ft, "masked", "entity", "sentiment") - scan.row_mass(ft, "unmasked", "entity", "sentiment")
+    num["06.masked_minus_unmasked.entity_to_sentiment.finetuned"] = cluster_mean(sent, g, n_boot)
+    attr = scan.results[ft, "unmasked"]["attribution"]
+    if np.isfinite(attr).all():
+        for grp in ("entity", "sentiment"):
+            num[f"06.attribution.{grp}_share.finetuned"] = cluster_mean(attr[:, GROUPS.index(grp)], g, n_boot)
+        rho = scan.results[ft, "unmasked"]["spearman"][:, QUERIES.index("entity")]
+        num["06.spearman_entity_last_layer.finetuned.median"] = [float(np.nanmedian(rho))]
+    num["06.uniform.sentiment_share"] = [float(scan.results[ft, "unmasked"]["tokens"][:, GROUPS.index("sentiment")].mean())]
+    return num
+
+
+def _ci(v, signed: bool = False) -> str:
+    f = "{:+.3f}" if signed else "{:.3f}"
+    if len(v) == 1:
+        return f.format(v[0])
+    sure = "CI excludes 0" if v[1] > 0 or v[2] < 0 else "CI includes 0"
+    return f"{f.format(v[0])} [{f.format(v[1])}, {f.format(v[2])}]" + (f" ({sure})" if signed else "")
+
+
+def _moved(scan: Scan, query: str, group: str, mode: str = "unmasked") -> str:
+    h, T, last = head_gain(scan, query, group, mode), scan.trained, [scan.shape[0]]
+    m = {k: scan.row_mass(k, mode, query, group, T).mean() for k in MODELS}
+    e = {k: scan.row_mass(k, mode, query, group, last).mean() for k in MODELS}
+    return (f"{h['up']}/{h['n']} heads of the trained layers gain; the most, layer {h['layer']} head {h['head']}: "
+            f"{h['before']:.3f} → {h['after']:.3f} ({h['gain']:+.3f}); mean over the trained layers {m['initial']:.3f} → {m['fine-tuned']:.3f}, "
+            f"last layer {e['initial']:.3f} → {e['fine-tuned']:.3f}")
+
+
+def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size: int) -> str:
+    """The chapter's answer as Markdown, every number computed from `scan` and `nums` (`headline`)."""
+    L, H = scan.shape
+    f, ft = scan.freeze, "fine-tuned"
+    share = scan.results[ft, "unmasked"]["tokens"].mean(0)
+    trained = f"layers {f + 1}–{L}" if f else f"all {L} layers"
+    intro = f"**Where the model looks ({profile} profile, {backbone}: {L} layers × {H} heads, {len(scan.rows)} validation rows; layers and heads numbered from 1).**"
+    if f:
+        intro += (f" Fine-tuning kept the embeddings and layers 1–{f} frozen, so in those layers both models compute the same attention "
+                  f"(largest difference of a head's mean mass there: {nums['06.frozen_layers.max_abs_change'][0]:.1e}). Every fine-tuning effect "
+                  f"below is therefore read in the trained {trained}, and what masking changes in layers 1–{f} is the pre-trained model's response to the mask token.")
+    else:
+        intro += " All layers were fine-tuned."
+    k = "06.{}.trained_layers.{}"
+    out = [intro,
+           f"Uniform attention would put {share[0]:.3f} of a query's mass on the entity, {share[1]:.3f} on special tokens and {share[2]:.3f} "
+           f"on the {lexicon_size} lexicon words (mean token shares).",
+           f"*Toward the entity after fine-tuning* (unmasked copy, {trained}): from [CLS] — {_moved(scan, 'cls', 'entity')}; change of the mean "
+           f"{_ci(nums[k.format('cls_to_entity', 'finetuned_minus_initial')], True)}. From the entity tokens — {_moved(scan, 'entity', 'entity')}.",
+           f"*Toward sentiment words after fine-tuning* (unmasked copy, {trained}): from the entity tokens — {_moved(scan, 'entity', 'sentiment')}; "
+           f"change of the mean {_ci(nums[k.format('entity_to_sentiment', 'finetuned_minus_initial')], True)}. From [CLS] — {_moved(scan, 'cls', 'sentiment')}. "
+           f"In the masked copy, from the entity positions — {_moved(scan, 'entity', 'sentiment', 'masked')}.",
+           f"*Special tokens* (unmasked copy, {trained}): from the entity tokens {_span(scan, 'entity', 'special')}; from [CLS] {_span(scan, 'cls', 'special')}."]
+    shift = {g: (scan.row_mass(ft, "masked", "entity", g) - scan.row_mass(ft, "unmasked", "entity", g)).mean() for g in GROUPS}
+    cls_shift = {g: (scan.row_mass(ft, "masked", "cls", g) - scan.row_mass(ft, "unmasked", "cls", g)).mean() for g in GROUPS}
+    trained_shift = {m: (scan.row_mass(m, "masked", "entity", CONTEXT, scan.trained) - scan.row_mass(m, "unmasked", "entity", CONTEXT, scan.trained)).mean() for m in MODELS}
+    m = "06.masked_minus_unmasked.entity_to_context.{}"
+    out.append(f"*What masking the entity changes* (masked − unmasked copy, mean over all layers and heads). Fine-tuned model, from the entity "
+               f"positions: {_groups(shift)}; onto the context words (sentiment + other) {_ci(nums[m.format('finetuned')], True)}, of which sentiment words "
+               f"{_ci(nums['06.masked_minus_unmasked.entity_to_sentiment.finetuned'], True)}. From [CLS]: {_groups(cls_shift)}. The initial backbone moves "
+               f"{_ci(nums[m.format('initial')], True)} onto the context, so fine-tuning changed this shift by {_ci(nums[m.format('finetuned_minus_initial')], True)}"
+               f" (in the trained {trained} alone: {trained_shift['fine-tuned']:+.3f} fine-tuned vs {trained_shift['initial']:+.3f} initial).")
+    bl = sentiment_by_label(scan)
+    row, base = bl.loc[(ft, "unmasked", "entity")], bl.loc[("uniform attention", "", "(token share)")]
+    out.append(f"*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): mass on sentiment words " +
+               ", ".join(f"{lab} {row[lab]:.3f} (uniform {base[lab]:.3f})" for lab in row.index) + ".")
+    if "06.attribution.entity_share.finetuned" in nums:
+        ag, rh = agreement(scan), spearman_summary(scan)
+        rho_e = rh.loc[(ft, "unmasked", "entity")]
+        masked_rho = rh.loc[(ft, "masked", "entity"), "median"] if (ft, "masked", "entity") in rh.index else float("nan")
+        out.append(f"*Attention vs attribution* (fine-tuned, unmasked copy): input x gradient puts {_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass "
+                   f"on sentiment words and {_ci(nums['06.attribution.entity_share.finetuned'])} on the entity, against "
+                   f"{ag.loc[(ft, 'unmasked', 'sentiment'), 'attention from entity, last layer']:.3f} and {ag.loc[(ft, 'unmasked', 'entity'), 'attention from entity, last layer']:.3f} "
+                   f"for the last layer's attention from the entity. Per row, over context tokens, the median Spearman correlation between last-layer attention from the entity "
+                   f"and |input x gradient| is {rho_e['median']:.2f} (positive in {rho_e['share_positive']:.0%} of {int(rho_e['rows'])} rows; from [CLS] "
+                   f"{rh.loc[(ft, 'unmasked', 'cls'), 'median']:.2f}; masked copy, from the entity: {masked_rho:.2f}). "
+                   + ("Attention and attribution rank context words alike more often than not, but loosely." if rho_e["median"] > 0.2
+                      else "Attention is a weak guide to which context words drive the prediction."))
+    if profile == "smoke":
+        out.append("*Smoke profile: a tiny random backbone trained for one epoch on a few hundred rows; the numbers test the pipeline, not the hypothesis.*")
+    return "\n\n".join(out)
+
+
+def _span(scan: Scan, query: str, group: str) -> str:
+    a, b = (scan.row_mass(m, "unmasked", query, group, scan.trained).mean() for m in MODELS)
+    return f"{a:.3f} → {b:.3f}"
+
+
+def _groups(d: dict) -> str:
+    return ", ".join(f"{g} {v:+.3f}" for g, v in d.items())

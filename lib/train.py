@@ -242,7 +242,7 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
 def backbone_sentences(name: str, data: dict) -> list[str]:
     """navec-bert's words and e5-small's kept pieces cover every split (no labels used); tiny-random
     learns WordPiece on train."""
-    if name in ("navec-bert", "e5-small"):
+    if name in ("navec-bert", "e5-small", "e5-small-full"):
         return [s for df in data.values() for s in df["sentence"]]
     return list(data["train"]["sentence"])
 

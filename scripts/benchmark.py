@@ -1,77 +1,101 @@
-"""Training throughput benchmark (a script, not a timed test).
+"""Training throughput benchmark (a script, not a timed test): every ratio is measured in one run.
 
-    python scripts/benchmark.py [--profile cpu] [--steps 40]
+    python scripts/benchmark.py [--profile cpu] [--steps 12]
 
-Prints, for the profile's backbone in hamam mode:
-1. training examples/s with dynamic padding + length bucketing vs padding every batch to
-   max_length tokens (goal: >= 1.5x);
-2. the step-time ratio of K=5 vs K=1 multi-sample dropout (goal: <= 1.10x: only the head repeats).
-Held-out evaluation time is excluded. Results also go to runs/<profile>/results/benchmark.json.
+For the profile's backbone in its training mode, training examples/s (held-out evaluation
+excluded) of:
+1. length-bucketed batches with dynamic padding vs every batch padded to max_length (goal >= 1.5x);
+2. K=5 vs K=1 multi-sample dropout step time (goal <= 1.10x: only the head repeats);
+3. rows of one sentence side by side with their shared unmasked copy encoded once vs every row
+   encoded separately; the logits of both paths are compared on 256 rows (must be identical);
+4. bf16 autocast vs fp32 (bf16 pays off only on a CPU with bf16 units; `precision="auto"` picks it
+   there). On a CPU without them bf16 is emulated and far slower, so it runs `--bf16-steps` steps;
+5. (e5-small) the trimmed vocabulary vs the full 250k-piece one, embeddings trained (freeze_layers=0).
+Results also go to runs/<profile>/results/benchmark.json.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import os
-import platform
+from dataclasses import replace
 
 os.environ.setdefault("TQDM_DISABLE", "1")
 
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from lib import backbones  # noqa: E402
-from lib.config import RunPaths, get_profile  # noqa: E402
-from lib.folds import load_prepared  # noqa: E402
-from lib.train import backbone_sentences, pick_device, train_model  # noqa: E402
+from lib import backbones, study  # noqa: E402
+from lib import model as hm  # noqa: E402
+from lib.train import encode_df, predict, resolve_precision, train_model  # noqa: E402
 
 
-def measure(prof, data, bb, steps: int, repeats: int, pad_to=None, **overrides) -> dict:
-    cfg = prof.train_config(**overrides)
-    train = data["train"]
+def measure(S, bb: str, steps: int, pad_to=None, **overrides) -> dict:
+    cfg = S.prof.train_config(**overrides)
+    train = S.train
     held = train["fold"] == 0
-    best = None
-    for _ in range(repeats):  # best of n: the least disturbed run
-        _, _, run = train_model(cfg, bb, train[~held], train[held].head(64), pick_device(prof.device), pad_to=pad_to, max_steps=steps)
-        t = run.seconds - run.eval_seconds
-        if best is None or t < best["seconds"]:
-            best = {"seconds": t, "steps": run.steps, "examples": run.train_examples}
-    best["examples_per_s"] = best["examples"] / best["seconds"]
-    best["seconds_per_step"] = best["seconds"] / best["steps"]
-    return best
+    _, _, run = train_model(cfg, bb, train[~held], train[held].head(8), S.device, pad_to=pad_to, max_steps=steps)
+    t = run.seconds - run.eval_seconds
+    return {"seconds": t, "steps": run.steps, "examples": run.train_examples, "examples_per_s": run.train_examples / t, "seconds_per_step": t / run.steps, "precision": run.precision}
+
+
+def same_logits(S, bb: str) -> float:
+    """Max |difference| of the logits with and without encoding shared rows once (eval mode)."""
+    cfg = S.prof.train
+    rows = S.val.sort_values("sentence").head(256)
+    model, tok = hm.build(bb, cfg)
+    enc = encode_df(tok, rows, cfg)
+    a = predict(model, enc, tok.pad_token_id, S.device)
+    model.cfg = replace(cfg, group_sentences=False)
+    return float(np.abs(a - predict(model, enc, tok.pad_token_id, S.device)).max())
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--repeats", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=12)
+    ap.add_argument("--bf16-steps", type=int, default=2)
     args = ap.parse_args()
-    prof = get_profile(args.profile)
-    data = load_prepared(prof)
-    bb = backbones.resolve(prof.train.backbone, backbone_sentences(prof.train.backbone, data), RunPaths(prof.name).cache)
-    m = lambda **kw: measure(prof, data, bb, args.steps, args.repeats, **kw)  # noqa: E731
-    measure(prof, data, bb, min(5, args.steps), 1)  # warm-up: first steps pay for allocation and thread start-up
+    S = study.setup(args.profile)
+    name = S.prof.train.backbone
+    bb = S.backbone_dir(name)
+    m = lambda steps=args.steps, **kw: measure(S, bb, steps, **kw)  # noqa: E731
+    m(steps=2)  # warm-up: the first steps pay for allocation and thread start-up
     res = {
         "bucketed_dynamic": m(bucket=True),
-        "padded_to_max_length": m(bucket=False, pad_to=prof.train.max_length),
+        "padded_to_max_length": m(bucket=False, pad_to=S.prof.train.max_length),
         "msd_k1": m(msd_k=1),
         "msd_k5": m(msd_k=5),
+        "rows_encoded_separately": m(group_sentences=False),
+        "bf16": m(steps=args.bf16_steps, precision="bf16"),
+        "fp32_same_steps": m(steps=args.bf16_steps, precision="fp32"),
     }
-    speedup = res["bucketed_dynamic"]["examples_per_s"] / res["padded_to_max_length"]["examples_per_s"]
-    msd_ratio = res["msd_k5"]["seconds_per_step"] / res["msd_k1"]["seconds_per_step"]
+    res["logits_max_abs_diff_shared_rows"] = same_logits(S, bb)
+    if name == "e5-small":
+        full = S.backbone_dir("e5-small-full")
+        res["trimmed_vocab_embeddings_trained"] = m(freeze_layers=0)
+        res["full_vocab_embeddings_trained"] = measure(S, full, args.steps, freeze_layers=0)
+        res["vocab_sizes"] = {"trimmed": backbones.build_stats(bb).get("vocab_trimmed"), "full": backbones.build_stats(full).get("vocab_full")}
+    r = lambda a, b, key="examples_per_s": res[a][key] / res[b][key]  # noqa: E731
     res["summary"] = {
-        "profile": prof.name, "backbone": prof.train.backbone, "mode": prof.train.mode, "batch_size": prof.train.batch_size,
-        "steps": args.steps, "device": str(pick_device(prof.device)), "torch_threads": torch.get_num_threads(),
-        "cpu": platform.processor() or platform.machine(),
-        "bucketing_speedup": speedup, "msd_k5_over_k1_step_time": msd_ratio,
+        "profile": S.prof.name, "backbone": name, "mode": S.prof.train.mode, "batch_size": S.prof.train.batch_size, "steps": args.steps,
+        "hardware": study.hardware(), "auto_precision_here": resolve_precision("auto", S.device), "torch_threads": torch.get_num_threads(),
+        "bucketing_speedup": r("bucketed_dynamic", "padded_to_max_length"),
+        "msd_k5_over_k1_step_time": r("msd_k5", "msd_k1", "seconds_per_step"),
+        "shared_rows_speedup": r("bucketed_dynamic", "rows_encoded_separately"),
+        "bf16_over_fp32_examples_per_s": r("bf16", "fp32_same_steps"),
     }
-    print(f"profile {prof.name}, backbone {prof.train.backbone}, mode {prof.train.mode}, batch {prof.train.batch_size}, {args.steps} steps, best of {args.repeats}")
-    print(f"  bucketed + dynamic padding : {res['bucketed_dynamic']['examples_per_s']:7.1f} examples/s")
-    print(f"  padded to {prof.train.max_length:<3d} tokens      : {res['padded_to_max_length']['examples_per_s']:7.1f} examples/s")
-    print(f"  speed-up                   : {speedup:7.2f}x   (goal >= 1.5x)")
-    print(f"  step time K=1 / K=5        : {res['msd_k1']['seconds_per_step']:.3f}s / {res['msd_k5']['seconds_per_step']:.3f}s")
-    print(f"  K=5 over K=1               : {msd_ratio:7.3f}x   (goal <= 1.10x)")
-    out = RunPaths(prof.name).make().results / "benchmark.json"
+    if name == "e5-small":
+        res["summary"]["trimmed_over_full_vocab_step_time"] = r("trimmed_vocab_embeddings_trained", "full_vocab_embeddings_trained", "seconds_per_step")
+    s = res["summary"]
+    print(f"{S.prof.name} profile, {name}, mode {S.prof.train.mode}, batch {S.prof.train.batch_size}, {args.steps} steps; {s['hardware']}")
+    print(f"  bucketing + dynamic padding vs padded to {S.prof.train.max_length}: {s['bucketing_speedup']:.2f}x examples/s (goal >= 1.5x)")
+    print(f"  K=5 over K=1 step time: {s['msd_k5_over_k1_step_time']:.3f}x (goal <= 1.10x)")
+    print(f"  shared unmasked rows encoded once: {s['shared_rows_speedup']:.2f}x examples/s; max |logit difference| {res['logits_max_abs_diff_shared_rows']:.2e}")
+    print(f"  bf16 over fp32 ({args.bf16_steps} steps): {s['bf16_over_fp32_examples_per_s']:.2f}x examples/s; `auto` picks {s['auto_precision_here']} here")
+    if name == "e5-small":
+        print(f"  trimmed ({res['vocab_sizes']['trimmed']}) over full ({res['vocab_sizes']['full']}) vocabulary step time, embeddings trained: {s['trimmed_over_full_vocab_step_time']:.2f}x")
+    out = S.paths.results / "benchmark.json"
     out.write_text(json.dumps(res, indent=2))
     print("written", out)
 
