@@ -83,7 +83,7 @@ class Profile:
     hamam_folds: int | None = None  # 02: fold models trained for the main HAMAM ensemble (None: all n_folds)
     mode_folds: int | None = None  # 02: folds for the unmasked / masked halves (None: all n_folds)
     compare_backbones: tuple[str, ...] = ()  # 02: other backbones trained in hamam mode on `mode_folds` folds, for comparison only
-    compare_train: dict = field(default_factory=dict)  # per compared backbone: TrainConfig overrides
+    backbone_train: dict = field(default_factory=dict)  # per backbone: TrainConfig overrides (learning rate, batch, precision, ...)
     device: str = "auto"  # auto -> cuda if available
     bootstrap: int = 1000  # resamples for 95% CIs
     # 03: retrain with these neutral weights on `weight_folds` folds
@@ -108,6 +108,10 @@ class Profile:
     def train_config(self, **overrides) -> TrainConfig:
         return replace(self.train, **overrides)
 
+    def config_for(self, backbone: str, **overrides) -> TrainConfig:
+        """The profile's TrainConfig for `backbone`, with that backbone's own settings applied."""
+        return replace(self.train, backbone=backbone, **{**self.backbone_train.get(backbone, {}), **overrides})
+
     @property
     def main_folds(self) -> list[int]:
         """The folds of the main HAMAM run (chapter 02), which later chapters read."""
@@ -123,7 +127,7 @@ PROFILES: dict[str, Profile] = {
         n_folds=2,
         backbones=("tiny-random",),
         compare_backbones=("navec-bert",),
-        compare_train={"navec-bert": {"lr": 5e-4}},
+        backbone_train={"navec-bert": {"lr": 5e-4}},
         bootstrap=100,
         weight_folds=1,
         msd_ks=(1, 5),
@@ -144,7 +148,7 @@ PROFILES: dict[str, Profile] = {
         hamam_folds=3,
         mode_folds=2,
         compare_backbones=("navec-bert",),
-        compare_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},
+        backbone_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},  # its 2 layers start random: train all, faster
         weight_grid=(0.1, 0.3, 1.0),
         weight_folds=1,
         weight_mode="unmasked",
@@ -157,13 +161,21 @@ PROFILES: dict[str, Profile] = {
         sbert_folds=1,
         attention_rows=600,  # 4 conditions x 12 layers with attentions and input x gradient: ~1 s a row on 2 cores
     ),
-    # The paper's three backbones from the hub, on a GPU.
+    # The paper's three backbones from the hub, on a GPU (one per fold job; see README "Compute plan").
     "paper": Profile(
         name="paper",
         train=TrainConfig(
-            backbone="DeepPavlov/rubert-base-cased", lr=2e-5, head_lr=1e-4, batch_size=16, epochs=4, msd_rate=0.3
+            backbone="DeepPavlov/rubert-base-cased", lr=2e-5, head_lr=1e-4, batch_size=32, epochs=4, msd_rate=0.3,
+            precision="auto", inner_val=0.1,
         ),
         backbones=("DeepPavlov/rubert-base-cased", "xlm-roberta-large", "google/rembert"),
+        backbone_train={
+            # base model: the paper's batch fits one GPU at fp32/bf16
+            "DeepPavlov/rubert-base-cased": {"lr": 2e-5, "batch_size": 32},
+            # large models: a smaller step size, and the same effective batch of 32 in 2 micro-batches of 16
+            "xlm-roberta-large": {"lr": 1e-5, "batch_size": 32, "grad_accum_steps": 2},
+            "google/rembert": {"lr": 1e-5, "batch_size": 32, "grad_accum_steps": 2},
+        },
         weight_folds=5,
         sbert_epochs=2,
     ),

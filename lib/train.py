@@ -10,7 +10,7 @@ import json
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -353,3 +353,62 @@ def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint:
     meta = {"version": ARTIFACT_VERSION, "config": asdict(cfg), "fold": k, "backbone_path": backbone, "backbone_digest": backbones.content_digest(backbone),
             "inner_rows": int(inner.sum()), **asdict(run)}
     (fold_dir / "done.json").write_text(json.dumps(meta))  # written last: its presence means the fold is complete
+
+
+# --- one job from the command line --------------------------------------------------------------
+
+CLI_EPILOG = """Trains exactly the fold directories the notebooks read (same keys, same cache), so a Slurm array
+or any scheduler can fill the cache and the notebooks then only read it. Example:
+  python -m lib.train --profile paper --backbone xlm-roberta-large --mode hamam --folds 0,1 --lr 1e-5
+Every TrainConfig field below defaults to the profile's value."""
+
+
+def _cli_parser():
+    import argparse
+    import dataclasses
+    import typing
+
+    from .config import PROFILES
+
+    ap = argparse.ArgumentParser(prog="python -m lib.train", description="Train (or reuse) k-fold HAMAM models for one (profile, backbone, mode).",
+                                 epilog=CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    ap.add_argument("--folds", default=None, help="comma-separated fold ids (default: the profile's main folds)")
+    ap.add_argument("--force", action="store_true", help="retrain even when a matching fold is cached")
+    ap.add_argument("--no-checkpoints", action="store_true", help="keep logits only")
+    cfg = ap.add_argument_group("TrainConfig fields (override the profile's)")
+    hints = typing.get_type_hints(TrainConfig)
+    for f in dataclasses.fields(TrainConfig):
+        kind = hints[f.name]
+        conv = (lambda s: s.lower() in ("1", "true", "yes")) if kind is bool else kind
+        cfg.add_argument(f"--{f.name}", type=conv, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=f"default: the profile's ({f.default!r} in TrainConfig)")
+    return ap
+
+
+def main(argv=None) -> int:
+    import sys
+
+    from .config import get_profile
+    from .folds import load_prepared
+
+    ap = _cli_parser()
+    args = vars(ap.parse_args(argv))  # unknown options exit 2, naming them
+    profile, folds, force, no_ckpt = args.pop("profile"), args.pop("folds"), args.pop("force"), args.pop("no_checkpoints")
+    try:
+        prof = get_profile(profile)
+        prof = replace(prof, train=prof.config_for(args.pop("backbone", prof.train.backbone), **args))
+        fold_ids = prof.main_folds if folds is None else [int(k) for k in folds.split(",")]
+        bad = [k for k in fold_ids if not 0 <= k < prof.n_folds]
+        if bad:
+            raise ValueError(f"--folds: {bad} not in 0..{prof.n_folds - 1}")
+    except ValueError as e:
+        print(f"python -m lib.train: {e}", file=sys.stderr)
+        return 2
+    res = run_kfold(prof, prof.train, load_prepared(prof), folds=fold_ids, save_checkpoints=not no_ckpt, force=force)
+    for r in res.runs:
+        print(f"fold {r['fold']}: {r['steps']} steps, best early-stopping F1pn {r['best_f1pn']:.3f}, {r['seconds']:.0f}s -> {res.root / ('fold%d' % r['fold'])}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

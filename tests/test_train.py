@@ -93,3 +93,82 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     other = {**data, "train": data["train"].assign(label=np.roll(data["train"]["label"].to_numpy(), 1))}
     assert T.run_dir(paths, cfg, other, bb) != res.root
 
+
+
+def test_rows_of_a_sentence_share_batches_and_the_shared_encoding_changes_no_logit(smoke):
+    prof, data = smoke
+    tr = data["train"]
+    bs = T.batches([len(s) for s in tr["sentence"]], 16, True, True, np.random.default_rng(0), tr["sentence"].to_numpy())
+    assert sorted(i for b in bs for i in b) == list(range(len(tr)))
+    split = sum(len({bi for bi, b in enumerate(bs) if i in b}) > 1 for s, idx in tr.groupby("sentence").indices.items() for i in idx[:1] if len(idx) > 1)
+    assert split == 0 or split < 0.2 * tr["sentence"].duplicated().sum()  # a group is cut only at batch edges
+    cfg = prof.train_config()
+    bb = T.backbones.resolve(cfg.backbone, T.backbone_sentences(cfg.backbone, data))
+    model, tok = T.hm.build(bb, cfg)
+    enc = T.encode_df(tok, tr.sort_values("sentence"), cfg)
+    a = T.predict(model, enc, tok.pad_token_id, "cpu")
+    model.cfg = T.replace(cfg, group_sentences=False)
+    assert np.array_equal(a, T.predict(model, enc, tok.pad_token_id, "cpu"))
+
+
+def _no_dropout(monkeypatch):
+    build = T.hm.build
+
+    def build_without_dropout(*a, **k):
+        model, tok = build(*a, **k)
+        for m in model.modules():
+            if isinstance(m, T.torch.nn.Dropout):
+                m.p = 0.0
+        return model, tok
+
+    monkeypatch.setattr(T.hm, "build", build_without_dropout)
+
+
+def test_gradient_accumulation_equals_one_large_batch(smoke, monkeypatch):
+    """k micro-batches with the weighted CE rescaled = one batch of k x the size (same update)."""
+    _no_dropout(monkeypatch)
+    prof, data = smoke
+    tr = data["train"]
+    held = tr["fold"] == 0
+    bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+    params = []
+    for accum in (1, 4):
+        cfg = prof.train_config(batch_size=16, grad_accum_steps=accum, warmup_ratio=0.0)
+        model, _, run = T.train_model(cfg, bb, tr[~held], tr[held].head(4), "cpu", max_steps=2)
+        params.append(T.torch.cat([p.detach().flatten() for p in model.parameters()]))
+    assert T.torch.allclose(params[0], params[1], atol=1e-5)
+
+
+def test_bf16_autocast_learns_like_fp32(smoke):
+    """Autocast wraps each forward only: a context around the loop would keep the first step's weights."""
+    prof, data = smoke
+    tr = data["train"]
+    held = tr["fold"] == 0
+    bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+    run = lambda p, lr: T.train_model(prof.train_config(precision=p, lr=lr, head_lr=lr), bb, tr[~held], tr[held].head(8), "cpu", max_steps=12)[2]  # noqa: E731
+    fp32, bf16, frozen = run("fp32", 3e-3), run("bf16", 3e-3), run("fp32", 0.0)
+    f, b, z = (np.array(r.step_loss) for r in (fp32, bf16, frozen))
+    assert bf16.precision == "bf16" and np.abs(f - b).max() < 0.05  # bf16 tracks fp32 step by step ...
+    assert np.abs(b - z)[6:].mean() > 0.05  # ... while both move away from a run that does not learn
+
+
+def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, tmp_path):
+    cpuinfo = tmp_path / "cpuinfo"
+    monkeypatch.setattr(T, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else T.Path(p))
+    cpuinfo.write_text("flags : fpu avx2 fma\n")
+    assert T.resolve_precision("auto", "cpu") == "fp32"
+    cpuinfo.write_text("flags : fpu avx2 avx512_bf16 amx_bf16\n")
+    assert T.resolve_precision("auto", "cpu") == "bf16"
+    assert T.resolve_precision("fp16", "cpu") == "fp16"
+
+
+def test_cli_trains_the_folds_the_notebooks_read(smoke, tmp_path, monkeypatch, capsys):
+    prof, data = smoke
+    monkeypatch.setattr(T.RunPaths, "__post_init__", lambda self: setattr(self, "root", tmp_path / self.profile))
+    assert T.main(["--profile", "smoke", "--folds", "1", "--epochs", "1", "--msd_k", "2", "--no-checkpoints"]) == 0
+    cfg = prof.train_config(epochs=1, msd_k=2)
+    assert T.is_cached(prof, cfg, data, 1) and not T.is_cached(prof, cfg, data, 0)
+    assert T.main(["--profile", "smoke", "--mode", "half"]) == 2
+    assert "mode must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        T.main(["--profile", "smoke", "--no_such_field", "1"])
