@@ -53,3 +53,24 @@ def test_subsets_partition_the_rows(data):
     assert subset_mask(val, "all").all() and not (seen & unseen).any() and (seen | unseen).all()
     with pytest.raises(ValueError):
         subset_mask(val, "other")
+
+
+def test_prepared_tables_are_rebuilt_when_an_ingredient_changes_and_reused_otherwise(tmp_path, monkeypatch, raw_copy):
+    import dataclasses
+
+    from lib import config, folds
+    from lib.config import get_profile
+
+    monkeypatch.setattr(config.RunPaths, "processed", property(lambda self: tmp_path / "processed" / self.profile))
+    prof = dataclasses.replace(get_profile("smoke"), max_rows=None)
+    folds.prepare(prof, raw_copy)
+    stamp = lambda: (tmp_path / "processed" / "smoke" / "train.tsv").stat().st_mtime_ns  # noqa: E731
+    before = stamp()
+    folds.load_prepared(prof)
+    assert stamp() == before  # nothing changed: the tables are read, not rebuilt
+    t = folds.load_prepared(dataclasses.replace(prof, n_folds=3))
+    assert stamp() != before and set(t["train"]["fold"]) == {0, 1, 2}  # another fold count
+    before = stamp()
+    (raw_copy / "train_data.csv").write_text((raw_copy / "train_data.csv").read_text().replace("\t1\n", "\t0\n", 1))
+    folds.load_prepared(dataclasses.replace(prof, n_folds=3))
+    assert stamp() != before  # the raw file changed (it was prepared from raw_copy, and is re-read from there)

@@ -1,0 +1,65 @@
+"""Error analysis: where the model is right and wrong (F1pn by entity type, by whether the entity
+string occurs in train, by sentence length) and its most confident mistakes."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from .metrics import sentence_groups, softmax, to_labels
+
+
+def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 30) -> pd.DataFrame:
+    """F1pn with sentence-clustered CIs per entity type, entity seen/unseen in train and length bin."""
+    from .metrics import score
+
+    pred, y = to_labels(logits), df["label"].to_numpy()
+    words = df["sentence"].str.split().str.len()
+    bins = ["≤15", "16–25", "26–40", ">40"]
+    keys = {
+        "entity type": df["entity_tag"].astype(str),
+        "entity string in train": np.where(df["entity_seen_in_train"].to_numpy(bool), "seen", "unseen"),
+        "sentence length (words)": pd.cut(words, [0, 15, 25, 40, 1000], labels=bins).astype(str),
+    }
+    groups = sentence_groups(df)
+    rows = []
+    for name, key in keys.items():
+        key = np.asarray(key)
+        for value in pd.unique(key):
+            m = key == value
+            if m.sum() >= min_rows:
+                order = bins.index(value) if value in bins else -int(m.sum())  # lengths in order, other groups by size
+                rows.append({"by": name, "group": value, "order": order, "rows": int(m.sum()), "polar_share": float(np.isin(y[m], [-1, 1]).mean()),
+                             **{k: v for k, v in score(y[m], pred[m], n_boot, groups=groups[m]).items() if k in ("f1pn", "f1pn_lo", "f1pn_hi")}})
+    return pd.DataFrame(rows).sort_values(["by", "order"], ignore_index=True).drop(columns="order")
+
+
+def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20) -> pd.DataFrame:
+    """The k wrong predictions with the highest predicted probability, with their sentences."""
+    from .model import LABELS
+
+    p = softmax(logits)
+    pred = to_labels(logits)
+    wrong = np.flatnonzero(pred != df["label"].to_numpy())
+    top = wrong[np.argsort(-p[wrong].max(1), kind="stable")[:k]]
+    names = {-1: "negative", 0: "neutral", 1: "positive"}
+    return pd.DataFrame({
+        "entity": df["entity"].to_numpy()[top], "type": df["entity_tag"].to_numpy()[top],
+        "true": [names[v] for v in df["label"].to_numpy()[top]], "predicted": [names[v] for v in pred[top]],
+        "p(predicted)": p[top].max(1).round(3), "p(true)": p[top, [LABELS.index(v) for v in df["label"].to_numpy()[top]]].round(3),
+        "sentence": df["sentence"].to_numpy()[top],
+    })
+
+
+def figure(table: pd.DataFrame):
+    import matplotlib.pyplot as plt
+
+    bys = list(dict.fromkeys(table["by"]))
+    fig, axes = plt.subplots(1, len(bys), figsize=(5 * len(bys), 4.2), sharey=True, gridspec_kw={"width_ratios": [max(2, (table["by"] == b).sum()) for b in bys]})
+    for ax, b in zip(np.atleast_1d(axes), bys):
+        t = table[table["by"] == b]
+        x = np.arange(len(t))
+        ax.errorbar(x, t["f1pn"], yerr=[t["f1pn"] - t["f1pn_lo"], t["f1pn_hi"] - t["f1pn"]], fmt="o", capsize=3)
+        ax.set_xticks(x, [f"{g}\n(n={n})" for g, n in zip(t["group"], t["rows"])], rotation=45 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center", fontsize=8)
+        ax.set_title(f"by {b}")
+    np.atleast_1d(axes)[0].set_ylabel("validation F1pn (95% CI)")
+    return fig
