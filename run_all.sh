@@ -5,13 +5,14 @@
 #
 # The profile (default: cpu) is injected into each notebook's `parameters` cell. Executed copies
 # go to runs/<profile>/notebooks/, never over the sources. The cpu profile writes the committed
-# figures in figures/; other profiles write theirs under runs/<profile>/figures/.
+# figures in figures/ and readable chapter pages in reports/ (HTML with outputs, working offline);
+# other profiles write theirs under runs/<profile>/.
 # --force retrains folds even when cached artifacts match; --data-dir validates and uses another
 # copy of the RuSentNE-23 files (same file names) instead of data/raw.
 set -euo pipefail
 
 profile=cpu only="" force=False data_dir=""
-usage() { sed -n '2,10p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:?--profile needs a value}; shift 2 ;;
@@ -55,4 +56,6 @@ for nb in "${notebooks[@]}"; do
   ran=$((ran + 1))
 done
 [ "$ran" -gt 0 ] || { echo "run_all.sh: --only '$only' matched no notebook" >&2; exit 1; }
+if [ "$profile" = cpu ]; then reports=reports; else reports="runs/$profile/reports"; fi
+python scripts/export_html.py "$out" "$reports"
 echo "done: $ran notebook(s) in $(( $(date +%s) - total_start ))s; executed copies in $out/"
