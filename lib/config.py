@@ -149,7 +149,7 @@ PROFILES: dict[str, Profile] = {
         mode_folds=2,
         compare_backbones=("navec-bert",),
         backbone_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},  # its 2 layers start random: train all, faster
-        weight_grid=(0.1, 0.3, 1.0),
+        weight_grid=(0.1, 1.0),
         weight_folds=1,
         weight_mode="unmasked",
         weight_epochs=1,  # = msd_epochs: the weight-0.1 run is chapter 04's K=5 seed-13 run
