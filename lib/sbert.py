@@ -44,7 +44,8 @@ from transformers import get_linear_schedule_with_warmup
 from . import backbones
 from . import model as hm
 from .config import RunPaths, TrainConfig
-from .metrics import bootstrap_ci, macro_f1, score, score_subsets, sentence_groups, softmax, to_labels
+from .folds import subset_mask
+from .metrics import draw_resamples, score, score_subsets, sentence_groups, softmax, to_labels
 from .train import backbone_sentences, batches, data_digest, param_groups, seed_everything
 
 MARKERS = ("<e>", "</e>")
@@ -433,8 +434,6 @@ def f1_resampled(y, p, counts: np.ndarray, inverse, labels) -> np.ndarray:
 
 def macro_f1_ci(y, p, *, groups, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
     """`metrics.bootstrap_ci(..., metric=macro_f1)` with the same draws, vectorised."""
-    from .metrics import draw_resamples
-
     counts, inverse = draw_resamples(groups, len(y), n, seed)
     stats = f1_resampled(y, p, counts, inverse, hm.LABELS)
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
@@ -446,8 +445,6 @@ def score_table(val: pd.DataFrame, train: pd.DataFrame, preds: dict[str, Pred], 
     rows = oof_rows(train, folds)
     y_oof, g_oof = train["label"].to_numpy()[rows], sentence_groups(train)[rows]
     y_val, g_val = val["label"].to_numpy(), sentence_groups(val)
-    from .folds import subset_mask
-
     out = []
     for name, p in preds.items():
         t = score_subsets(val, p.val, n_boot, model=name, family=p.family, split="validation")
@@ -490,8 +487,6 @@ def comparisons(preds: dict[str, Pred], best: str) -> list[tuple[str, str, str]]
 def retrieval_table(val: pd.DataFrame, preds: dict[str, Pred]) -> pd.DataFrame:
     """Per model, class and subset: average precision of its class scores (no threshold) and F1 of
     its three-class labels for that class, beside the class's base rate."""
-    from .folds import subset_mask
-
     y = val["label"].to_numpy()
     return pd.DataFrame([
         {"model": name, "class": {-1: "negative", 1: "positive"}[c], "subset": sub, "ap": average_precision_score(y[m] == c, p.val_scores[m, j]),
@@ -522,7 +517,6 @@ def token_costs(tokenizer, train: pd.DataFrame) -> dict[str, float]:
     sentence share a batch) plus every row's half-masked copy."""
     s = np.array([len(x) for x in tokenizer(list(train["sentence"]))["input_ids"]], dtype=float)
     e = np.array([len(x) for x in tokenizer(list(train["entity"]))["input_ids"]], dtype=float)
-    dummy = len(tokenizer(DUMMY)["input_ids"]) - 2 + 3  # added as one token: <s> <dummy> </s>
     anchor = np.mean([len(tokenizer(a)["input_ids"]) for a in ANCHORS.values()])
     first = ~train["sentence"].duplicated().to_numpy()
     return {
@@ -530,7 +524,7 @@ def token_costs(tokenizer, train: pd.DataFrame) -> dict[str, float]:
         "CLS cross-encoder": float(np.mean(s + e)),  # (sentence, entity) pair
         "softmax-entity": float(np.mean(s + 2 + e)),
         "softmax-plain": float(np.mean(s + e)),
-        "softmax-dummy": float(np.mean(s + 2 + min(dummy, 3))),
+        "softmax-dummy": float(np.mean(s + 2 + 3)),  # v = <s> <dummy> </s> (DUMMY is one added token)
         "cosine-anchors": float(np.mean(2 * (s + 2 + anchor))),
         "encode": float(np.mean(s)),
         "entity": float(np.mean(e)),
@@ -541,14 +535,16 @@ def plan(prof, data: dict, folds, tokenizer, hamam_res, budget_s: float, bench_t
     """Estimated seconds of each piece of the chapter on this machine, and which fine-tuned SBERT
     variants fit `budget_s`: VARIANTS in priority order, kept while the running total fits (the
     first one always). Rates are chapter 02's HAMAM runs in tokens/s (`measured_rates` x
-    `token_costs`), so a method's cost scales with the tokens it encodes; the same layers are frozen."""
+    `token_costs`), so a method's cost scales with the tokens it encodes; the same layers are frozen.
+    The pretrained e5 line assumes an e5-small-sized backbone (true for `cpu`; in `smoke` it is a guess).
+    Estimates are for fresh runs: cached folds make the chapter faster, never change the plan."""
     train, val, final = data["train"], data["validation"], data["final"]
     tpe, rate = token_costs(tokenizer, train), measured_rates(hamam_res)
     train_tok_s, pred_tok_s = rate["train_examples_per_s"] * tpe["HAMAM"], rate["predict_rows_per_s"] * tpe["HAMAM"]
     fold = train["fold"].to_numpy()
     part = float(np.mean([(fold != k).sum() for k in folds]))
     held = float(np.mean([(fold == k).sum() for k in folds]))
-    cfg = prof.train
+    cfg = prof.config_for(prof.backbones[0])
     fit_rows, inner = part * (1 - cfg.inner_val), part * cfg.inner_val
     evals = cfg.epochs * cfg.evals_per_epoch
     n = len(list(folds))
@@ -586,6 +582,10 @@ def plan_text(df: pd.DataFrame, prof, n_folds: int) -> str:
             "with its OOF and validation predictions) costs about " + ", ".join(f"{r.item} {r.seconds / 60:.1f} min" for r in sv.itertuples())
             + f". With the kept variants the chapter should take about {df['total'].iloc[-1] / 60:.1f} min (budget {a['budget_s'] / 60:.0f} min). "
             f"Fine-tuned here: {', '.join(kept['item'])}. ")
+    fixed = df.loc[df["kind"] == "fixed", "seconds"].sum()
+    if df["total"].iloc[-1] > a["budget_s"]:
+        text += (f"That is over the budget even with one variant: the fixed pieces alone take about {fixed / 60:.1f} min on this "
+                 "machine (one variant is always run, or the chapter would have no fine-tuned bi-encoder). ")
     if len(cut):
         return text + (f"Cut for time, in the priority order of `lib.sbert.VARIANTS`: {', '.join(cut['item'])} (together about "
                        f"{cut['seconds'].sum() / 60:.1f} min more); raise `budget_minutes` in the parameters cell to run them.")
@@ -604,9 +604,7 @@ def plot_scores(axes, scores: pd.DataFrame, best: str):
     for ax, col in zip(axes, ("f1pn", "macro_f1")):
         plots.ci_bars(ax, shown, x="name", hue="subset", y=col, lo=f"{col}_lo", hi=f"{col}_hi")
         ax.set_xlabel("")
-        ax.tick_params(axis="x", labelsize=8, rotation=30)
-        for t in ax.get_xticklabels():
-            t.set_horizontalalignment("right")
+        ax.tick_params(axis="x", labelsize=8)
         ax.legend(title="validation rows", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     axes[0].set_title("Validation F1pn (official metric)")
     axes[1].set_title("Validation macro F1 (3 classes)")
@@ -676,12 +674,14 @@ def answer(scores: pd.DataFrame, diffs: pd.DataFrame, best: str, throughput: pd.
     h = d.get(("hamam_minus_best_sbert", "all"))
     lines.append(f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, 'HAMAM', flat[best])}; on unseen-sentence rows "
                  f"{_verdict(d[('hamam_minus_best_sbert', 'unseen')], 'HAMAM', flat[best])}.")
-    for key, (a, b) in {"cls_minus_best_sbert": ("the CLS pair classifier", flat[best]), "hamam_minus_cls": ("HAMAM", "the CLS pair classifier"),
-                        "fine_tuned_minus_frozen_e5": ("fine-tuning", "the frozen pretrained e5"),
-                        "plain_minus_marked": ("the cacheable plain-u input", "marked u"), "dummy_minus_entity": ("v = dummy", "v = entity")}.items():
+    what = {"cls_minus_best_sbert": "Pair classifier vs the chosen bi-encoder", "hamam_minus_cls": "HAMAM vs the plain pair classifier",
+            "fine_tuned_minus_frozen_e5": "Fine-tuning vs the frozen pretrained encoder", "plain_minus_marked": "What caching costs (plain u vs marked u)",
+            "dummy_minus_entity": "The dummy trick (v = dummy vs v = entity)"}
+    for key, text in what.items():
         if (key, "all") in d:
             r = d[(key, "all")]
-            lines.append(f"- {r.comparison}: {_verdict(r, a, b)}.")
+            a, b = (flat[x] for x in r.comparison.split(" - "))
+            lines.append(f"- {text}: {_verdict(r, a, b)} (all rows).")
     tp = throughput.set_index("method")["per_second"]
     c = cost.set_index(["method", "N"])["ms_per_sentence"]
     nmax, nmin = cost["N"].max(), cost["N"].min()

@@ -1,0 +1,59 @@
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import bench
+
+SENT = "Путин встретился с Байденом в Женеве, а потом улетел в Москву"
+
+
+@pytest.mark.parametrize("n", [1, 5, 16])
+def test_entity_spans_are_distinct_word_ngrams(n):
+    df = bench.entity_spans(SENT, n)
+    assert len(df) == n and len(set(zip(df["start"], df["end"]))) == n
+    assert all(SENT[a:b] == e for a, b, e in zip(df["start"], df["end"], df["entity"]))
+    assert df["entity"].iloc[0] == "Путин"
+
+
+def test_entity_spans_refuses_short_sentences():
+    with pytest.raises(ValueError):
+        bench.entity_spans("Путин", 2)
+
+
+def test_sample_rows_takes_whole_sentences_until_enough_rows():
+    df = pd.DataFrame({"sentence": [f"s{i // 3}" for i in range(60)], "x": range(60)})
+    s = bench.sample_rows(df, 10, seed=1)
+    assert len(s) == 12  # 4 sentences of 3 rows: the fourth starts below 10 rows
+    assert s.groupby("sentence").size().eq(3).all()
+
+
+def test_sample_sentences_have_enough_ngrams():
+    df = pd.DataFrame({"sentence": [SENT, "Коротко.", SENT + " снова"]})
+    got = bench.sample_sentences(df, 5, 16)
+    assert set(got) == {SENT, SENT + " снова"}
+    for s in got:
+        bench.entity_spans(s, 16)
+
+
+def test_clock_keeps_the_best_run_and_repeats_short_calls():
+    calls = []
+    t = bench.clock(lambda: calls.append(1), repeat=3, min_seconds=0.01)
+    assert len(calls) > 3 and 0 <= t < 0.01
+    slow = []
+    bench.clock(lambda: (slow.append(1), time.sleep(0.02)), repeat=2, min_seconds=0.01)
+    assert len(slow) == 2  # one call per run when a call is long enough
+
+
+def test_headline_ratios():
+    tp = pd.DataFrame({"method": ["HAMAM (cross)", "SBERT marked u", "SBERT plain u"], "per_second": [100.0, 150.0, 300.0]})
+    cost = pd.DataFrame({"method": ["HAMAM (cross)", "SBERT plain u, cached"] * 2, "N": [1, 1, 16, 16], "ms_per_sentence": [10.0, 5.0, 80.0, 8.0]})
+    h = bench.headline(tp, cost, "05.")
+    assert h["05.throughput_ratio.sbert_plain_vs_hamam"] == 3.0 and h["05.cached_entities_speedup_vs_hamam.n16"] == 10.0
+    assert h["05.cached_entities_speedup_vs_hamam.n1"] == 2.0
+
+
+def test_planned_tokens_grows_with_the_work():
+    tpe = {k: 10.0 for k in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", "encode", "entity")}
+    assert bench.planned_tokens(tpe, 100, 4) < bench.planned_tokens(tpe, 200, 4) < bench.planned_tokens(tpe, 200, 8)
