@@ -3,8 +3,8 @@ sentiment lexicon from the training data, and input x gradient as an attention-f
 
 Every key token falls in exactly one group, in this order of precedence:
   entity    - the tokens `lib.model.encode` marks (same offset mapping, same window as the model)
-  special   - [CLS], [SEP] (or the tokenizer's equivalents); padding belongs to no group
-  sentiment - tokens whose word is in the lexicon
+  special   - [CLS], [SEP] (or the tokenizer's equivalents, <s> and </s>); padding belongs to no group
+  sentiment - tokens whose word (the word their first non-space character lies in) is in the lexicon
   other     - everything else
 Queries: the first token ([CLS]) and the entity tokens (their attention rows averaged).
 Layers and heads are numbered from 1 in every table, figure and text this module makes.
@@ -91,13 +91,16 @@ def encode_groups(tokenizer, df: pd.DataFrame, max_length: int, lexicon) -> list
             ent_full = hm.entity_token_mask(offsets, special, int(starts[i]), int(ends[i]))
             keep = hm.window(ent_full, special, max_length)
         assert [full["input_ids"][i][j] for j in keep] == ex["input_ids"], "token groups out of step with lib.model.encode"
-        # character -> its word (lowercased); a sub-word token takes the word its first character is in
+        # character -> its word (lowercased); a sub-word token takes the word its first non-space
+        # character is in (sentencepiece offsets, as in XLM-R's, start at the space before a word)
         word_at = [None] * (len(sents[i]) + 1)
         for m in WORD.finditer(sents[i]):
             word_at[m.start() : m.end()] = [m.group().lower()] * (m.end() - m.start())
         groups = []
         for j, ent in zip(keep, ex["entity_mask"]):
             a, b = offsets[j]
+            while a < b and sents[i][a].isspace():
+                a += 1
             if ent:
                 g = 0
             elif special[j]:
@@ -560,21 +563,33 @@ def headline(scan: Scan, n_boot: int) -> dict:
     return num
 
 
+def _fmt(*values, signed: bool = False) -> list[str]:
+    """The values with 3 decimals, or 4 when all are below 0.01 (sentiment words hold ~1% of tokens)."""
+    d = 4 if max(abs(float(v)) for v in values) < 0.01 else 3
+    return [f"{float(v):{'+' if signed else ''}.{d}f}" for v in values]
+
+
 def _ci(v, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
+    """"v [lo, hi]"; signed differences also say whether the CI excludes 0 (or is too small to show)."""
+    s = _fmt(*v, signed=signed)
     if len(v) == 1:
-        return f.format(v[0])
-    sure = "CI excludes 0" if v[1] > 0 or v[2] < 0 else "CI includes 0"
-    return f"{f.format(v[0])} [{f.format(v[1])}, {f.format(v[2])}]" + (f" ({sure})" if signed else "")
+        return s[0]
+    text = f"{s[0]} [{s[1]}, {s[2]}]"
+    if not signed:
+        return text
+    if max(abs(v[1]), abs(v[2])) < 5e-5:
+        return text + " (negligible: the whole CI is within ±0.00005)"
+    return text + (" (CI excludes 0)" if v[1] > 0 or v[2] < 0 else " (CI includes 0)")
 
 
 def _moved(scan: Scan, query: str, group: str, mode: str = "unmasked") -> str:
     h, T, last = head_gain(scan, query, group, mode), scan.trained, [scan.shape[0]]
-    m = {k: scan.row_mass(k, mode, query, group, T).mean() for k in MODELS}
-    e = {k: scan.row_mass(k, mode, query, group, last).mean() for k in MODELS}
-    return (f"{h['up']}/{h['n']} heads of the trained layers gain; the most, layer {h['layer']} head {h['head']}: "
-            f"{h['before']:.3f} → {h['after']:.3f} ({h['gain']:+.3f}); mean over the trained layers {m['initial']:.3f} → {m['fine-tuned']:.3f}, "
-            f"last layer {e['initial']:.3f} → {e['fine-tuned']:.3f}")
+    m = [scan.row_mass(k, mode, query, group, T).mean() for k in MODELS]
+    e = [scan.row_mass(k, mode, query, group, last).mean() for k in MODELS]
+    hb, ha = _fmt(h["before"], h["after"])
+    which = "heads of the trained layers" if scan.freeze else "heads"
+    return (f"{h['up']}/{h['n']} {which} gain; the most, layer {h['layer']} head {h['head']}: {hb} → {ha} ({_fmt(h['gain'], signed=True)[0]}); "
+            f"mean over {'the trained' if scan.freeze else 'all'} layers {' → '.join(_fmt(*m))}, last layer {' → '.join(_fmt(*e))}")
 
 
 def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size: int) -> str:
@@ -592,7 +607,7 @@ def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size:
         intro += " All layers were fine-tuned."
     k = "06.{}.trained_layers.{}"
     out = [intro,
-           f"Uniform attention would put {share[0]:.3f} of a query's mass on the entity, {share[1]:.3f} on special tokens and {share[2]:.3f} "
+           f"Uniform attention would put {share[0]:.3f} of a query's mass on the entity, {share[1]:.3f} on special tokens and {_fmt(share[2])[0]} "
            f"on the {lexicon_size} lexicon words (mean token shares).",
            f"*Toward the entity after fine-tuning* (unmasked copy, {trained}): from [CLS] — {_moved(scan, 'cls', 'entity')}; change of the mean "
            f"{_ci(nums[k.format('cls_to_entity', 'finetuned_minus_initial')], True)}. From the entity tokens — {_moved(scan, 'entity', 'entity')}.",
@@ -604,22 +619,24 @@ def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size:
     cls_shift = {g: (scan.row_mass(ft, "masked", "cls", g) - scan.row_mass(ft, "unmasked", "cls", g)).mean() for g in GROUPS}
     trained_shift = {m: (scan.row_mass(m, "masked", "entity", CONTEXT, scan.trained) - scan.row_mass(m, "unmasked", "entity", CONTEXT, scan.trained)).mean() for m in MODELS}
     m = "06.masked_minus_unmasked.entity_to_context.{}"
+    ts = _fmt(trained_shift["fine-tuned"], trained_shift["initial"], signed=True)
+    alone = f" (in the trained {trained} alone: {ts[0]} fine-tuned vs {ts[1]} initial)" if f else ""
     out.append(f"*What masking the entity changes* (masked − unmasked copy, mean over all layers and heads). Fine-tuned model, from the entity "
                f"positions: {_groups(shift)}; onto the context words (sentiment + other) {_ci(nums[m.format('finetuned')], True)}, of which sentiment words "
                f"{_ci(nums['06.masked_minus_unmasked.entity_to_sentiment.finetuned'], True)}. From [CLS]: {_groups(cls_shift)}. The initial backbone moves "
-               f"{_ci(nums[m.format('initial')], True)} onto the context, so fine-tuning changed this shift by {_ci(nums[m.format('finetuned_minus_initial')], True)}"
-               f" (in the trained {trained} alone: {trained_shift['fine-tuned']:+.3f} fine-tuned vs {trained_shift['initial']:+.3f} initial).")
+               f"{_ci(nums[m.format('initial')], True)} onto the context, so fine-tuning changed this shift by {_ci(nums[m.format('finetuned_minus_initial')], True)}{alone}.")
     bl = sentiment_by_label(scan)
     row, base = bl.loc[(ft, "unmasked", "entity")], bl.loc[("uniform attention", "", "(token share)")]
-    out.append(f"*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): mass on sentiment words " +
-               ", ".join(f"{lab} {row[lab]:.3f} (uniform {base[lab]:.3f})" for lab in row.index) + ".")
+    vals = _fmt(*row, *base)
+    out.append("*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): mass on sentiment words "
+               + ", ".join(f"{lab} {vals[i]} (uniform {vals[len(row) + i]})" for i, lab in enumerate(row.index)) + ".")
     if "06.attribution.entity_share.finetuned" in nums:
         ag, rh = agreement(scan), spearman_summary(scan)
         rho_e = rh.loc[(ft, "unmasked", "entity")]
         masked_rho = rh.loc[(ft, "masked", "entity"), "median"] if (ft, "masked", "entity") in rh.index else float("nan")
         out.append(f"*Attention vs attribution* (fine-tuned, unmasked copy): input x gradient puts {_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass "
                    f"on sentiment words and {_ci(nums['06.attribution.entity_share.finetuned'])} on the entity, against "
-                   f"{ag.loc[(ft, 'unmasked', 'sentiment'), 'attention from entity, last layer']:.3f} and {ag.loc[(ft, 'unmasked', 'entity'), 'attention from entity, last layer']:.3f} "
+                   f"{_fmt(ag.loc[(ft, 'unmasked', 'sentiment'), 'attention from entity, last layer'])[0]} and {ag.loc[(ft, 'unmasked', 'entity'), 'attention from entity, last layer']:.3f} "
                    f"for the last layer's attention from the entity. Per row, over context tokens, the median Spearman correlation between last-layer attention from the entity "
                    f"and |input x gradient| is {rho_e['median']:.2f} (positive in {rho_e['share_positive']:.0%} of {int(rho_e['rows'])} rows; from [CLS] "
                    f"{rh.loc[(ft, 'unmasked', 'cls'), 'median']:.2f}; masked copy, from the entity: {masked_rho:.2f}). "
@@ -631,9 +648,8 @@ def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size:
 
 
 def _span(scan: Scan, query: str, group: str) -> str:
-    a, b = (scan.row_mass(m, "unmasked", query, group, scan.trained).mean() for m in MODELS)
-    return f"{a:.3f} → {b:.3f}"
+    return " → ".join(_fmt(*(scan.row_mass(m, "unmasked", query, group, scan.trained).mean() for m in MODELS)))
 
 
 def _groups(d: dict) -> str:
-    return ", ".join(f"{g} {v:+.3f}" for g, v in d.items())
+    return ", ".join(f"{g} {v}" for g, v in zip(d, _fmt(*d.values(), signed=True)))

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 import seaborn as sns
 
 LABEL_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
@@ -75,9 +76,9 @@ def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: i
             data = panels[row, col]
             im = ax.imshow(np.asarray(data, dtype=float), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
             if annotate:
+                fmt = ("{:+.3f}" if lim >= 0.005 else "{:+.1e}") if diverging else "{:.2f}"
                 for (i, j), v in np.ndenumerate(np.asarray(data, dtype=float)):
-                    ax.text(j, i, f"{v:+.3f}" if diverging else f"{v:.2f}", ha="center", va="center", fontsize=7,
-                            color="white" if abs(v) > 0.6 * lim else "black")
+                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if abs(v) > 0.6 * lim else "black")
             xt, yt = _ticks(n_heads), _ticks(n_layers)
             ax.set_xticks(xt, [str(data.columns[j]) for j in xt] if r == len(rows) - 1 else [], fontsize=7)
             ax.set_yticks(yt, [str(data.index[i]) for i in yt] if c == 0 else [], fontsize=7)
@@ -90,7 +91,10 @@ def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: i
                 ax.set_ylabel(f"{row}\nlayer", fontsize=9)
             if r == len(rows) - 1:
                 ax.set_xlabel("head", fontsize=9)
-        fig.colorbar(im, ax=axes[:, c], location="bottom", shrink=0.8, aspect=30, label=cbar_label)
+        cb = fig.colorbar(im, ax=axes[:, c], location="bottom", shrink=0.8, aspect=30, label=cbar_label)
+        cb.locator = MaxNLocator(nbins=4, symmetric=diverging)
+        cb.formatter = FuncFormatter(lambda v, _: f"{v:.2g}")
+        cb.update_ticks()
     note = f"; dashed line: layers 1–{frozen} above it were frozen during fine-tuning" if 0 < frozen < n_layers else ""
     fig.suptitle(f"{title}\n(rows of a map: layer, columns: head{note})", fontsize=11)
     return fig
@@ -113,7 +117,7 @@ def layer_profile(profile, frozen: int = 0, queries=("cls", "entity"), groups=("
                 ax.axvspan(0.5, frozen + 0.5, color="gray", alpha=0.15, lw=0, label="frozen in fine-tuning")
             ax.set_xticks(range(1, n_layers + 1))
             ax.tick_params(labelsize=8)
-            ax.set_ylim(bottom=0)
+            ax.set_ylim(0, 1.15 * float(profile.loc[(profile["query"] == q) & (profile["group"] == g), "mass"].max()) + 1e-6)
             ax.set_title(f"{'[CLS]' if q == 'cls' else 'entity'} → {g}", fontsize=10)
             if c == 0:
                 ax.set_ylabel("mean attention mass")

@@ -17,7 +17,7 @@ START = SENT.index("Путин", 10 + SENT.index("Путиным"))
 SPAN = (START, START + 5)
 LEXICON = {"ужасный", "провал"}
 OTHERS = ["Москва похвалила отличный проект.", "Мэр сказал, что встреча прошла."]
-FAMILIES = ("wordpiece", "word")
+FAMILIES = ("wordpiece", "word", "unigram")
 
 
 @pytest.fixture(scope="module")
@@ -31,7 +31,29 @@ def backbones(tmp_path_factory):
     cfg = BertConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=3, num_attention_heads=3, intermediate_size=48, pad_token_id=0)
     BertModel(cfg).save_pretrained(root / "word")
     word_tokenizer(vocab).save_pretrained(root / "word")
+    # an e5-like XLM-R backbone: sentencepiece unigram pieces, <s> </s> <mask>, offsets that start at the space before a word
+    build_unigram_xlmr(sents, root / "unigram")
     return {f: str(root / f) for f in FAMILIES}
+
+
+def build_unigram_xlmr(sentences, out_dir, vocab_size=400):
+    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from transformers import PreTrainedTokenizerFast, XLMRobertaConfig, XLMRobertaModel
+
+    tok = Tokenizer(models.Unigram())
+    tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
+    tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
+    specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
+    tok.train_from_iterator(sentences, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"))
+    ids = tok.get_vocab()
+    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])])
+    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
+                                   pad_token="<pad>", mask_token="<mask>", model_input_names=["input_ids", "attention_mask"])
+    torch.manual_seed(0)
+    cfg = XLMRobertaConfig(vocab_size=len(ids), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
+                           pad_token_id=ids["<pad>"], max_position_embeddings=300)
+    XLMRobertaModel(cfg).save_pretrained(out_dir)
+    fast.save_pretrained(out_dir)
 
 
 def load(path, **kw):
@@ -88,11 +110,15 @@ def test_groups_come_from_the_model_entity_mask(backbones, family):
         assert ex["groups"][0] == ex["groups"][-1] == 1  # [CLS] ... [SEP]
     # every other token: lexicon word where its first character lies in "ужасный" or "провал", else other;
     # the first "Путин" is the same word as the entity but not the span, so it is "other"
+    # (a sentencepiece token's offsets start at the space before its word: its first non-space character counts)
     lex_chars = {c for w in LEXICON for c in range(SENT.index(w), SENT.index(w) + len(w))}
     enc = tok(SENT, return_offsets_mapping=True, return_special_tokens_mask=True)
-    want = [0 if m else 1 if sp else 2 if a in lex_chars else 3 for (a, _), m, sp in zip(enc["offset_mapping"], same[0]["entity_mask"], enc["special_tokens_mask"])]
+    first = [a + (len(SENT[a:b]) - len(SENT[a:b].lstrip())) for a, b in enc["offset_mapping"]]
+    want = [0 if m else 1 if sp else 2 if a in lex_chars else 3 for a, m, sp in zip(first, same[0]["entity_mask"], enc["special_tokens_mask"])]
     assert exs[0]["groups"] == want
     assert want.count(2) >= 2 and want[1] == 3 and want.count(0) >= 1
+    if family == "unigram":  # the case the first-non-space rule is for
+        assert any(SENT[a] == " " for a, _ in enc["offset_mapping"][1:-1])
 
 
 def test_groups_follow_the_window_of_long_sentences(backbones):
@@ -233,3 +259,250 @@ def test_pick_examples_prefers_readable_correct_confident_rows():
     assert got3["repeated entity"] == 1
     got2 = A.pick_examples(df, n_tokens, [-1, 0, 1, 1, 0, -1], score)  # row 2 now wrong
     assert got2["negative"] == 0
+
+
+# --- the scan, its summaries and the answer -------------------------------------------------------
+
+
+def fake_scan(n=40, layers=4, heads=3, freeze=2, seed=0):
+    """A Scan over made-up masses: frozen layers identical in both models, as fine-tuning leaves them."""
+    rng = np.random.default_rng(seed)
+    results = {}
+    for m, mode in A.CONDITIONS:
+        tuned = m == "fine-tuned"
+        results[m, mode] = {
+            "masses": rng.dirichlet(np.ones(4), size=(n, layers, heads, 2)),
+            "attribution": rng.dirichlet(np.ones(4), size=n) if tuned else np.full((n, 4), np.nan),
+            "tokens": rng.dirichlet(np.ones(4) * 5, size=n),
+            "spearman": rng.uniform(-1, 1, (n, 2)) if tuned else np.full((n, 2), np.nan),
+            "pred": rng.choice([-1, 0, 1], n),
+        }
+    for m, mode in A.CONDITIONS:  # token shares depend on the row only
+        results[m, mode]["tokens"] = results["initial", "unmasked"]["tokens"]
+        if m == "fine-tuned":
+            results[m, mode]["masses"][:, :freeze] = results["initial", mode]["masses"][:, :freeze]
+    rows = pd.DataFrame({"sentence": [f"s{i // 2}" for i in range(n)], "label": np.resize([-1, 0, 1], n)})
+    return A.Scan(results, rows, freeze)
+
+
+def test_scan_indexes_layers_and_heads_from_one():
+    scan = fake_scan()
+    assert scan.shape == (4, 3) and scan.frozen == [1, 2] and scan.trained == [3, 4]
+    t = scan.table
+    assert sorted(t["layer"].unique()) == [1, 2, 3, 4] and sorted(t["head"].unique()) == [1, 2, 3]
+    m = scan.results["fine-tuned", "masked"]["masses"]
+    g = scan.grid("fine-tuned", "masked", "entity", "sentiment")
+    assert list(g.index) == [1, 2, 3, 4] and list(g.columns) == [1, 2, 3]
+    assert g.loc[3, 2] == pytest.approx(m[:, 2, 1, 1, 2].mean())  # layer 3, head 2, query entity, group sentiment
+    # row_mass: mean over the chosen layers and all heads; a tuple of groups is summed
+    assert np.allclose(scan.row_mass("fine-tuned", "masked", "cls", "other", [3, 4]), m[:, 2:4, :, 0, 3].mean((1, 2)))
+    assert np.allclose(scan.row_mass("fine-tuned", "masked", "cls", A.CONTEXT), m[:, :, :, 0, 2:].sum(-1).mean((1, 2)))
+    assert np.allclose(scan.row_mass("initial", "unmasked", "entity", A.GROUPS), 1)
+    prof = scan.layer_profile()
+    assert len(prof) == 4 * 2 * 4 * 4
+    assert np.allclose(prof.groupby(["model", "mode", "query", "layer"])["mass"].sum(), 1)
+
+
+def test_head_gain_and_difference_panels():
+    scan = fake_scan()
+    scan.results["fine-tuned", "unmasked"]["masses"][:, 3, 0, 1] = [0.0, 0.0, 1.0, 0.0]  # layer 4 head 1: all on sentiment
+    scan = A.Scan(scan.results, scan.rows, scan.freeze)
+    h = A.head_gain(scan, "entity", "sentiment")
+    assert (h["layer"], h["head"], h["after"]) == (4, 1, 1.0) and h["n"] == 2 * 3
+    assert h["gain"] == pytest.approx(1.0 - scan.grid("initial", "unmasked", "entity", "sentiment").loc[4, 1])
+    tune = A.diff_panels(scan, "finetuning")
+    assert len(tune) == 2 * 2 * 4
+    d = tune["from entity · unmasked", "→ sentiment"]
+    assert (d.loc[[1, 2]] == 0).all().all() and d.loc[4, 1] == pytest.approx(h["gain"])  # frozen layers do not move
+    mask = A.diff_panels(scan, "masking")["from [CLS] · initial", "→ entity"]
+    assert np.allclose(mask, scan.grid("initial", "masked", "cls", "entity") - scan.grid("initial", "unmasked", "cls", "entity"))
+    with pytest.raises(ValueError):
+        A.diff_panels(scan, "other")
+    panels = A.mass_panels(scan, "cls")
+    assert list(dict.fromkeys(r for r, _ in panels)) == [f"{m} · {c}" for m, c in A.CONDITIONS]
+
+
+def test_cluster_mean_resamples_whole_sentences():
+    rng = np.random.default_rng(1)
+    values = rng.normal(size=30)
+    one = A.cluster_mean(values, np.arange(30), n=200)
+    two = A.cluster_mean(np.repeat(values, 2), np.repeat(np.arange(30), 2), n=200)  # each sentence twice
+    assert one == pytest.approx(two)  # a cluster of identical rows counts once, as a row would
+    assert one[1] < one[0] < one[2]
+    assert A.cluster_mean(np.full(10, 0.3), np.arange(10), n=50) == pytest.approx([0.3, 0.3, 0.3])
+
+
+def test_headline_and_answer_on_a_made_up_scan():
+    scan = fake_scan()
+    nums = A.headline(scan, n_boot=50)
+    assert nums["06.frozen_layers.max_abs_change"] == [0.0]
+    for k, v in nums.items():
+        assert k.startswith("06.") and len(v) in (1, 3) and all(np.isfinite(v))
+        if len(v) == 3:
+            assert v[1] <= v[0] <= v[2]
+    a = scan.row_mass("initial", "unmasked", "entity", "sentiment", [3, 4])
+    b = scan.row_mass("fine-tuned", "unmasked", "entity", "sentiment", [3, 4])
+    assert nums["06.entity_to_sentiment.trained_layers.finetuned_minus_initial"][0] == pytest.approx((b - a).mean())
+    assert nums["06.attribution.entity_share.finetuned"][0] == pytest.approx(scan.results["fine-tuned", "unmasked"]["attribution"][:, 0].mean())
+    text = A.answer(scan, nums, profile="cpu", backbone="e5-small", lexicon_size=7)
+    assert "layers 1–2 frozen" in text and "trained layers 3–4" in text and "7 lexicon words" in text
+    assert "nan" not in text.lower() and "Smoke profile" not in text
+    assert f"{nums['06.entity_to_sentiment.trained_layers.finetuned_minus_initial'][0]:+.3f}" in text
+    # nothing frozen, no attribution (initial-only scans): the text adapts instead of failing
+    free = fake_scan(freeze=0)
+    for mode in A.COPIES:
+        free.results["fine-tuned", mode]["attribution"][:] = np.nan
+    nums0 = A.headline(free, n_boot=20)
+    assert "06.frozen_layers.max_abs_change" not in nums0 and "06.attribution.entity_share.finetuned" not in nums0
+    text0 = A.answer(free, nums0, profile="smoke", backbone="tiny", lexicon_size=3)
+    assert "All layers were fine-tuned" in text0 and "Smoke profile" in text0 and "Attention vs attribution" not in text0
+
+
+def test_tables_from_a_scan():
+    scan = fake_scan()
+    bl = A.sentiment_by_label(scan)
+    labels = scan.rows["label"].to_numpy()
+    tokens = scan.results["initial", "unmasked"]["tokens"][:, 2]
+    assert bl.loc[("uniform attention", "", "(token share)"), "neutral"] == pytest.approx(tokens[labels == 0].mean())
+    last = scan.results["fine-tuned", "masked"]["masses"][:, -1, :, 1, 2].mean(1)
+    assert bl.loc[("fine-tuned", "masked", "entity"), "positive"] == pytest.approx(last[labels == 1].mean())
+    ag = A.agreement(scan).reset_index()
+    assert ag[ag["model"] == "initial"]["input x gradient"].isna().all()
+    assert np.allclose(ag[(ag["model"] == "fine-tuned") & (ag["mode"] == "masked")]["input x gradient"].sum(), 1)
+    sp = A.spearman_summary(scan)
+    assert set(sp.index.get_level_values("model")) == {"fine-tuned"} and (sp["rows"] == 40).all()
+    mm = A.mean_mass_table(scan, scan.trained)
+    assert np.allclose(mm.sum(1), 1) and mm.shape == (8, 4)
+
+
+def test_sample_rows_and_layers_to_show():
+    assert list(A.sample_rows(5, None)) == list(range(5)) and list(A.sample_rows(5, 9)) == list(range(5))
+    s = A.sample_rows(100, 10)
+    assert len(s) == 10 == len(set(s)) and list(s) == sorted(s) and list(A.sample_rows(100, 10)) == list(s)
+    assert A.show_layers(12, 6) == [6, 9, 12] and A.show_layers(2, 0) == [1, 2] and A.show_layers(1, 0) == [1]
+
+
+# --- the pieces that touch a model ------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_analyse_without_attribution_gives_the_same_attention(backbones, family):
+    model, tok = load(backbones[family], attn_implementation="eager")
+    exs = A.encode_groups(tok, frame([(SENT, *SPAN, -1), (OTHERS[0], 0, 6, 1), (OTHERS[1], 0, 3, 0)]), 128, LEXICON)
+    full = A.analyse(model, exs, tok.pad_token_id, "masked", batch_size=2)
+    cheap = A.analyse(model, exs, tok.pad_token_id, "masked", batch_size=2, attribution=False)
+    assert np.allclose(full["masses"], cheap["masses"], atol=1e-6) and (full["pred"] == cheap["pred"]).all()
+    assert np.isnan(cheap["attribution"]).all() and np.isnan(cheap["spearman"]).all()
+
+
+def test_load_models_and_run_scan(backbones, tmp_path):
+    path = backbones["word"]
+    cfg = TrainConfig(backbone=path, msd_k=2, freeze_layers=1)
+    tuned, tok = hm.build(path, cfg)
+    with torch.no_grad():  # "fine-tuning" that touches only layers above the frozen one
+        for p in tuned.encoder.encoder.layer[1:].parameters():
+            p.add_(0.05 * torch.randn_like(p))
+    hm.save(tuned, tok, tmp_path / "ckpt")
+    models, tok2 = A.load_models(path, tmp_path / "ckpt", cfg)
+    assert set(models) == set(A.MODELS) and not any(m.training for m in models.values())
+    assert A.encoder_shape(models["initial"]) == (3, 3)
+    df = frame([(SENT, *SPAN, -1), (OTHERS[0], 0, 6, 1), (OTHERS[1], 0, 3, 0)] * 2).assign(entity="x")
+    exs = A.encode_groups(tok2, df, 128, LEXICON)
+    scan = A.run_scan(models, exs, tok2.pad_token_id, df, freeze=1, batch_size=4)
+    assert set(scan.results) == set(A.CONDITIONS) and set(scan.seconds) == {f"{m} {c}" for m, c in A.CONDITIONS}
+    assert np.isnan(scan.results["initial", "unmasked"]["attribution"]).all()
+    assert np.isfinite(scan.results["fine-tuned", "masked"]["attribution"]).all()
+    nums = A.headline(scan, n_boot=20)
+    assert nums["06.frozen_layers.max_abs_change"][0] < 1e-6  # layer 1 really is the same in both models
+    assert abs(nums["06.entity_to_sentiment.trained_layers.finetuned_minus_initial"][0]) > 0
+    assert "layers 1–1 frozen" in A.answer(scan, nums, profile="cpu", backbone="word", lexicon_size=2)
+    other = tmp_path / "other"
+    build_tiny_random(OTHERS * 5, other, vocab_size=60)
+    with pytest.raises(ValueError, match="tokenizers differ"):
+        A.load_models(other, tmp_path / "ckpt", cfg)
+
+
+def test_token_table_matches_the_example_view(backbones):
+    model, tok = load(backbones["wordpiece"], attn_implementation="eager")
+    (ex,) = A.encode_groups(tok, frame([(SENT, *SPAN, -1)]), 128, LEXICON)
+    for mode in A.COPIES:
+        t = A.token_table(model, tok, ex, mode)
+        att, tokens = A.example_view(model, tok, ex, mode)
+        assert list(t["token"]) == tokens and list(t["group"]) == [A.GROUPS[g] for g in ex["groups"]]
+        assert np.allclose(t[["attention (entity → token)", "|input x gradient|"]].sum(), 1)
+        ent = torch.tensor(ex["entity_mask"], dtype=torch.float32)
+        row = (att[-1][0].mean(0) * (ent / ent.sum())[:, None]).sum(0)
+        assert np.allclose(t["attention (entity → token)"], (row / row.sum()).numpy(), atol=1e-5)
+
+
+def test_show_limits_the_embedded_layers(backbones):
+    model, tok = load(backbones["word"], attn_implementation="eager")
+    (ex,) = hm.encode(tok, [SENT], [SPAN[0]], [SPAN[1]])
+    view = A.example_view(model, tok, ex, "unmasked")
+    full = A.show(view, "head", html_action="return").data
+    one = A.show(view, "head", layers=[3], html_action="return").data
+    assert "bertviz" in one and len(one) < len(full)
+    assert "bertviz" in A.show(view, "model", layers=[2, 3], html_action="return").data
+    with pytest.raises(ValueError):
+        A.show(view, "neuron")
+
+
+# --- figures: readable with 12 layers x 12 heads, no text drawn over other text -------------------------
+
+
+def overlapping_text(fig, pad=0.5):
+    """Pairs of drawn, non-empty texts whose boxes overlap by more than `pad` pixels."""
+    from matplotlib.text import Text
+
+    drawn, orig = [], Text.draw
+
+    def draw(self, renderer):
+        orig(self, renderer)
+        if self.get_visible() and self.get_text().strip():
+            drawn.append((self.get_text(), self.get_window_extent(renderer)))
+
+    Text.draw = draw
+    try:
+        fig.canvas.draw()
+    finally:
+        Text.draw = orig
+    return [(ta, tb) for i, (ta, a) in enumerate(drawn) for tb, b in drawn[i + 1 :]
+            if a.x0 < b.x1 - pad and b.x0 < a.x1 - pad and a.y0 < b.y1 - pad and b.y0 < a.y1 - pad]
+
+
+def test_the_overlap_check_sees_overlaps():
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots()
+    ax.text(0.5, 0.5, "one label")
+    ax.text(0.52, 0.5, "another")
+    assert overlapping_text(fig) == [("one label", "another")]
+    plt.close(fig)
+
+
+def test_chapter_figures_have_no_overlapping_text_at_12_layers_by_12_heads():
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+
+    plots.setup()
+    scan = fake_scan(n=30, layers=12, heads=12, freeze=6)
+    tokens = ["<s>", "▁Президент", "▁России", "▁Владимир", "▁Путин", "▁назвал", "▁ужасн", "ым", "▁провал"] + [f"▁слово{i}" for i in range(21)] + [".", "</s>"]
+    groups = ["special", "other", "other", "other", "entity", "other", "sentiment", "sentiment", "sentiment"] + ["other"] * 22 + ["special"]
+    torch.manual_seed(0)
+    view = lambda: (tuple(torch.softmax(torch.randn(12, 1, 12, 32, 32), -1)), tokens)  # noqa: E731
+    names = ("negative", "positive", "neutral", "repeated entity")
+    table = pd.DataFrame({"token": tokens, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32})
+    figs = {
+        "mass": plots.layer_head_grid(A.mass_panels(scan, "entity"), "Attention mass from the entity tokens", frozen=6),
+        "diff": plots.layer_head_grid(A.diff_panels(scan, "finetuning"), "fine-tuned − initial", diverging=True, frozen=6, cbar_label="Δ mass"),
+        "tiny diff": plots.layer_head_grid({k: v.iloc[:2, :2] * 1e-4 for k, v in A.diff_panels(scan, "masking").items()}, "smoke-sized", diverging=True),
+        "profile": plots.layer_profile(scan.layer_profile(), 6),
+        "example": plots.example_maps({c: view() for c in A.CONDITIONS}, groups, A.show_layers(12, 6), "negative (label -1)"),
+        "heads": plots.head_maps({(n, *c): view() for n in names for c in A.CONDITIONS}, {n: groups for n in names}, 9, 4, "Layer 9, head 4"),
+        "attribution": plots.attribution_summary(A.agreement(scan), A.spearman_long(scan)),
+        "tokens": plots.token_bars({(n, m): table for n in names for m in A.COPIES}),
+    }
+    for name, fig in figs.items():
+        assert overlapping_text(fig) == [], name
+        plt.close(fig)
