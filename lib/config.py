@@ -158,6 +158,7 @@ PROFILES: dict[str, Profile] = {
         msd_seeds=3,
         msd_mode="unmasked",
         msd_epochs=1,
+        sbert_epochs=1,  # time budget: one epoch per SBERT variant (HAMAM gets 2)
         sbert_folds=1,
         attention_rows=600,  # 4 conditions x 12 layers with attentions and input x gradient: ~1 s a row on 2 cores
     ),
