@@ -174,3 +174,21 @@ def test_pretrained_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(bui
     m = x["attention_mask"].unsqueeze(-1)
     e = torch.nn.functional.normalize((h * m).sum(1) / m.sum(1), dim=-1)
     assert e[0] @ e[1] > e[0] @ e[2] + 0.05
+
+
+def test_build_key_moves_with_every_ingredient(monkeypatch):
+    """Corpus, builder source, builder defaults, builder version: each one changes the cache key."""
+    s = ["Первое предложение.", "Второе предложение."]
+    key = backbones.build_key("e5-small", s)
+    assert backbones.build_key("e5-small", s) == key  # unchanged ingredients hit
+    assert backbones.build_key("e5-small", s[:1]) != key
+    assert backbones.build_key("e5-small-full", s) != key
+    with monkeypatch.context() as m:
+        m.setattr(backbones, "BUILDER_VERSION", backbones.BUILDER_VERSION + 1)
+        assert backbones.build_key("e5-small", s) != key
+    with monkeypatch.context() as m:
+        m.setattr(backbones, "source_digest", lambda *objs: "edited builder")
+        assert backbones.build_key("e5-small", s) != key
+    with monkeypatch.context() as m:
+        m.setattr(backbones, "_defaults", lambda fn: {"trim": "False"})
+        assert backbones.build_key("e5-small", s) != key
