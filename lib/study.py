@@ -43,6 +43,11 @@ class Study:
 
         return backbones.resolve(name, backbone_sentences(name, self.data), self.paths.cache)
 
+    def n_layers(self, name: str) -> int:
+        from transformers import AutoConfig
+
+        return AutoConfig.from_pretrained(self.backbone_dir(name)).num_hidden_layers
+
     def describe(self) -> str:
         return (f"profile {self.prof.name}: {len(self.train)} train / {len(self.val)} validation / {len(self.final)} final rows, "
                 f"{self.prof.n_folds} folds, device {self.device}, {hardware()}")
