@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
+from .folds import subset_mask
 from .metrics import draw_resamples, f1pn, f1pn_resampled, softmax
 from .model import LABEL2ID, LABELS
 
@@ -83,16 +84,10 @@ def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -
     for rule in RULES:
         t, after = tune_then_apply(rule, y_oof, logits_oof, logits_val)
         for _, r in paired(val, after, before, n_boot, f"{rule} - argmax").iterrows():
-            m = _subset(val, r["subset"])
+            m = subset_mask(val, r["subset"])
             rows.append({"rule": rule, "param": t, "subset": r["subset"], "f1pn_argmax": f1pn(y_val[m], before[m]), "f1pn_rule": f1pn(y_val[m], after[m]),
                          "gain": r["diff"], "gain_lo": r["lo"], "gain_hi": r["hi"], "oracle_param_on_validation": choose(y_val[m], logits_val[m], rule)})
     return pd.DataFrame(rows)
-
-
-def _subset(df, name):
-    from .folds import subset_mask
-
-    return subset_mask(df, name)
 
 
 def weight_study(study, weights, folds, mode: str, force: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -113,7 +108,7 @@ def weight_study(study, weights, folds, mode: str, force: bool = False) -> tuple
         t, after = tune_then_apply("threshold", y_oof[held], res.oof[held], z_val)
         base = to_labels(z_val)
         for _, r in paired(val, after, base, prof.bootstrap, "threshold - argmax").iterrows():
-            m = _subset(val, r["subset"])
+            m = subset_mask(val, r["subset"])
             rows.append({"neutral_weight": w, "subset": r["subset"], "t_chosen_on_oof": t, "f1pn_argmax": f1pn(y_val[m], base[m]), "f1pn_threshold": f1pn(y_val[m], after[m]),
                          "gain": r["diff"], "gain_lo": r["lo"], "gain_hi": r["hi"], "pred_neutral_share_argmax": float((base[m] == 0).mean())})
         sweeps.append(sweep(y_val, z_val, "threshold", groups=None).assign(neutral_weight=w, t_chosen=t))
