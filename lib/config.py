@@ -45,6 +45,8 @@ class TrainConfig:
     inner_val: float = 0.1  # share of the training part's sentences held back for early stopping (clean OOF)
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 where the device has bf16 units, else fp32)
     grad_accum_steps: int = 1  # micro-batches per optimiser step (effective batch = batch_size x this)
+    gradient_checkpointing: bool = False  # recompute encoder activations in backward (memory for compute; same results)
+    mask_mentions: bool = False  # the masked copy hides every whole-word mention of the entity string, not only the labelled span
     seed: int = 13
 
     def __post_init__(self):
@@ -61,6 +63,8 @@ class TrainConfig:
             raise ValueError(f"precision must be one of {PRECISIONS}, got {self.precision!r}")
         if not 0.0 <= self.inner_val < 0.5:
             raise ValueError(f"inner_val must be in [0, 0.5), got {self.inner_val}")
+        if self.mask_mentions and self.mode == "unmasked":
+            raise ValueError("mask_mentions changes the masked copy, and mode='unmasked' has none: use mode='masked' or 'hamam'")
         if self.grad_accum_steps < 1 or self.freeze_layers < 0:
             raise ValueError("grad_accum_steps must be >= 1 and freeze_layers >= 0")
 
@@ -83,6 +87,7 @@ class Profile:
     hamam_folds: int | None = None  # 02: fold models trained for the main HAMAM ensemble (None: all n_folds)
     mode_folds: int | None = None  # 02: folds for the unmasked / masked halves (None: all n_folds)
     compare_backbones: tuple[str, ...] = ()  # 02: other backbones trained in hamam mode on `mode_folds` folds, for comparison only
+    mention_folds: int | None = None  # 02: folds retrained with mask_mentions=True against the main HAMAM models (0: skip; None: all)
     backbone_train: dict = field(default_factory=dict)  # per backbone: TrainConfig overrides (learning rate, batch, precision, ...)
     device: str = "auto"  # auto -> cuda if available
     bootstrap: int = 1000  # resamples for 95% CIs
@@ -127,6 +132,7 @@ PROFILES: dict[str, Profile] = {
         n_folds=2,
         backbones=("tiny-random",),
         compare_backbones=("navec-bert",),
+        mention_folds=1,
         backbone_train={"navec-bert": {"lr": 5e-4}},
         bootstrap=100,
         weight_folds=1,
@@ -148,6 +154,7 @@ PROFILES: dict[str, Profile] = {
         hamam_folds=2,
         mode_folds=2,
         compare_backbones=("navec-bert",),
+        mention_folds=1,  # one extra HAMAM training (fold 0, ~10 min) for the mask-every-mention option
         backbone_train={"navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}},  # its 2 layers start random: train all, faster
         weight_grid=(0.1, 1.0),
         weight_folds=1,

@@ -31,12 +31,16 @@ def add_overlap_flags(df: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
 def subset_mask(df: pd.DataFrame, subset: str) -> np.ndarray:
     if subset == "all":
         return np.ones(len(df), dtype=bool)
+    if subset == "repeated":  # the entity string occurs again in the sentence (what `mask_mentions` is about)
+        from .model import mention_spans
+
+        return np.array([len(mention_spans(s, a, b)) > 1 for s, a, b in zip(df["sentence"], df["start"], df["end"])], dtype=bool)
     seen = df["sentence_seen_in_train"].to_numpy(bool)
     if subset == "seen":
         return seen
     if subset == "unseen":
         return ~seen
-    raise ValueError(f"unknown subset {subset!r}; choose one of {SUBSETS}")
+    raise ValueError(f"unknown subset {subset!r}; choose one of {SUBSETS + ('repeated',)}")
 
 
 def prepare(profile, data_dir=None) -> dict[str, pd.DataFrame]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from pathlib import Path
 
 import torch
@@ -38,13 +39,22 @@ def entity_token_mask(offsets, special, start: int, end: int) -> list[int]:
     return [int(not sp and a < end and b > start) for (a, b), sp in zip(offsets, special)]
 
 
-def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=None) -> list[dict]:
+def mention_spans(sentence: str, start: int, end: int) -> list[tuple[int, int]]:
+    """Every whole-word occurrence of sentence[start:end] in the sentence, the labelled span included."""
+    pattern = r"(?<!\w)" + re.escape(sentence[start:end]) + r"(?!\w)"
+    return sorted({(m.start(), m.end()) for m in re.finditer(pattern, sentence)} | {(start, end)})
+
+
+def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=None, mask_mentions: bool = False) -> list[dict]:
     """Token ids and entity masks per example; long sentences keep a window around the entity.
 
     With `entities` given, each example is a pair (sentence, entity text): the entity mask stays
-    on the sentence segment (used by the CLS-pooled baseline).
+    on the sentence segment (used by the CLS-pooled baseline). With `mask_mentions` each example
+    also gets a `mention_mask` (tokens of every mention of the entity string), which the masked
+    copy hides instead of the labelled span alone; pooling still reads the labelled span.
     """
-    args = (list(sentences), list(entities)) if entities is not None else (list(sentences),)
+    sentences = list(sentences)
+    args = (sentences, list(entities)) if entities is not None else (sentences,)
     enc = tokenizer(*args, return_offsets_mapping=True, return_special_tokens_mask=True, truncation=False)
     out = []
     for i, (s, e) in enumerate(zip(starts, ends)):
@@ -53,6 +63,9 @@ def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=N
             seq = enc.sequence_ids(i)
             special = [int(sp or sid != 0) for sp, sid in zip(special, seq)]
         ex = {"input_ids": enc["input_ids"][i], "entity_mask": entity_token_mask(enc["offset_mapping"][i], special, int(s), int(e))}
+        if mask_mentions:
+            spans = [entity_token_mask(enc["offset_mapping"][i], special, a, b) for a, b in mention_spans(sentences[i], int(s), int(e))]
+            ex["mention_mask"] = [int(any(col)) for col in zip(*spans)]
         if "token_type_ids" in enc:  # BERT-style pairs need their segment ids
             ex["token_type_ids"] = enc["token_type_ids"][i]
         if not any(ex["entity_mask"]):
@@ -118,14 +131,17 @@ class HamamModel(nn.Module):
             encoder.get_input_embeddings().weight.requires_grad_(False)
         if cfg.freeze_layers:
             freeze_lower(encoder, cfg.freeze_layers)
+        if cfg.gradient_checkpointing:  # recompute layer activations in backward: less memory, ~1/3 more compute
+            encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
-    def forward(self, input_ids, attention_mask, entity_mask, mode: str | None = None, output_attentions=False, token_type_ids=None):
+    def forward(self, input_ids, attention_mask, entity_mask, mode: str | None = None, output_attentions=False, token_type_ids=None, mention_mask=None):
         mode = mode or self.cfg.mode
         b = input_ids.shape[0]
+        hide = entity_mask if mention_mask is None else mention_mask  # what the masked copy replaces
         if mode == "masked":
-            input_ids = mask_entity(input_ids, entity_mask, self.mask_token_id)
+            input_ids = mask_entity(input_ids, hide, self.mask_token_id)
         elif mode == "hamam":  # both copies in one forward pass of 2B rows
-            input_ids = torch.cat([input_ids, mask_entity(input_ids, entity_mask, self.mask_token_id)])
+            input_ids = torch.cat([input_ids, mask_entity(input_ids, hide, self.mask_token_id)])
             attention_mask, entity_mask = attention_mask.repeat(2, 1), entity_mask.repeat(2, 1)
             token_type_ids = None if token_type_ids is None else token_type_ids.repeat(2, 1)
         extra = {} if token_type_ids is None else {"token_type_ids": token_type_ids}

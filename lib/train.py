@@ -71,14 +71,19 @@ def collate(examples: list[dict], pad_id: int, pad_to: int | None = None, labels
     att = torch.zeros((len(examples), width), dtype=torch.long)
     ent = torch.zeros((len(examples), width), dtype=torch.long)
     tt = torch.zeros((len(examples), width), dtype=torch.long) if "token_type_ids" in examples[0] else None
+    men = torch.zeros((len(examples), width), dtype=torch.long) if "mention_mask" in examples[0] else None
     for i, e in enumerate(examples):
         n = len(e["input_ids"])
         ids[i, :n], att[i, :n], ent[i, :n] = torch.tensor(e["input_ids"]), 1, torch.tensor(e["entity_mask"])
         if tt is not None:
             tt[i, :n] = torch.tensor(e["token_type_ids"])
+        if men is not None:
+            men[i, :n] = torch.tensor(e["mention_mask"])
     out = {"input_ids": ids, "attention_mask": att, "entity_mask": ent}
     if tt is not None:
         out["token_type_ids"] = tt
+    if men is not None:
+        out["mention_mask"] = men
     if labels is not None:
         out["labels"] = torch.tensor([hm.LABEL2ID[int(y)] for y in labels], dtype=torch.long)
     return out
@@ -86,7 +91,7 @@ def collate(examples: list[dict], pad_id: int, pad_to: int | None = None, labels
 
 def encode_df(tokenizer, df: pd.DataFrame, cfg: TrainConfig) -> list[dict]:
     ents = df["entity"] if cfg.pooling == "cls" else None
-    return hm.encode(tokenizer, df["sentence"], df["start"], df["end"], cfg.max_length, entities=ents)
+    return hm.encode(tokenizer, df["sentence"], df["start"], df["end"], cfg.max_length, entities=ents, mask_mentions=cfg.mask_mentions)
 
 
 def resolve_precision(precision: str, device) -> str:
@@ -195,13 +200,14 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
             model.train()
             opt.zero_grad(set_to_none=True)
             step_loss = 0.0
+            batch_weight = loss_fn.weight[torch.as_tensor([hm.LABEL2ID[int(v)] for v in y_tr[b]])].sum()
             for part in (b[i : i + micro] for i in range(0, len(b), micro)):
                 x = {k: v.to(device) for k, v in collate([tr[i] for i in part], tok.pad_token_id, pad_to, y_tr[part]).items()}
                 y = x.pop("labels")
                 with autocast(device, precision):
                     logits = model(**x)
                 # weighted CE is a ratio of sums: scale each piece by its share of the batch's weight
-                w = loss_fn.weight[y].sum() / loss_fn.weight[torch.as_tensor([hm.LABEL2ID[int(v)] for v in y_tr[b]])].sum()
+                w = loss_fn.weight[y].sum() / batch_weight
                 loss = loss_fn(logits.float(), y) * w
                 scaler.scale(loss).backward()
                 step_loss += loss.item()

@@ -55,6 +55,13 @@ def test_subsets_partition_the_rows(data):
         subset_mask(val, "other")
 
 
+def test_repeated_subset_is_rows_whose_entity_occurs_again_as_a_word():
+    import pandas as pd
+
+    df = pd.DataFrame({"sentence": ["ЕС и ЕС", "ЕСЛИ ЕС", "Путин и Путиным"], "start": [0, 5, 0], "end": [2, 7, 5]})
+    assert subset_mask(df, "repeated").tolist() == [True, False, False]
+
+
 def test_prepared_tables_are_rebuilt_when_an_ingredient_changes_and_reused_otherwise(tmp_path, monkeypatch, raw_copy):
     import dataclasses
 

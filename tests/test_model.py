@@ -65,6 +65,38 @@ def test_repeated_word_is_marked_only_at_its_span(checkpoints):
     assert [first["input_ids"][i] for i in sorted(pos1)] == [second["input_ids"][i] for i in sorted(pos2)]
 
 
+def test_mention_spans_are_whole_words_only():
+    # "Путин" at 0 and 39; "Путиным" at 19 is another word form, not a mention
+    assert hm.mention_spans(SENT, 39, 44) == [(0, 5), (39, 44)]
+    assert hm.mention_spans(SENT, 19, 26) == [(19, 26)]
+    assert hm.mention_spans("ЕСЛИ ЕС, то ЕС.", 5, 7) == [(5, 7), (12, 14)]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_mask_mentions_hides_every_mention_but_pools_the_labelled_span(checkpoints, family):
+    tok = AutoTokenizer.from_pretrained(checkpoints[family])
+    (plain,) = hm.encode(tok, [SENT], [39], [44])
+    (ex,) = hm.encode(tok, [SENT], [39], [44], mask_mentions=True)
+    (first,) = hm.encode(tok, [SENT], [0], [5])
+    assert "mention_mask" not in plain and ex["entity_mask"] == plain["entity_mask"]  # off by default; pooling unchanged
+    assert ex["mention_mask"] == [int(a or b) for a, b in zip(first["entity_mask"], ex["entity_mask"])]
+    (single,) = hm.encode(tok, [SENT], [19], [26], mask_mentions=True)
+    assert single["mention_mask"] == single["entity_mask"]  # one mention: same as the labelled span
+    cfg = TrainConfig(backbone=checkpoints[family], mode="masked", mask_mentions=True)
+    model, _ = hm.build(checkpoints[family], cfg)
+    model.eval()
+    x = collate([ex], tok.pad_token_id)
+    with torch.no_grad():
+        both = model(**x)
+        only_span = model(**{k: v for k, v in x.items() if k != "mention_mask"})
+    assert not torch.allclose(both, only_span)
+
+
+def test_mask_mentions_needs_a_masked_copy():
+    with pytest.raises(ValueError, match="mask_mentions"):
+        TrainConfig(mode="unmasked", mask_mentions=True)
+
+
 def test_long_sentence_keeps_a_window_around_the_entity(checkpoints):
     tok = AutoTokenizer.from_pretrained(checkpoints["bert"])
     long = " ".join(["слово"] * 200) + " Путин " + " ".join(["слово"] * 200)
@@ -127,6 +159,22 @@ def test_hamam_forward_backward_and_mode_semantics(checkpoints, family):
         un, ma, ha = (model(**x, mode=m) for m in ("unmasked", "masked", "hamam"))
     assert torch.allclose(ha, (un + ma) / 2, atol=1e-5)
     assert not torch.allclose(un, ma)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(checkpoints, family):
+    exs = hm.encode(AutoTokenizer.from_pretrained(checkpoints[family]), [SENT] * 3, [0, 19, 54], [5, 26, 60])
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(0)  # same head init and the same dropout masks in both runs
+        model, tok = hm.build(checkpoints[family], TrainConfig(backbone=checkpoints[family], msd_k=2, gradient_checkpointing=ckpt))
+        model.train()
+        assert model.encoder.is_activation_checkpointing == ckpt
+        x = collate(exs, tok.pad_token_id, labels=[1, -1, 0])
+        y = x.pop("labels")
+        hm.loss_fn(0.1)(model(**x, mode="hamam"), y).backward()
+        grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
+    assert grads[0].shape == grads[1].shape and torch.allclose(grads[0], grads[1], atol=1e-6)
 
 
 @pytest.mark.parametrize("family", FAMILIES)

@@ -139,6 +139,20 @@ def test_gradient_accumulation_equals_one_large_batch(smoke, monkeypatch):
     assert T.torch.allclose(params[0], params[1], atol=1e-5)
 
 
+def test_mask_mentions_reaches_training_through_the_config(smoke):
+    prof, data = smoke
+    tr = data["train"].iloc[7:]  # an index that does not start at 0, as a fold's part has
+    bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+    cfg = prof.train_config(mask_mentions=True)
+    _, tok = T.hm.build(bb, cfg)
+    enc = T.encode_df(tok, tr, cfg)
+    assert all(len(e["mention_mask"]) == len(e["input_ids"]) for e in enc)
+    assert all(all(m >= p for m, p in zip(e["mention_mask"], e["entity_mask"])) for e in enc)  # a superset of the span
+    assert "mention_mask" not in T.encode_df(tok, tr.head(5), prof.train_config())[0]
+    assert "mention_mask" in T.collate(enc[:4], tok.pad_token_id)
+    assert T.run_dir(T.RunPaths("smoke"), cfg, data, bb) != T.run_dir(T.RunPaths("smoke"), prof.train_config(), data, bb)
+
+
 def test_bf16_autocast_learns_like_fp32(smoke):
     """Autocast wraps each forward only: a context around the loop would keep the first step's weights."""
     prof, data = smoke
