@@ -236,10 +236,14 @@ def training_source() -> str:
     return backbones.source_digest(mark, pair_texts, anchor_pairs, build, make_loss, fit, embed, pair_features, softmax_logits, anchor_scores, _train_fold, batches, param_groups)
 
 
+HAMAM_ONLY = ("mask_mentions", "gradient_checkpointing")  # TrainConfig fields no SBERT model reads: not in its key
+
+
 def run_dir(profile, cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_size: int, backbone: str | None = None) -> Path:
     """runs/<profile>/models/sbert-<variant>-<key>-<data>: the key hashes the config, the variant, the
     schedule, the texts' constants, the backbone build's content digest and the training code."""
-    blob = json.dumps([dataclasses.asdict(cfg), variant, epochs, batch_size, MARKERS, DUMMY, ANCHORS,
+    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HAMAM_ONLY}
+    blob = json.dumps([fields, variant, epochs, batch_size, MARKERS, DUMMY, ANCHORS,
                        backbones.content_digest(backbone or cfg.backbone), training_source()], sort_keys=True)
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return RunPaths(profile.name).models / f"sbert-{variant}-{key}-{data_digest(data)}"
