@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
@@ -90,6 +91,8 @@ class Profile:
     mention_folds: int | None = None  # 02: folds retrained with mask_mentions=True against the main HAMAM models (0: skip; None: all)
     backbone_train: dict = field(default_factory=dict)  # per backbone: TrainConfig overrides (learning rate, batch, precision, ...)
     device: str = "auto"  # auto -> cuda if available
+    executor: str = "serial"  # where fold jobs run: serial (this process) | ray (one task per fold; lib.executors)
+    executor_cpus: int = 1  # CPUs per Ray task on a cluster without GPUs (with GPUs: one GPU per task)
     bootstrap: int = 1000  # resamples for 95% CIs
     # 03: retrain with these neutral weights on `weight_folds` folds
     weight_grid: tuple[float, ...] = (0.1, 0.3, 1.0)
@@ -211,7 +214,8 @@ class RunPaths:
     root: Path = field(init=False)
 
     def __post_init__(self):
-        self.root = ROOT / "runs" / self.profile
+        # HAMAM_RUNS_DIR: shared storage that every fold job (e.g. Ray workers on other nodes) sees
+        self.root = Path(os.environ.get("HAMAM_RUNS_DIR") or ROOT / "runs") / self.profile
 
     @property
     def figures(self) -> Path:
@@ -231,8 +235,8 @@ class RunPaths:
 
     @property
     def cache(self) -> Path:
-        # built backbones (navec-bert, tiny-random) are shared across runs of a profile
-        return ROOT / ".cache" / "backbones"
+        # built backbones (e5-small, navec-bert, tiny-random) are shared across runs and profiles
+        return Path(os.environ.get("HAMAM_CACHE_DIR") or ROOT / ".cache" / "backbones")
 
     def make(self) -> "RunPaths":
         for p in (self.figures, self.processed, self.models, self.results, self.cache):

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import backbones
+from . import backbones, executors
 from . import model as hm
 from .config import Profile, RunPaths, TrainConfig
 from .metrics import f1pn, to_labels
@@ -300,23 +300,34 @@ class KFoldResult:
         return np.isin(train["fold"].to_numpy(), self.folds)
 
 
-def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_checkpoints: bool = True, force: bool = False, device=None) -> KFoldResult:
-    """Train (or reuse) every fold; write checkpoint, OOF logits and validation/final logits per fold."""
+def fold_jobs(profile: Profile, cfg: TrainConfig, data: dict, folds, save_checkpoints: bool = True, force: bool = False) -> tuple[Path, list]:
+    """The run directory of (profile, cfg, data) and a job for each fold it lacks."""
     paths = RunPaths(profile.name).make()
-    device = device or pick_device(profile.device)
-    folds = list(range(profile.n_folds)) if folds is None else list(folds)
-    train = data["train"]
     backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
     root = run_dir(paths, cfg, data, backbone)
+    todo = [k for k in folds if force or not _cached(root / f"fold{k}" / "done.json", cfg, need_checkpoint=save_checkpoints)]
+    return root, [executors.FoldJob(cfg, backbone, k, str(root / f"fold{k}"), save_checkpoints) for k in todo]
+
+
+def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_checkpoints: bool = True, force: bool = False, device=None, executor=None) -> KFoldResult:
+    """Train (or reuse) every fold; write checkpoint, OOF logits and validation/final logits per fold.
+
+    Folds run in this process or as Ray tasks (`executor`, default the profile's; see lib.executors)."""
+    folds = list(range(profile.n_folds)) if folds is None else list(folds)
+    root, jobs = fold_jobs(profile, cfg, data, folds, save_checkpoints, force)
+    executors.run(jobs, data, executor or profile.executor, device or pick_device(profile.device), profile.executor_cpus)
+    return read_kfold(cfg, data, root, folds)
+
+
+def read_kfold(cfg: TrainConfig, data: dict, root: Path, folds) -> KFoldResult:
+    """Gather the fold directories under `root` (written by this process or by any worker)."""
+    train = data["train"]
     oof = np.full((len(train), len(hm.LABELS)), np.nan, dtype=np.float32)
     logits = {s: [] for s in SPLITS_PREDICTED}
     runs = []
-    for k in tqdm(folds, desc=f"{cfg.backbone} {cfg.mode} folds", leave=False):
+    for k in folds:
         fold_dir = root / f"fold{k}"
-        done = fold_dir / "done.json"
-        if force or not _cached(done, cfg, need_checkpoint=save_checkpoints):
-            _train_fold(cfg, backbone, data, k, fold_dir, device, save_checkpoints)
-        meta = json.loads(done.read_text())
+        meta = json.loads((fold_dir / "done.json").read_text())
         held = train["fold"].to_numpy() == k
         oof[held] = np.load(fold_dir / "logits_oof.npy")
         for s in SPLITS_PREDICTED:
@@ -366,7 +377,9 @@ def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint:
 CLI_EPILOG = """Trains exactly the fold directories the notebooks read (same keys, same cache), so a Slurm array
 or any scheduler can fill the cache and the notebooks then only read it. Example:
   python -m lib.train --profile paper --backbone xlm-roberta-large --mode hamam --folds 0,1 --lr 1e-5
-Every TrainConfig field below defaults to the profile's value."""
+Every TrainConfig field below defaults to the profile's value. --backbone and --mode take comma-separated
+lists: every (backbone, mode, fold) becomes one job, so with --executor ray they all run at once:
+  python -m lib.train --profile paper --backbone xlm-roberta-large,google/rembert --mode hamam,masked,unmasked --executor ray"""
 
 
 def _cli_parser():
@@ -382,6 +395,7 @@ def _cli_parser():
     ap.add_argument("--folds", default=None, help="comma-separated fold ids (default: the profile's main folds)")
     ap.add_argument("--force", action="store_true", help="retrain even when a matching fold is cached")
     ap.add_argument("--no-checkpoints", action="store_true", help="keep logits only")
+    ap.add_argument("--executor", choices=executors.EXECUTORS, default=None, help="where fold jobs run (default: the profile's; RAY_ADDRESS picks a Ray cluster)")
     cfg = ap.add_argument_group("TrainConfig fields (override the profile's)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
@@ -399,20 +413,29 @@ def main(argv=None) -> int:
 
     ap = _cli_parser()
     args = vars(ap.parse_args(argv))  # unknown options exit 2, naming them
-    profile, folds, force, no_ckpt = args.pop("profile"), args.pop("folds"), args.pop("force"), args.pop("no_checkpoints")
+    profile, folds, force, no_ckpt, executor = (args.pop(k) for k in ("profile", "folds", "force", "no_checkpoints", "executor"))
     try:
         prof = get_profile(profile)
-        prof = replace(prof, train=prof.config_for(args.pop("backbone", prof.train.backbone), **args))
+        names, modes = args.pop("backbone", prof.train.backbone).split(","), args.pop("mode", prof.train.mode).split(",")
+        cfgs = [prof.config_for(b, **args, mode=m) for b in names for m in modes]
         fold_ids = prof.main_folds if folds is None else [int(k) for k in folds.split(",")]
         bad = [k for k in fold_ids if not 0 <= k < prof.n_folds]
         if bad:
             raise ValueError(f"--folds: {bad} not in 0..{prof.n_folds - 1}")
+        executors.resolve(executor or prof.executor)
     except ValueError as e:
         print(f"python -m lib.train: {e}", file=sys.stderr)
         return 2
-    res = run_kfold(prof, prof.train, load_prepared(prof), folds=fold_ids, save_checkpoints=not no_ckpt, force=force)
-    for r in res.runs:
-        print(f"fold {r['fold']}: {r['steps']} steps, best early-stopping F1pn {r['best_f1pn']:.3f}, {r['seconds']:.0f}s -> {res.root / ('fold%d' % r['fold'])}")
+    data = load_prepared(prof)
+    planned = [(cfg, *fold_jobs(prof, cfg, data, fold_ids, not no_ckpt, force)) for cfg in cfgs]
+    try:
+        executors.run([j for _, _, jobs in planned for j in jobs], data, executor or prof.executor, pick_device(prof.device), prof.executor_cpus)
+    except executors.FoldJobsFailed as e:
+        print(f"python -m lib.train: {e}", file=sys.stderr)
+        return 1
+    for cfg, root, _ in planned:
+        for r in read_kfold(cfg, data, root, fold_ids).runs:
+            print(f"{cfg.backbone} {cfg.mode} fold {r['fold']}: {r['steps']} steps, best early-stopping F1pn {r['best_f1pn']:.3f}, {r['seconds']:.0f}s -> {root / ('fold%d' % r['fold'])}")
     return 0
 
 

@@ -1,0 +1,102 @@
+"""Where fold jobs run: in this process (`serial`) or as Ray tasks (`ray`), one task per
+(backbone, mode, fold).
+
+A job trains one fold and writes its directory under runs/ (`done.json` last); the driver only
+reads what jobs wrote. So a job can run on any node that sees the same runs/ directory and
+backbone cache (shared storage: HAMAM_RUNS_DIR, HAMAM_CACHE_DIR) and has this repository
+installed (`pip install -e .`). With RAY_ADDRESS set, `ray.init` joins that cluster; otherwise it
+starts a local one. Each task asks for one GPU where the cluster has GPUs, else `cpus` CPUs.
+Choose the executor with the profile's `executor`, `python -m lib.train --executor ray`,
+`./run_all.sh --executor ray`, or HAMAM_EXECUTOR=ray (the notebooks need no change).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from .config import TrainConfig
+
+EXECUTORS = ("serial", "ray")
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    cfg: TrainConfig
+    backbone: str  # resolved path or hub id
+    fold: int
+    fold_dir: str
+    save_checkpoint: bool = True
+
+    def __str__(self) -> str:
+        return f"fold {self.fold} ({Path(self.cfg.backbone).name} {self.cfg.mode})"
+
+
+class FoldJobsFailed(RuntimeError):
+    """Some fold jobs failed; the others finished and their directories are complete."""
+
+
+def resolve(name: str | None) -> str:
+    """HAMAM_EXECUTOR overrides the profile's choice, so notebooks switch without edits."""
+    name = os.environ.get("HAMAM_EXECUTOR") or name or "serial"
+    if name not in EXECUTORS:
+        raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")
+    return name
+
+
+def run(jobs: list[FoldJob], data: dict, executor: str = "serial", device=None, cpus: int = 1) -> None:
+    """Train every job; raise FoldJobsFailed naming each failed fold after the others finish."""
+    if not jobs:
+        return
+    if resolve(executor) == "ray":
+        return _run_ray(jobs, data, cpus)
+    from . import train
+
+    for job in tqdm(jobs, desc=f"{Path(jobs[0].cfg.backbone).name} {jobs[0].cfg.mode} folds", leave=False):
+        train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), device or train.pick_device("auto"), job.save_checkpoint)
+
+
+def _fold_task(job: FoldJob, data: dict) -> int:
+    """Body of one Ray task (runs in a worker process, possibly on another node)."""
+    import torch
+
+    from . import train
+
+    done = Path(job.fold_dir) / "done.json"
+    if train._cached(done, job.cfg, need_checkpoint=job.save_checkpoint):
+        return job.fold  # finished meanwhile (another driver): never retrained
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), device, job.save_checkpoint)
+    return job.fold
+
+
+def connect():
+    """The running Ray session, a cluster at RAY_ADDRESS, or a new local one."""
+    import ray
+
+    if not ray.is_initialized():
+        ray.init(address=os.environ.get("RAY_ADDRESS") or None, include_dashboard=False, log_to_driver=False)
+    return ray
+
+
+def _run_ray(jobs: list[FoldJob], data: dict, cpus: int) -> None:
+    ray = connect()
+    gpus = ray.cluster_resources().get("GPU", 0)
+    task = ray.remote(_fold_task).options(max_retries=0, **({"num_gpus": 1} if gpus else {"num_cpus": cpus}))
+    data_ref = ray.put(data)  # one copy in the object store, shared by the tasks
+    pending = {task.remote(job, data_ref): job for job in jobs}
+    failed = []
+    with tqdm(total=len(jobs), desc=f"ray: {len(jobs)} fold jobs", leave=False) as bar:
+        while pending:
+            (ready,), _ = ray.wait(list(pending), num_returns=1)
+            job = pending.pop(ready)
+            try:
+                ray.get(ready)
+            except Exception as e:  # a task's error, re-raised by ray.get: keep going, report at the end
+                cause = getattr(e, "cause", None) or e
+                failed.append(f"{job}: {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}")
+            bar.update(1)
+    if failed:
+        raise FoldJobsFailed(f"{len(failed)} of {len(jobs)} fold jobs failed (the others finished):\n" + "\n".join(failed))
