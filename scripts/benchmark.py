@@ -10,7 +10,8 @@ excluded) of:
    encoded separately; the logits of both paths are compared on 256 rows (must be identical);
 4. bf16 autocast vs fp32 (bf16 pays off only on a CPU with bf16 units; `precision="auto"` picks it
    there). On a CPU without them bf16 is emulated and far slower, so it runs `--bf16-steps` steps;
-5. the profile's frozen lower layers vs training every layer;
+5. the profile's frozen lower layers vs training every layer, and gradient checkpointing (the
+   memory option for large backbones) vs none, both with every layer trained;
 6. (e5-small) the trimmed vocabulary vs the full 250k-piece one, embeddings trained (freeze_layers=0).
 Results also go to runs/<profile>/results/benchmark.json.
 """
@@ -69,6 +70,7 @@ def main() -> None:
         "msd_k5": m(msd_k=5),
         "rows_encoded_separately": m(group_sentences=False),
         "all_layers_trained": m(freeze_layers=0),
+        "all_layers_checkpointed": m(freeze_layers=0, gradient_checkpointing=True),
         "bf16": m(steps=args.bf16_steps, precision="bf16"),
         "fp32_same_steps": m(steps=args.bf16_steps, precision="fp32"),
     }
@@ -86,6 +88,7 @@ def main() -> None:
         "msd_k5_over_k1_step_time": r("msd_k5", "msd_k1", "seconds_per_step"),
         "shared_rows_speedup": r("bucketed_dynamic", "rows_encoded_separately"),
         "frozen_layers_speedup": r("bucketed_dynamic", "all_layers_trained"),
+        "checkpointing_step_time": r("all_layers_checkpointed", "all_layers_trained", "seconds_per_step"),
         "bf16_over_fp32_examples_per_s": r("bf16", "fp32_same_steps"),
     }
     if name == "e5-small":
@@ -96,6 +99,7 @@ def main() -> None:
     print(f"  K=5 over K=1 step time: {s['msd_k5_over_k1_step_time']:.3f}x (goal <= 1.10x)")
     print(f"  shared unmasked rows encoded once: {s['shared_rows_speedup']:.2f}x examples/s; max |logit difference| {res['logits_max_abs_diff_shared_rows']:.2e}")
     print(f"  embeddings + lowest {S.prof.train.freeze_layers} layers frozen vs all trained: {s['frozen_layers_speedup']:.2f}x examples/s")
+    print(f"  gradient checkpointing over none, all layers trained: {s['checkpointing_step_time']:.2f}x step time")
     print(f"  bf16 over fp32 ({args.bf16_steps} steps): {s['bf16_over_fp32_examples_per_s']:.2f}x examples/s; `auto` picks {s['auto_precision_here']} here")
     if name == "e5-small":
         print(f"  trimmed ({res['vocab_sizes']['trimmed']}) over full ({res['vocab_sizes']['full']}) vocabulary step time, embeddings trained: {s['trimmed_over_full_vocab_step_time']:.2f}x")

@@ -28,13 +28,18 @@ PAPER_BACKBONES = {
 }
 
 
-def measured(profile: str) -> list[dict]:
-    """One row per trained fold of the profile: wall seconds, per epoch (as far as it ran), examples/s."""
-    from lib.config import RunPaths
+def measured(profile: str, data: dict) -> list[dict]:
+    """One row per trained fold of the profile that the current code and data would reuse (folds
+    left by older code sit under other keys and are skipped): wall seconds, per epoch (as far as it
+    ran), examples/s."""
+    from lib.config import RunPaths, TrainConfig
+    from lib.train import run_dir
 
-    rows = []
-    for done in sorted(RunPaths(profile).models.glob("*/fold*/done.json")):
+    rows, paths = [], RunPaths(profile)
+    for done in sorted(paths.models.glob("*/fold*/done.json")):
         d = json.loads(done.read_text())
+        if run_dir(paths, TrainConfig(**d["config"]), data, d["backbone_path"]) != done.parent.parent:
+            continue
         cfg, epochs_run = d["config"], (d["history"][-1]["epoch"] if d["history"] else d["config"]["epochs"])
         rows.append({"backbone": Path(cfg["backbone"]).name, "mode": cfg["mode"], "epochs": cfg["epochs"], "fold": d["fold"], "precision": d.get("precision", "fp32"),
                      "seconds": d["seconds"], "seconds_per_epoch": d["seconds"] / epochs_run, "examples_per_s": d["train_examples"] / d["seconds"]})
@@ -43,6 +48,7 @@ def measured(profile: str) -> list[dict]:
 
 def main() -> None:
     import pandas as pd
+    from transformers import AutoTokenizer
 
     from lib import study
 
@@ -52,14 +58,14 @@ def main() -> None:
     ap.add_argument("--gpus", type=int, nargs="+", default=[1, 4, 8])
     args = ap.parse_args()
     S = study.setup(args.profile)
-    m = pd.DataFrame(measured(args.profile))
+    m = pd.DataFrame(measured(args.profile, S.data))
     if len(m):
         print(f"Measured ({study.hardware()}): seconds per fold run, and per epoch, mean over folds")
         print(m.groupby(["backbone", "mode", "epochs", "precision"])[["seconds", "seconds_per_epoch", "examples_per_s"]].agg(["mean", "count"]).round(1).to_string())
     from lib.config import get_profile
 
     paper = get_profile("paper")
-    tok = __import__("transformers").AutoTokenizer.from_pretrained(S.backbone_dir("e5-small"))
+    tok = AutoTokenizer.from_pretrained(S.backbone_dir("e5-small"))
     mean_tokens = float(np.mean([len(x) for x in tok(list(S.train["sentence"]))["input_ids"]]))
     rows_per_fold = len(S.train) * (1 - 1 / paper.n_folds) * (1 - paper.train.inner_val)
     print(f"\nESTIMATE for the paper profile at {args.tflops:.0f} TFLOP/s sustained ({mean_tokens:.1f} tokens per row, {rows_per_fold:.0f} training rows per fold):")
@@ -74,7 +80,7 @@ def main() -> None:
             plan.append({"backbone": b, "mode": mode, "epochs": cfg.epochs, "GPU-minutes per fold": round(minutes, 1), "GPU-minutes, 5 folds": round(5 * minutes, 1)})
             total += 5 * minutes
     print(pd.DataFrame(plan).to_string(index=False))
-    print("wall time of chapter 02's paper runs: " + ", ".join(f"{g} GPU(s) ~{total / g:.0f} min" for g in args.gpus) + " (fold jobs are independent: python -m lib.train per job)")
+    print("wall time of chapter 02's paper runs: " + ", ".join(f"{g} GPU(s) ~{total / g:.0f} min" for g in args.gpus) + " (fold jobs are independent: one Ray task each with `--executor ray`, or python -m lib.train per job)")
     e5 = m[(m["backbone"].str.startswith("e5-small"))] if len(m) else m
     if len(e5):
         e5_params = 12 * (4 * 384**2 + 2 * 384 * 1536)
