@@ -1,29 +1,32 @@
 #!/usr/bin/env bash
 # Run the whole study: every numbered notebook in notebooks/, in order, under papermill.
 #
-#   ./run_all.sh [--profile smoke|cpu|paper] [--only NN[,NN...]] [--force] [--data-dir DIR]
+#   ./run_all.sh [--profile smoke|cpu|paper] [--only NN[,NN...]] [--force] [--data-dir DIR] [--executor serial|ray]
 #
 # The profile (default: cpu) is injected into each notebook's `parameters` cell. Executed copies
 # go to runs/<profile>/notebooks/, never over the sources. The cpu profile writes the committed
 # figures in figures/ and readable chapter pages in reports/ (HTML with outputs, working offline);
 # other profiles write theirs under runs/<profile>/.
 # --force retrains folds even when cached artifacts match; --data-dir validates and uses another
-# copy of the RuSentNE-23 files (same file names) instead of data/raw.
+# copy of the RuSentNE-23 files (same file names) instead of data/raw. --executor ray trains fold
+# jobs as Ray tasks (RAY_ADDRESS: an existing cluster; otherwise a local one); see lib/executors.py.
 set -euo pipefail
 
 profile=cpu only="" force=False data_dir=""
-usage() { sed -n '2,11p' "$0" | sed 's/^# \{0,1\}//'; }
+usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:?--profile needs a value}; shift 2 ;;
     --only) only=${2:?--only needs a value}; shift 2 ;;
     --force) force=True; shift ;;
     --data-dir) data_dir=${2:?--data-dir needs a value}; shift 2 ;;
+    --executor) export HAMAM_EXECUTOR=${2:?--executor needs a value}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
     *) echo "run_all.sh: unknown argument '$1'" >&2; usage >&2; exit 2 ;;
   esac
 done
 case "$profile" in smoke|cpu|paper) ;; *) echo "run_all.sh: unknown profile '$profile' (smoke|cpu|paper)" >&2; exit 2 ;; esac
+case "${HAMAM_EXECUTOR:-serial}" in serial|ray) ;; *) echo "run_all.sh: unknown executor '$HAMAM_EXECUTOR' (serial|ray)" >&2; exit 2 ;; esac
 if [ -n "$data_dir" ]; then  # relative to where the user stands, not to notebooks/
   data_dir=$(cd "$data_dir" 2>/dev/null && pwd) || { echo "run_all.sh: --data-dir: no such directory" >&2; exit 2; }
 fi

@@ -92,3 +92,5 @@ def test_run_all_rejects_bad_data_with_one_line(tmp_path):
 def test_run_all_rejects_unknown_arguments():
     r = subprocess.run(["./run_all.sh", "--profile", "gpu"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown profile" in r.stderr
+    r = subprocess.run(["./run_all.sh", "--executor", "dask"], cwd=ROOT, capture_output=True, text=True)
+    assert r.returncode == 2 and "unknown executor 'dask'" in r.stderr
