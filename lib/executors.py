@@ -54,7 +54,7 @@ def run(jobs: list[FoldJob], data: dict, executor: str = "serial", device=None, 
         return _run_ray(jobs, data, cpus)
     from . import train
 
-    for job in tqdm(jobs, desc=f"{Path(jobs[0].cfg.backbone).name} {jobs[0].cfg.mode} folds", leave=False):
+    for job in tqdm(jobs, desc=f"{len(jobs)} fold jobs", leave=False):
         train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), device or train.pick_device("auto"), job.save_checkpoint)
 
 
@@ -95,8 +95,9 @@ def _run_ray(jobs: list[FoldJob], data: dict, cpus: int) -> None:
             try:
                 ray.get(ready)
             except Exception as e:  # a task's error, re-raised by ray.get: keep going, report at the end
-                cause = getattr(e, "cause", None) or e
-                failed.append(f"{job}: {type(cause).__name__}: {str(cause).strip().splitlines()[0] if str(cause).strip() else ''}")
+                cause = getattr(e, "cause", None) or e  # RayTaskError wraps the task's own exception
+                first = (str(cause).strip().splitlines() or [""])[0]
+                failed.append(f"{job}: {type(cause).__name__}: {first}")
             bar.update(1)
     if failed:
         raise FoldJobsFailed(f"{len(failed)} of {len(jobs)} fold jobs failed (the others finished):\n" + "\n".join(failed))
