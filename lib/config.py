@@ -215,7 +215,7 @@ class RunPaths:
 
     def __post_init__(self):
         # HAMAM_RUNS_DIR: shared storage that every fold job (e.g. Ray workers on other nodes) sees
-        self.root = Path(os.environ.get("HAMAM_RUNS_DIR") or ROOT / "runs") / self.profile
+        self.root = _env_dir("HAMAM_RUNS_DIR", ROOT / "runs") / self.profile
 
     @property
     def figures(self) -> Path:
@@ -236,9 +236,20 @@ class RunPaths:
     @property
     def cache(self) -> Path:
         # built backbones (e5-small, navec-bert, tiny-random) are shared across runs and profiles
-        return Path(os.environ.get("HAMAM_CACHE_DIR") or ROOT / ".cache" / "backbones")
+        return _env_dir("HAMAM_CACHE_DIR", ROOT / ".cache" / "backbones")
 
     def make(self) -> "RunPaths":
         for p in (self.figures, self.processed, self.models, self.results, self.cache):
             p.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def _env_dir(var: str, default: Path) -> Path:
+    """A directory from the environment; absolute only, since notebooks, workers and the CLI run in different places."""
+    value = os.environ.get(var)
+    if not value:
+        return default
+    path = Path(value).expanduser()
+    if not path.is_absolute():
+        raise ValueError(f"{var}={value!r} must be an absolute path (notebooks run in notebooks/, the CLI where you stand)")
+    return path

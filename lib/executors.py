@@ -29,6 +29,7 @@ class FoldJob:
     fold: int
     fold_dir: str
     save_checkpoint: bool = True
+    force: bool = False  # retrain even if the fold directory is complete
 
     def __str__(self) -> str:
         return f"fold {self.fold} ({Path(self.cfg.backbone).name} {self.cfg.mode})"
@@ -38,37 +39,42 @@ class FoldJobsFailed(RuntimeError):
     """Some fold jobs failed; the others finished and their directories are complete."""
 
 
-def resolve(name: str | None) -> str:
-    """HAMAM_EXECUTOR overrides the profile's choice, so notebooks switch without edits."""
-    name = os.environ.get("HAMAM_EXECUTOR") or name or "serial"
+def resolve(explicit: str | None = None, default: str | None = None) -> str:
+    """An explicit choice (argument, --executor) first, then HAMAM_EXECUTOR (so notebooks switch
+    without edits), then the profile's default."""
+    name = explicit or os.environ.get("HAMAM_EXECUTOR") or default or "serial"
     if name not in EXECUTORS:
         raise ValueError(f"executor must be one of {EXECUTORS}, got {name!r}")
     return name
 
 
-def run(jobs: list[FoldJob], data: dict, executor: str = "serial", device=None, cpus: int = 1) -> None:
-    """Train every job; raise FoldJobsFailed naming each failed fold after the others finish."""
+def run(jobs: list[FoldJob], data: dict, executor: str = "serial", device: str = "auto", cpus: int = 1) -> None:
+    """Train every job. Serially the first failure stops the loop (an ordinary exception); on Ray
+    every job runs and FoldJobsFailed names the failed folds after the others finish.
+    `device` is the profile's setting ("auto" = CUDA where the process has it, else CPU)."""
     if not jobs:
         return
-    if resolve(executor) == "ray":
-        return _run_ray(jobs, data, cpus)
-    from . import train
-
+    if executor == "ray":
+        return _run_ray(jobs, data, str(device), cpus)
     for job in tqdm(jobs, desc=f"{len(jobs)} fold jobs", leave=False):
-        train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), device or train.pick_device("auto"), job.save_checkpoint)
+        _train(job, data, str(device))
 
 
-def _fold_task(job: FoldJob, data: dict) -> int:
-    """Body of one Ray task (runs in a worker process, possibly on another node)."""
-    import torch
-
+def _train(job: FoldJob, data: dict, device: str) -> None:
     from . import train
 
     done = Path(job.fold_dir) / "done.json"
-    if train._cached(done, job.cfg, need_checkpoint=job.save_checkpoint):
+    done.unlink(missing_ok=True)  # a retrain that dies half-way must not leave the old marker beside new files
+    train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), train.pick_device(device), job.save_checkpoint)
+
+
+def _fold_task(job: FoldJob, data: dict, device: str) -> int:
+    """Body of one Ray task (runs in a worker process, possibly on another node)."""
+    from . import train
+
+    if not job.force and train._cached(Path(job.fold_dir) / "done.json", job.cfg, need_checkpoint=job.save_checkpoint):
         return job.fold  # finished meanwhile (another driver): never retrained
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), device, job.save_checkpoint)
+    _train(job, data, device)
     return job.fold
 
 
@@ -81,12 +87,12 @@ def connect():
     return ray
 
 
-def _run_ray(jobs: list[FoldJob], data: dict, cpus: int) -> None:
+def _run_ray(jobs: list[FoldJob], data: dict, device: str, cpus: int) -> None:
     ray = connect()
-    gpus = ray.cluster_resources().get("GPU", 0)
-    task = ray.remote(_fold_task).options(max_retries=0, **({"num_gpus": 1} if gpus else {"num_cpus": cpus}))
+    use_gpu = ray.cluster_resources().get("GPU", 0) > 0 and (device == "auto" or device.startswith("cuda"))
+    task = ray.remote(_fold_task).options(max_retries=0, **({"num_gpus": 1} if use_gpu else {"num_cpus": cpus}))
     data_ref = ray.put(data)  # one copy in the object store, shared by the tasks
-    pending = {task.remote(job, data_ref): job for job in jobs}
+    pending = {task.remote(job, data_ref, device): job for job in jobs}
     failed = []
     with tqdm(total=len(jobs), desc=f"ray: {len(jobs)} fold jobs", leave=False) as bar:
         while pending:

@@ -29,6 +29,8 @@ def add_overlap_flags(df: pd.DataFrame, train: pd.DataFrame) -> pd.DataFrame:
 
 
 def subset_mask(df: pd.DataFrame, subset: str) -> np.ndarray:
+    """Rows of a subset: SUBSETS (the ones every score table reports), or `repeated` (the entity
+    string occurs again in the sentence as a whole word, counted over the whole sentence)."""
     if subset == "all":
         return np.ones(len(df), dtype=bool)
     if subset == "repeated":  # the entity string occurs again in the sentence (what `mask_mentions` is about)

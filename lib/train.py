@@ -306,7 +306,7 @@ def fold_jobs(profile: Profile, cfg: TrainConfig, data: dict, folds, save_checkp
     backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
     root = run_dir(paths, cfg, data, backbone)
     todo = [k for k in folds if force or not _cached(root / f"fold{k}" / "done.json", cfg, need_checkpoint=save_checkpoints)]
-    return root, [executors.FoldJob(cfg, backbone, k, str(root / f"fold{k}"), save_checkpoints) for k in todo]
+    return root, [executors.FoldJob(cfg, backbone, k, str(root / f"fold{k}"), save_checkpoints, force) for k in todo]
 
 
 def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_checkpoints: bool = True, force: bool = False, device=None, executor=None) -> KFoldResult:
@@ -315,7 +315,7 @@ def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_c
     Folds run in this process or as Ray tasks (`executor`, default the profile's; see lib.executors)."""
     folds = list(range(profile.n_folds)) if folds is None else list(folds)
     root, jobs = fold_jobs(profile, cfg, data, folds, save_checkpoints, force)
-    executors.run(jobs, data, executor or profile.executor, device or pick_device(profile.device), profile.executor_cpus)
+    executors.run(jobs, data, executors.resolve(executor, profile.executor), device or profile.device, profile.executor_cpus)
     return read_kfold(cfg, data, root, folds)
 
 
@@ -416,20 +416,20 @@ def main(argv=None) -> int:
     profile, folds, force, no_ckpt, executor = (args.pop(k) for k in ("profile", "folds", "force", "no_checkpoints", "executor"))
     try:
         prof = get_profile(profile)
-        names, modes = args.pop("backbone", prof.train.backbone).split(","), args.pop("mode", prof.train.mode).split(",")
+        names, modes = (list(dict.fromkeys(args.pop(k, getattr(prof.train, k)).split(","))) for k in ("backbone", "mode"))  # no job twice
         cfgs = [prof.config_for(b, **args, mode=m) for b in names for m in modes]
         fold_ids = prof.main_folds if folds is None else [int(k) for k in folds.split(",")]
         bad = [k for k in fold_ids if not 0 <= k < prof.n_folds]
         if bad:
             raise ValueError(f"--folds: {bad} not in 0..{prof.n_folds - 1}")
-        executors.resolve(executor or prof.executor)
+        executor = executors.resolve(executor, prof.executor)
     except ValueError as e:
         print(f"python -m lib.train: {e}", file=sys.stderr)
         return 2
     data = load_prepared(prof)
     planned = [(cfg, *fold_jobs(prof, cfg, data, fold_ids, not no_ckpt, force)) for cfg in cfgs]
     try:
-        executors.run([j for _, _, jobs in planned for j in jobs], data, executor or prof.executor, pick_device(prof.device), prof.executor_cpus)
+        executors.run([j for _, _, jobs in planned for j in jobs], data, executor, prof.device, prof.executor_cpus)
     except executors.FoldJobsFailed as e:
         print(f"python -m lib.train: {e}", file=sys.stderr)
         return 1

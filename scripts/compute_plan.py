@@ -38,7 +38,11 @@ def measured(profile: str, data: dict) -> list[dict]:
     rows, paths = [], RunPaths(profile)
     for done in sorted(paths.models.glob("*/fold*/done.json")):
         d = json.loads(done.read_text())
-        if run_dir(paths, TrainConfig(**d["config"]), data, d["backbone_path"]) != done.parent.parent:
+        try:
+            current = run_dir(paths, TrainConfig(**d["config"]), data, d["backbone_path"]) == done.parent.parent
+        except (TypeError, KeyError, ValueError):  # written by older code (other fields or rules)
+            current = False
+        if not current:
             continue
         cfg, epochs_run = d["config"], (d["history"][-1]["epoch"] if d["history"] else d["config"]["epochs"])
         rows.append({"backbone": Path(cfg["backbone"]).name, "mode": cfg["mode"], "epochs": cfg["epochs"], "fold": d["fold"], "precision": d.get("precision", "fp32"),

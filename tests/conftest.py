@@ -7,6 +7,13 @@ import pytest
 from lib.config import RAW_DIR
 
 
+@pytest.fixture(autouse=True)
+def _no_outside_executor_or_storage(monkeypatch):
+    """A developer's exported HAMAM_* settings must not move the tests' runs or executor."""
+    for var in ("HAMAM_EXECUTOR", "HAMAM_RUNS_DIR", "HAMAM_CACHE_DIR", "RAY_ADDRESS"):
+        monkeypatch.delenv(var, raising=False)
+
+
 @pytest.fixture
 def raw_copy(tmp_path) -> Path:
     """A writable copy of the first rows of every split, same file names as data/raw."""

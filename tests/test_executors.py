@@ -58,6 +58,9 @@ def test_ray_folds_match_the_serial_run_and_are_not_retrained(smoke, ray_cluster
     assert root == par.root and jobs == []  # done folds are never submitted again
     T.run_kfold(prof, cfg, data, executor="ray")
     assert stamps == [(par.root / f"fold{k}" / "done.json").stat().st_mtime_ns for k in par.folds]
+    again = T.run_kfold(prof, cfg, data, folds=[1], executor="ray", force=True)  # force retrains on Ray too
+    assert (par.root / "fold1" / "done.json").stat().st_mtime_ns != stamps[1]
+    assert np.array_equal(again.logits["validation"][0], serial.logits["validation"][1])
 
 
 def test_a_failed_fold_is_named_and_the_others_finish(smoke, ray_cluster, runs_dir, tmp_path):
@@ -72,10 +75,11 @@ def test_a_failed_fold_is_named_and_the_others_finish(smoke, ray_cluster, runs_d
     assert json.loads((root / "fold0" / "done.json").read_text())["fold"] == 0 and not (root / "fold1").exists()
 
 
-def test_executor_is_chosen_by_profile_cli_or_environment(monkeypatch):
-    assert executors.resolve(None) == "serial" and executors.resolve("ray") == "ray"
+def test_executor_is_chosen_by_argument_then_environment_then_profile(monkeypatch):
+    assert executors.resolve() == "serial" and executors.resolve(None, "ray") == "ray"
     monkeypatch.setenv("HAMAM_EXECUTOR", "ray")
-    assert executors.resolve("serial") == "ray"  # the environment switches notebooks without edits
+    assert executors.resolve(None, "serial") == "ray"  # the environment switches notebooks without edits
+    assert executors.resolve("serial", "ray") == "serial"  # an explicit choice wins
     monkeypatch.setenv("HAMAM_EXECUTOR", "slurm")
     with pytest.raises(ValueError, match="executor must be one of"):
         executors.resolve(None)
@@ -83,3 +87,13 @@ def test_executor_is_chosen_by_profile_cli_or_environment(monkeypatch):
     with pytest.raises(SystemExit) as e:
         T.main(["--profile", "smoke", "--executor", "dask"])
     assert e.value.code == 2
+
+
+def test_shared_storage_directories_must_be_absolute(monkeypatch, tmp_path):
+    from lib.config import RunPaths
+
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    assert RunPaths("smoke").models == tmp_path / "smoke" / "models"
+    monkeypatch.setenv("HAMAM_CACHE_DIR", "relative/cache")
+    with pytest.raises(ValueError, match="HAMAM_CACHE_DIR='relative/cache' must be an absolute path"):
+        RunPaths("smoke").cache

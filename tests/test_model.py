@@ -87,9 +87,12 @@ def test_mask_mentions_hides_every_mention_but_pools_the_labelled_span(checkpoin
     model.eval()
     x = collate([ex], tok.pad_token_id)
     with torch.no_grad():
-        both = model(**x)
-        only_span = model(**{k: v for k, v in x.items() if k != "mention_mask"})
-    assert not torch.allclose(both, only_span)
+        for mode in ("masked", "hamam"):
+            every, only_span = model(**x, mode=mode), model(**{k: v for k, v in x.items() if k != "mention_mask"}, mode=mode)
+            assert not torch.allclose(every, only_span)
+        unmasked = model(**x, mode="unmasked")
+        assert torch.equal(unmasked, model(**{k: v for k, v in x.items() if k != "mention_mask"}, mode="unmasked"))
+        assert torch.allclose(model(**x, mode="hamam"), (unmasked + model(**x, mode="masked")) / 2, atol=1e-5)
 
 
 def test_mask_mentions_needs_a_masked_copy():

@@ -55,8 +55,9 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     assert (fold0 / "checkpoint" / "config.json").is_file() and (fold0 / "checkpoint" / "hamam_head.safetensors").is_file()
     stamp = (fold0 / "done.json").stat().st_mtime_ns
 
-    calls = []
-    monkeypatch.setattr(T, "_train_fold", lambda *a, **k: calls.append(a))
+    calls, meta0 = [], (fold0 / "done.json").read_text()
+    # a stand-in for training: records the call and puts fold 0's marker back (a retrain removes it first)
+    monkeypatch.setattr(T, "_train_fold", lambda *a, **k: (calls.append(a), (a[4] / "done.json").write_text(meta0)))
     again = T.run_kfold(prof, cfg, data)
     assert calls == [] and np.array_equal(again.oof, res.oof)  # nothing retrained
     assert (fold0 / "done.json").stat().st_mtime_ns == stamp
@@ -148,6 +149,7 @@ def test_mask_mentions_reaches_training_through_the_config(smoke):
     enc = T.encode_df(tok, tr, cfg)
     assert all(len(e["mention_mask"]) == len(e["input_ids"]) for e in enc)
     assert all(all(m >= p for m, p in zip(e["mention_mask"], e["entity_mask"])) for e in enc)  # a superset of the span
+    assert sum(e["mention_mask"] != e["entity_mask"] for e in enc) >= 1  # smoke train has repeated entities
     assert "mention_mask" not in T.encode_df(tok, tr.head(5), prof.train_config())[0]
     assert "mention_mask" in T.collate(enc[:4], tok.pad_token_id)
     assert T.run_dir(T.RunPaths("smoke"), cfg, data, bb) != T.run_dir(T.RunPaths("smoke"), prof.train_config(), data, bb)
