@@ -13,7 +13,7 @@ excluded) of:
 5. the profile's frozen lower layers vs training every layer, and gradient checkpointing (the
    memory option for large backbones) vs none, both with every layer trained;
 6. (e5-small) the trimmed vocabulary vs the full 250k-piece one, embeddings trained (freeze_layers=0).
-Results also go to runs/<profile>/results/benchmark.json.
+Results also go to benchmark.json beside the profile's figures (figures/ for the cpu profile).
 """
 from __future__ import annotations
 
@@ -103,7 +103,7 @@ def main() -> None:
     print(f"  bf16 over fp32 ({args.bf16_steps} steps): {s['bf16_over_fp32_examples_per_s']:.2f}x examples/s; `auto` picks {s['auto_precision_here']} here")
     if name == "e5-small":
         print(f"  trimmed ({res['vocab_sizes']['trimmed']}) over full ({res['vocab_sizes']['full']}) vocabulary step time, embeddings trained: {s['trimmed_over_full_vocab_step_time']:.2f}x")
-    out = S.paths.results / "benchmark.json"
+    out = S.paths.figures / "benchmark.json"
     out.write_text(json.dumps(res, indent=2))
     print("written", out)
 
