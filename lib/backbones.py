@@ -228,10 +228,10 @@ def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:
         return name
     if sentences is None:
         raise ValueError(f"backbone {name!r} is built from the corpus: pass its sentences")
-    from .config import ROOT
+    from .config import backbone_cache
 
     sentences = sorted(set(sentences))
-    out = Path(cache_dir or ROOT / ".cache" / "backbones") / f"{name}-{build_key(name, sentences)}"
+    out = Path(cache_dir or backbone_cache()) / f"{name}-{build_key(name, sentences)}"
     if not (out / CONTENT_FILE).is_file():
         out.parent.mkdir(parents=True, exist_ok=True)
         BUILDERS[name](sentences, out)

@@ -235,13 +235,17 @@ class RunPaths:
 
     @property
     def cache(self) -> Path:
-        # built backbones (e5-small, navec-bert, tiny-random) are shared across runs and profiles
-        return _env_dir("HAMAM_CACHE_DIR", ROOT / ".cache" / "backbones")
+        return backbone_cache()
 
     def make(self) -> "RunPaths":
         for p in (self.figures, self.processed, self.models, self.results, self.cache):
             p.mkdir(parents=True, exist_ok=True)
         return self
+
+
+def backbone_cache() -> Path:
+    """Built backbones (e5-small, navec-bert, tiny-random), shared across runs and profiles."""
+    return _env_dir("HAMAM_CACHE_DIR", ROOT / ".cache" / "backbones")
 
 
 def _env_dir(var: str, default: Path) -> Path:

@@ -338,9 +338,7 @@ def read_kfold(cfg: TrainConfig, data: dict, root: Path, folds) -> KFoldResult:
 
 def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int, need_checkpoint: bool = False) -> bool:
     """Whether `run_kfold` would reuse this fold instead of training it."""
-    paths = RunPaths(profile.name)
-    backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
-    return _cached(run_dir(paths, cfg, data, backbone) / f"fold{fold}" / "done.json", cfg, need_checkpoint)
+    return not fold_jobs(profile, cfg, data, [fold], need_checkpoint)[1]
 
 
 def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False) -> bool:

@@ -7,12 +7,13 @@ from __future__ import annotations
 import argparse
 import json
 
+from lib import study
 from lib.study import results_path
 
 
 def fmt(v: list[float]) -> str:
     if len(v) == 3:
-        return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+        return study.fmt(*v)
     return ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v)
 
 

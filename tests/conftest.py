@@ -7,6 +7,16 @@ import pytest
 from lib.config import RAW_DIR
 
 
+@pytest.fixture(scope="module")
+def smoke():
+    """The smoke profile and its prepared tables (one module's tests share them)."""
+    from lib.config import get_profile
+    from lib.folds import prepare
+
+    prof = get_profile("smoke")
+    return prof, prepare(prof)
+
+
 @pytest.fixture(autouse=True)
 def _no_outside_executor_or_storage(monkeypatch):
     """A developer's exported HAMAM_* settings must not move the tests' runs or executor."""

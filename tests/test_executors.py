@@ -9,14 +9,6 @@ import torch
 
 from lib import executors
 from lib import train as T
-from lib.config import get_profile
-from lib.folds import prepare
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    prof = get_profile("smoke")
-    return prof, prepare(prof)
 
 
 @pytest.fixture(scope="module")
@@ -90,10 +82,12 @@ def test_executor_is_chosen_by_argument_then_environment_then_profile(monkeypatc
 
 
 def test_shared_storage_directories_must_be_absolute(monkeypatch, tmp_path):
-    from lib.config import RunPaths
+    from lib.config import RunPaths, backbone_cache
 
     monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
     assert RunPaths("smoke").models == tmp_path / "smoke" / "models"
+    monkeypatch.setenv("HAMAM_CACHE_DIR", str(tmp_path / "cache"))
+    assert RunPaths("smoke").cache == backbone_cache() == tmp_path / "cache"  # backbones.resolve's default too
     monkeypatch.setenv("HAMAM_CACHE_DIR", "relative/cache")
     with pytest.raises(ValueError, match="HAMAM_CACHE_DIR='relative/cache' must be an absolute path"):
         RunPaths("smoke").cache

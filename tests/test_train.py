@@ -5,14 +5,6 @@ import numpy as np
 import pytest
 
 from lib import train as T
-from lib.config import get_profile
-from lib.folds import prepare
-
-
-@pytest.fixture(scope="module")
-def smoke():
-    prof = get_profile("smoke")
-    return prof, prepare(prof)
 
 
 def test_bucketing_covers_every_index_once_and_pads_less():
