@@ -9,6 +9,7 @@ Every key token falls in exactly one group, in this order of precedence:
 Queries: the first token ([CLS]) and the entity tokens (their attention rows averaged).
 Layers and heads are numbered from 1 in every table, figure and text this module makes.
 """
+
 from __future__ import annotations
 
 import re
@@ -42,7 +43,11 @@ PAD_GROUP = -1
 
 def context_words(sentence: str, start: int, end: int) -> list[str]:
     """Lowercased words of the sentence outside the entity span (the entity itself carries no sentiment)."""
-    return [m.group().lower() for m in WORD.finditer(sentence) if (m.end() <= start or m.start() >= end) and m.group()[0].isalpha()]
+    return [
+        m.group().lower()
+        for m in WORD.finditer(sentence)
+        if (m.end() <= start or m.start() >= end) and m.group()[0].isalpha()
+    ]
 
 
 def sentiment_lexicon(train: pd.DataFrame, k: int = 100, min_count: int = 3, alpha: float = 0.5) -> pd.DataFrame:
@@ -65,7 +70,16 @@ def sentiment_lexicon(train: pd.DataFrame, k: int = 100, min_count: int = 3, alp
         odds = lambda n: np.log((n + alpha) / (n.sum() + a0 - n - alpha))
         log_odds = odds(n1) - odds(n0)
         z = log_odds / np.sqrt(1 / (n1 + alpha) + 1 / (n0 + alpha))
-        df = pd.DataFrame({"word": vocab, "label": lab, "count": n1.astype(int), "neutral_count": n0.astype(int), "log_odds": log_odds, "z": z})
+        df = pd.DataFrame(
+            {
+                "word": vocab,
+                "label": lab,
+                "count": n1.astype(int),
+                "neutral_count": n0.astype(int),
+                "log_odds": log_odds,
+                "z": z,
+            }
+        )
         df = df[(df["count"] >= min_count) & (df["log_odds"] > 0)]
         out.append(df.sort_values(["z", "word"], ascending=[False, True]).head(k))
     return pd.concat(out, ignore_index=True)
@@ -90,7 +104,9 @@ def encode_groups(tokenizer, df: pd.DataFrame, max_length: int, lexicon) -> list
         if len(keep) > len(ex["input_ids"]):
             ent_full = hm.entity_token_mask(offsets, special, int(starts[i]), int(ends[i]))
             keep = hm.window(ent_full, special, max_length)
-        assert [full["input_ids"][i][j] for j in keep] == ex["input_ids"], "token groups out of step with lib.model.encode"
+        assert [full["input_ids"][i][j] for j in keep] == ex["input_ids"], (
+            "token groups out of step with lib.model.encode"
+        )
         # character -> its word (lowercased); a sub-word token takes the word its first non-space
         # character is in (sentencepiece offsets, as in XLM-R's, start at the space before a word)
         word_at = [None] * (len(sents[i]) + 1)
@@ -186,8 +202,15 @@ def input_x_gradient(model: hm.HamamModel, x: dict, mode: str):
     return attr.detach(), logits.detach().cpu(), att.detach().cpu()
 
 
-def analyse(model: hm.HamamModel, examples: list[dict], pad_id: int, mode: str, batch_size: int = 32, desc: str | None = None,
-            attribution: bool = True) -> dict:
+def analyse(
+    model: hm.HamamModel,
+    examples: list[dict],
+    pad_id: int,
+    mode: str,
+    batch_size: int = 32,
+    desc: str | None = None,
+    attribution: bool = True,
+) -> dict:
     """One pass over the examples (length-bucketed, dynamic padding). Per row:
 
     masses      (N, L, H, 2, 4)  attention mass from each query to each group, per layer and head
@@ -222,8 +245,16 @@ def analyse(model: hm.HamamModel, examples: list[dict], pad_id: int, mode: str, 
         if attribution:
             rows = query_rows(att[:, -1].mean(1), x["entity_mask"])  # (B, 2, T): last layer, heads averaged
             context = groups >= GROUPS.index("sentiment")
-            part["spearman"] = np.array([[_spearman(rows[i, q][context[i]], attr[i][context[i]]) for q in range(len(QUERIES))] for i in range(len(b))], dtype=float)
-            part["attribution"] = (torch.einsum("bt,btg->bg", attr, onehot) / attr.sum(1, keepdim=True).clamp(min=1e-12)).numpy()
+            part["spearman"] = np.array(
+                [
+                    [_spearman(rows[i, q][context[i]], attr[i][context[i]]) for q in range(len(QUERIES))]
+                    for i in range(len(b))
+                ],
+                dtype=float,
+            )
+            part["attribution"] = (
+                torch.einsum("bt,btg->bg", attr, onehot) / attr.sum(1, keepdim=True).clamp(min=1e-12)
+            ).numpy()
         if out is None:
             out = {k: np.zeros((len(examples),) + v.shape[1:], dtype=v.dtype) for k, v in part.items()}
         for k, v in part.items():
@@ -244,8 +275,14 @@ def masses_frame(results: dict) -> pd.DataFrame:
     for (name, mode), r in results.items():
         m = r["masses"]  # (N, L, H, Q, G)
         _, L, H, _, _ = m.shape
-        idx = pd.MultiIndex.from_product([range(1, L + 1), range(1, H + 1), QUERIES, GROUPS], names=["layer", "head", "query", "group"])
-        frames.append(pd.DataFrame({"mass": m.mean(0).ravel(), "sd": m.std(0).ravel(), "n": len(m)}, index=idx).reset_index().assign(model=name, mode=mode))
+        idx = pd.MultiIndex.from_product(
+            [range(1, L + 1), range(1, H + 1), QUERIES, GROUPS], names=["layer", "head", "query", "group"]
+        )
+        frames.append(
+            pd.DataFrame({"mass": m.mean(0).ravel(), "sd": m.std(0).ravel(), "n": len(m)}, index=idx)
+            .reset_index()
+            .assign(model=name, mode=mode)
+        )
     cols = ["model", "mode", "query", "group", "layer", "head", "mass", "sd", "n"]
     return pd.concat(frames, ignore_index=True)[cols]
 
@@ -268,7 +305,9 @@ def example_view(model: hm.HamamModel, tokenizer, example: dict, mode: str, deci
     return tuple(att[:, layer] for layer in range(att.shape[1])), tokenizer.convert_ids_to_tokens(ids[0].tolist())
 
 
-def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens: int = 10, max_tokens: int = 32) -> dict[str, int]:
+def pick_examples(
+    df: pd.DataFrame, n_tokens, pred, score, min_tokens: int = 10, max_tokens: int = 32
+) -> dict[str, int]:
     """Row positions of one negative, positive and neutral example and one whose entity string occurs
     again in the sentence: readable (length, and not boilerplate such as "Фото: Reuters Фото: Reuters")
     and correctly predicted where possible, then the most confident. Constraints are dropped one by
@@ -317,12 +356,14 @@ def token_table(model: hm.HamamModel, tokenizer, example: dict, mode: str) -> pd
     attr, _, att = input_x_gradient(model, x, mode)
     row = query_rows(att[:, -1].mean(1), x["entity_mask"])[0, QUERIES.index("entity")]
     ids = hm.mask_entity(x["input_ids"], x["entity_mask"], model.mask_token_id) if mode == "masked" else x["input_ids"]
-    return pd.DataFrame({
-        "token": tokenizer.convert_ids_to_tokens(ids[0].tolist()),
-        "group": [GROUPS[g] for g in example["groups"]],
-        "attention (entity → token)": (row / row.sum()).numpy(),
-        "|input x gradient|": (attr[0] / attr[0].sum().clamp(min=1e-12)).numpy(),
-    })
+    return pd.DataFrame(
+        {
+            "token": tokenizer.convert_ids_to_tokens(ids[0].tolist()),
+            "group": [GROUPS[g] for g in example["groups"]],
+            "attention (entity → token)": (row / row.sum()).numpy(),
+            "|input x gradient|": (attr[0] / attr[0].sum().clamp(min=1e-12)).numpy(),
+        }
+    )
 
 
 # --- the chapter's two models and the scan over validation rows ------------------------------------
@@ -356,7 +397,9 @@ def sample_rows(n: int, k: int | None, seed: int = 0) -> np.ndarray:
 
 def token_shares(examples: list[dict]) -> pd.DataFrame:
     """Share of each row's tokens per group: what uniform attention would put on each group."""
-    return pd.DataFrame([np.bincount(e["groups"], minlength=len(GROUPS)) / len(e["groups"]) for e in examples], columns=list(GROUPS))
+    return pd.DataFrame(
+        [np.bincount(e["groups"], minlength=len(GROUPS)) / len(e["groups"]) for e in examples], columns=list(GROUPS)
+    )
 
 
 def show_layers(n_layers: int, freeze: int = 0) -> list[int]:
@@ -416,14 +459,23 @@ class Scan:
         return self.table.groupby(["model", "mode", "query", "group", "layer"], sort=False)["mass"].mean().reset_index()
 
 
-def run_scan(models: dict, examples: list[dict], pad_id: int, rows: pd.DataFrame, freeze: int = 0,
-             attribution=("fine-tuned",), batch_size: int = 32) -> Scan:
+def run_scan(
+    models: dict,
+    examples: list[dict],
+    pad_id: int,
+    rows: pd.DataFrame,
+    freeze: int = 0,
+    attribution=("fine-tuned",),
+    batch_size: int = 32,
+) -> Scan:
     """`analyse` for every condition (model x copy). Input x gradient is computed only for the
     models in `attribution` (the initial model's head is random)."""
     results, seconds = {}, {}
     for name, mode in CONDITIONS:
         t0 = time.perf_counter()
-        results[name, mode] = analyse(models[name], examples, pad_id, mode, batch_size, desc=f"{name} {mode}", attribution=name in attribution)
+        results[name, mode] = analyse(
+            models[name], examples, pad_id, mode, batch_size, desc=f"{name} {mode}", attribution=name in attribution
+        )
         seconds[f"{name} {mode}"] = round(time.perf_counter() - t0, 1)
     return Scan(results, rows.reset_index(drop=True), freeze, seconds)
 
@@ -435,13 +487,20 @@ def lexicon_top(lexicon: pd.DataFrame, k: int = 15) -> pd.DataFrame:
     """The top `k` words per polar label side by side."""
     names = {-1: "negative", 1: "positive"}
     cols = ["word", "count", "neutral_count", "z"]
-    return pd.concat({names[lab]: lexicon[lexicon["label"] == lab].head(k)[cols].reset_index(drop=True) for lab in (-1, 1)}, axis=1)
+    return pd.concat(
+        {names[lab]: lexicon[lexicon["label"] == lab].head(k)[cols].reset_index(drop=True) for lab in (-1, 1)}, axis=1
+    )
 
 
 def mean_mass_table(scan: Scan, layers=None) -> pd.DataFrame:
     """Mean mass per condition and query (rows) and group (columns), over the given layers."""
-    return pd.DataFrame({(m, mode, q): {g: scan.row_mass(m, mode, q, g, layers).mean() for g in GROUPS}
-                         for m, mode in CONDITIONS for q in QUERIES}).T.rename_axis(["model", "mode", "query"])
+    return pd.DataFrame(
+        {
+            (m, mode, q): {g: scan.row_mass(m, mode, q, g, layers).mean() for g in GROUPS}
+            for m, mode in CONDITIONS
+            for q in QUERIES
+        }
+    ).T.rename_axis(["model", "mode", "query"])
 
 
 def mass_panels(scan: Scan, query: str) -> dict:
@@ -454,7 +513,7 @@ def diff_panels(scan: Scan, kind: str) -> dict:
     copy); kind "masking": masked − unmasked, rows (query, model)."""
     out = {}
     for q in QUERIES:
-        for part in (COPIES if kind == "finetuning" else MODELS):
+        for part in COPIES if kind == "finetuning" else MODELS:
             for g in GROUPS:
                 if kind == "finetuning":
                     d = scan.grid("fine-tuned", part, q, g) - scan.grid("initial", part, q, g)
@@ -470,11 +529,21 @@ def head_gain(scan: Scan, query: str, group: str, mode: str = "unmasked", layers
     """Fine-tuned − initial mean mass per head of the given layers (the trained ones when None):
     how many heads gain, and the head that gains most, with its masses before and after."""
     layers = scan.trained if layers is None else layers
-    before, after = scan.grid("initial", mode, query, group).loc[layers], scan.grid("fine-tuned", mode, query, group).loc[layers]
+    before, after = (
+        scan.grid("initial", mode, query, group).loc[layers],
+        scan.grid("fine-tuned", mode, query, group).loc[layers],
+    )
     d = after - before
     layer, head = d.stack().idxmax()
-    return {"up": int((d > 0).to_numpy().sum()), "n": d.size, "layer": int(layer), "head": int(head),
-            "before": float(before.loc[layer, head]), "after": float(after.loc[layer, head]), "gain": float(d.loc[layer, head])}
+    return {
+        "up": int((d > 0).to_numpy().sum()),
+        "n": d.size,
+        "layer": int(layer),
+        "head": int(head),
+        "before": float(before.loc[layer, head]),
+        "after": float(after.loc[layer, head]),
+        "gain": float(d.loc[layer, head]),
+    }
 
 
 def agreement(scan: Scan) -> pd.DataFrame:
@@ -483,23 +552,35 @@ def agreement(scan: Scan) -> pd.DataFrame:
     rows = []
     for (m, mode), r in scan.results.items():
         for gi, g in enumerate(GROUPS):
-            rows.append({"model": m, "mode": mode, "group": g, "token share": r["tokens"][:, gi].mean(),
-                         "attention from [CLS], last layer": r["masses"][:, -1, :, 0, gi].mean(),
-                         "attention from entity, last layer": r["masses"][:, -1, :, 1, gi].mean(),
-                         "input x gradient": r["attribution"][:, gi].mean()})
+            rows.append(
+                {
+                    "model": m,
+                    "mode": mode,
+                    "group": g,
+                    "token share": r["tokens"][:, gi].mean(),
+                    "attention from [CLS], last layer": r["masses"][:, -1, :, 0, gi].mean(),
+                    "attention from entity, last layer": r["masses"][:, -1, :, 1, gi].mean(),
+                    "input x gradient": r["attribution"][:, gi].mean(),
+                }
+            )
     return pd.DataFrame(rows).set_index(["model", "mode", "group"])
 
 
 def spearman_long(scan: Scan) -> pd.DataFrame:
     """Per row and query: Spearman(last-layer attention row, |input x gradient|) over context tokens."""
-    parts = [pd.DataFrame({"model": m, "mode": mode, "query": q, "spearman": r["spearman"][:, qi]})
-             for (m, mode), r in scan.results.items() for qi, q in enumerate(QUERIES)]
+    parts = [
+        pd.DataFrame({"model": m, "mode": mode, "query": q, "spearman": r["spearman"][:, qi]})
+        for (m, mode), r in scan.results.items()
+        for qi, q in enumerate(QUERIES)
+    ]
     return pd.concat(parts, ignore_index=True).dropna()
 
 
 def spearman_summary(scan: Scan) -> pd.DataFrame:
     sp = spearman_long(scan)
-    return sp.groupby(["model", "mode", "query"], sort=False)["spearman"].agg(rows="size", median="median", share_positive=lambda s: (s > 0).mean())
+    return sp.groupby(["model", "mode", "query"], sort=False)["spearman"].agg(
+        rows="size", median="median", share_positive=lambda s: (s > 0).mean()
+    )
 
 
 def sentiment_by_label(scan: Scan) -> pd.DataFrame:
@@ -509,8 +590,13 @@ def sentiment_by_label(scan: Scan) -> pd.DataFrame:
     labels = scan.rows["label"].to_numpy()
     present = [lab for lab in (-1, 0, 1) if (labels == lab).any()]
     last = [scan.shape[0]]
-    out = {(m, mode, q): {names[lab]: scan.row_mass(m, mode, q, "sentiment", last)[labels == lab].mean() for lab in present}
-           for m, mode in CONDITIONS for q in QUERIES}
+    out = {
+        (m, mode, q): {
+            names[lab]: scan.row_mass(m, mode, q, "sentiment", last)[labels == lab].mean() for lab in present
+        }
+        for m, mode in CONDITIONS
+        for q in QUERIES
+    }
     tokens = next(iter(scan.results.values()))["tokens"][:, GROUPS.index("sentiment")]
     out[("uniform attention", "", "(token share)")] = {names[lab]: tokens[labels == lab].mean() for lab in present}
     return pd.DataFrame(out).T.rename_axis(["model", "mode", "query"])
@@ -545,12 +631,19 @@ def headline(scan: Scan, n_boot: int) -> dict:
         num[f"06.{key}.trained_layers.finetuned"] = cluster_mean(b, g, n_boot)
         num[f"06.{key}.trained_layers.finetuned_minus_initial"] = cluster_mean(b - a, g, n_boot)
     if scan.frozen:
-        d = scan.table[scan.table["layer"] <= scan.freeze].set_index(["model", "mode", "query", "group", "layer", "head"])["mass"]
+        d = scan.table[scan.table["layer"] <= scan.freeze].set_index(
+            ["model", "mode", "query", "group", "layer", "head"]
+        )["mass"]
         num["06.frozen_layers.max_abs_change"] = [float((d[ft] - d[init]).abs().max())]
-    shift = {m: scan.row_mass(m, "masked", "entity", CONTEXT) - scan.row_mass(m, "unmasked", "entity", CONTEXT) for m in MODELS}
+    shift = {
+        m: scan.row_mass(m, "masked", "entity", CONTEXT) - scan.row_mass(m, "unmasked", "entity", CONTEXT)
+        for m in MODELS
+    }
     num["06.masked_minus_unmasked.entity_to_context.finetuned"] = cluster_mean(shift[ft], g, n_boot)
     num["06.masked_minus_unmasked.entity_to_context.initial"] = cluster_mean(shift[init], g, n_boot)
-    num["06.masked_minus_unmasked.entity_to_context.finetuned_minus_initial"] = cluster_mean(shift[ft] - shift[init], g, n_boot)
+    num["06.masked_minus_unmasked.entity_to_context.finetuned_minus_initial"] = cluster_mean(
+        shift[ft] - shift[init], g, n_boot
+    )
     sent = scan.row_mass(ft, "masked", "entity", "sentiment") - scan.row_mass(ft, "unmasked", "entity", "sentiment")
     num["06.masked_minus_unmasked.entity_to_sentiment.finetuned"] = cluster_mean(sent, g, n_boot)
     attr = scan.results[ft, "unmasked"]["attribution"]
@@ -559,7 +652,9 @@ def headline(scan: Scan, n_boot: int) -> dict:
             num[f"06.attribution.{grp}_share.finetuned"] = cluster_mean(attr[:, GROUPS.index(grp)], g, n_boot)
         rho = scan.results[ft, "unmasked"]["spearman"][:, QUERIES.index("entity")]
         num["06.spearman_entity_last_layer.finetuned.median"] = [float(np.nanmedian(rho))]
-    num["06.uniform.sentiment_share"] = [float(scan.results[ft, "unmasked"]["tokens"][:, GROUPS.index("sentiment")].mean())]
+    num["06.uniform.sentiment_share"] = [
+        float(scan.results[ft, "unmasked"]["tokens"][:, GROUPS.index("sentiment")].mean())
+    ]
     return num
 
 
@@ -570,7 +665,7 @@ def _fmt(*values, signed: bool = False) -> list[str]:
 
 
 def _ci(v, signed: bool = False) -> str:
-    """"v [lo, hi]"; signed differences also say whether the CI excludes 0 (or is too small to show)."""
+    """ "v [lo, hi]"; signed differences also say whether the CI excludes 0 (or is too small to show)."""
     s = _fmt(*v, signed=signed)
     if len(v) == 1:
         return s[0]
@@ -588,8 +683,10 @@ def _moved(scan: Scan, query: str, group: str, mode: str = "unmasked") -> str:
     e = [scan.row_mass(k, mode, query, group, last).mean() for k in MODELS]
     hb, ha = _fmt(h["before"], h["after"])
     which = "heads of the trained layers" if scan.freeze else "heads"
-    return (f"{h['up']}/{h['n']} {which} gain; the most, layer {h['layer']} head {h['head']}: {hb} → {ha} ({_fmt(h['gain'], signed=True)[0]}); "
-            f"mean over {'the trained' if scan.freeze else 'all'} layers {' → '.join(_fmt(*m))}, last layer {' → '.join(_fmt(*e))}")
+    return (
+        f"{h['up']}/{h['n']} {which} gain; the most, layer {h['layer']} head {h['head']}: {hb} → {ha} ({_fmt(h['gain'], signed=True)[0]}); "
+        f"mean over {'the trained' if scan.freeze else 'all'} layers {' → '.join(_fmt(*m))}, last layer {' → '.join(_fmt(*e))}"
+    )
 
 
 def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size: int) -> str:
@@ -600,50 +697,79 @@ def answer(scan: Scan, nums: dict, *, profile: str, backbone: str, lexicon_size:
     trained = f"layers {f + 1}–{L}" if f else f"all {L} layers"
     intro = f"**Where the model looks ({profile} profile, {backbone}: {L} layers × {H} heads, {len(scan.rows)} validation rows; layers and heads numbered from 1).**"
     if f:
-        intro += (f" Fine-tuning kept the embeddings and layers 1–{f} frozen, so in those layers both models compute the same attention "
-                  f"(largest difference of a head's mean mass there: {nums['06.frozen_layers.max_abs_change'][0]:.1e}). Every fine-tuning effect "
-                  f"below is therefore read in the trained {trained}, and what masking changes in layers 1–{f} is the pre-trained model's response to the mask token.")
+        intro += (
+            f" Fine-tuning kept the embeddings and layers 1–{f} frozen, so in those layers both models compute the same attention "
+            f"(largest difference of a head's mean mass there: {nums['06.frozen_layers.max_abs_change'][0]:.1e}). Every fine-tuning effect "
+            f"below is therefore read in the trained {trained}, and what masking changes in layers 1–{f} is the pre-trained model's response to the mask token."
+        )
     else:
         intro += " All layers were fine-tuned."
     k = "06.{}.trained_layers.{}"
-    out = [intro,
-           f"Uniform attention would put {share[0]:.3f} of a query's mass on the entity, {share[1]:.3f} on special tokens and {_fmt(share[2])[0]} "
-           f"on the {lexicon_size} lexicon words (mean token shares).",
-           f"*Toward the entity after fine-tuning* (unmasked copy, {trained}): from [CLS] — {_moved(scan, 'cls', 'entity')}; change of the mean "
-           f"{_ci(nums[k.format('cls_to_entity', 'finetuned_minus_initial')], True)}. From the entity tokens — {_moved(scan, 'entity', 'entity')}.",
-           f"*Toward sentiment words after fine-tuning* (unmasked copy, {trained}): from the entity tokens — {_moved(scan, 'entity', 'sentiment')}; "
-           f"change of the mean {_ci(nums[k.format('entity_to_sentiment', 'finetuned_minus_initial')], True)}. From [CLS] — {_moved(scan, 'cls', 'sentiment')}. "
-           f"In the masked copy, from the entity positions — {_moved(scan, 'entity', 'sentiment', 'masked')}.",
-           f"*Special tokens* (unmasked copy, {trained}): from the entity tokens {_span(scan, 'entity', 'special')}; from [CLS] {_span(scan, 'cls', 'special')}."]
-    shift = {g: (scan.row_mass(ft, "masked", "entity", g) - scan.row_mass(ft, "unmasked", "entity", g)).mean() for g in GROUPS}
-    cls_shift = {g: (scan.row_mass(ft, "masked", "cls", g) - scan.row_mass(ft, "unmasked", "cls", g)).mean() for g in GROUPS}
-    trained_shift = {m: (scan.row_mass(m, "masked", "entity", CONTEXT, scan.trained) - scan.row_mass(m, "unmasked", "entity", CONTEXT, scan.trained)).mean() for m in MODELS}
+    out = [
+        intro,
+        f"Uniform attention would put {share[0]:.3f} of a query's mass on the entity, {share[1]:.3f} on special tokens and {_fmt(share[2])[0]} "
+        f"on the {lexicon_size} lexicon words (mean token shares).",
+        f"*Toward the entity after fine-tuning* (unmasked copy, {trained}): from [CLS] — {_moved(scan, 'cls', 'entity')}; change of the mean "
+        f"{_ci(nums[k.format('cls_to_entity', 'finetuned_minus_initial')], True)}. From the entity tokens — {_moved(scan, 'entity', 'entity')}.",
+        f"*Toward sentiment words after fine-tuning* (unmasked copy, {trained}): from the entity tokens — {_moved(scan, 'entity', 'sentiment')}; "
+        f"change of the mean {_ci(nums[k.format('entity_to_sentiment', 'finetuned_minus_initial')], True)}. From [CLS] — {_moved(scan, 'cls', 'sentiment')}. "
+        f"In the masked copy, from the entity positions — {_moved(scan, 'entity', 'sentiment', 'masked')}.",
+        f"*Special tokens* (unmasked copy, {trained}): from the entity tokens {_span(scan, 'entity', 'special')}; from [CLS] {_span(scan, 'cls', 'special')}.",
+    ]
+    shift = {
+        g: (scan.row_mass(ft, "masked", "entity", g) - scan.row_mass(ft, "unmasked", "entity", g)).mean()
+        for g in GROUPS
+    }
+    cls_shift = {
+        g: (scan.row_mass(ft, "masked", "cls", g) - scan.row_mass(ft, "unmasked", "cls", g)).mean() for g in GROUPS
+    }
+    trained_shift = {
+        m: (
+            scan.row_mass(m, "masked", "entity", CONTEXT, scan.trained)
+            - scan.row_mass(m, "unmasked", "entity", CONTEXT, scan.trained)
+        ).mean()
+        for m in MODELS
+    }
     m = "06.masked_minus_unmasked.entity_to_context.{}"
     ts = _fmt(trained_shift["fine-tuned"], trained_shift["initial"], signed=True)
     alone = f" (in the trained {trained} alone: {ts[0]} fine-tuned vs {ts[1]} initial)" if f else ""
-    out.append(f"*What masking the entity changes* (masked − unmasked copy, mean over all layers and heads). Fine-tuned model, from the entity "
-               f"positions: {_groups(shift)}; onto the context words (sentiment + other) {_ci(nums[m.format('finetuned')], True)}, of which sentiment words "
-               f"{_ci(nums['06.masked_minus_unmasked.entity_to_sentiment.finetuned'], True)}. From [CLS]: {_groups(cls_shift)}. The initial backbone moves "
-               f"{_ci(nums[m.format('initial')], True)} onto the context, so fine-tuning changed this shift by {_ci(nums[m.format('finetuned_minus_initial')], True)}{alone}.")
+    out.append(
+        f"*What masking the entity changes* (masked − unmasked copy, mean over all layers and heads). Fine-tuned model, from the entity "
+        f"positions: {_groups(shift)}; onto the context words (sentiment + other) {_ci(nums[m.format('finetuned')], True)}, of which sentiment words "
+        f"{_ci(nums['06.masked_minus_unmasked.entity_to_sentiment.finetuned'], True)}. From [CLS]: {_groups(cls_shift)}. The initial backbone moves "
+        f"{_ci(nums[m.format('initial')], True)} onto the context, so fine-tuning changed this shift by {_ci(nums[m.format('finetuned_minus_initial')], True)}{alone}."
+    )
     bl = sentiment_by_label(scan)
     row, base = bl.loc[(ft, "unmasked", "entity")], bl.loc[("uniform attention", "", "(token share)")]
     vals = _fmt(*row, *base)
-    out.append("*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): mass on sentiment words "
-               + ", ".join(f"{lab} {vals[i]} (uniform {vals[len(row) + i]})" for i, lab in enumerate(row.index)) + ".")
+    out.append(
+        "*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): mass on sentiment words "
+        + ", ".join(f"{lab} {vals[i]} (uniform {vals[len(row) + i]})" for i, lab in enumerate(row.index))
+        + "."
+    )
     if "06.attribution.entity_share.finetuned" in nums:
         ag, rh = agreement(scan), spearman_summary(scan)
         rho_e = rh.loc[(ft, "unmasked", "entity")]
-        masked_rho = rh.loc[(ft, "masked", "entity"), "median"] if (ft, "masked", "entity") in rh.index else float("nan")
-        out.append(f"*Attention vs attribution* (fine-tuned, unmasked copy): input x gradient puts {_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass "
-                   f"on sentiment words and {_ci(nums['06.attribution.entity_share.finetuned'])} on the entity, against "
-                   f"{_fmt(ag.loc[(ft, 'unmasked', 'sentiment'), 'attention from entity, last layer'])[0]} and {ag.loc[(ft, 'unmasked', 'entity'), 'attention from entity, last layer']:.3f} "
-                   f"for the last layer's attention from the entity. Per row, over context tokens, the median Spearman correlation between last-layer attention from the entity "
-                   f"and |input x gradient| is {rho_e['median']:.2f} (positive in {rho_e['share_positive']:.0%} of {int(rho_e['rows'])} rows; from [CLS] "
-                   f"{rh.loc[(ft, 'unmasked', 'cls'), 'median']:.2f}; masked copy, from the entity: {masked_rho:.2f}). "
-                   + ("Attention and attribution rank context words alike more often than not, but loosely." if rho_e["median"] > 0.2
-                      else "Attention is a weak guide to which context words drive the prediction."))
+        masked_rho = (
+            rh.loc[(ft, "masked", "entity"), "median"] if (ft, "masked", "entity") in rh.index else float("nan")
+        )
+        out.append(
+            f"*Attention vs attribution* (fine-tuned, unmasked copy): input x gradient puts {_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass "
+            f"on sentiment words and {_ci(nums['06.attribution.entity_share.finetuned'])} on the entity, against "
+            f"{_fmt(ag.loc[(ft, 'unmasked', 'sentiment'), 'attention from entity, last layer'])[0]} and {ag.loc[(ft, 'unmasked', 'entity'), 'attention from entity, last layer']:.3f} "
+            f"for the last layer's attention from the entity. Per row, over context tokens, the median Spearman correlation between last-layer attention from the entity "
+            f"and |input x gradient| is {rho_e['median']:.2f} (positive in {rho_e['share_positive']:.0%} of {int(rho_e['rows'])} rows; from [CLS] "
+            f"{rh.loc[(ft, 'unmasked', 'cls'), 'median']:.2f}; masked copy, from the entity: {masked_rho:.2f}). "
+            + (
+                "Attention and attribution rank context words alike more often than not, but loosely."
+                if rho_e["median"] > 0.2
+                else "Attention is a weak guide to which context words drive the prediction."
+            )
+        )
     if profile == "smoke":
-        out.append("*Smoke profile: a tiny random backbone trained for one epoch on a few hundred rows; the numbers test the pipeline, not the hypothesis.*")
+        out.append(
+            "*Smoke profile: a tiny random backbone trained for one epoch on a few hundred rows; the numbers test the pipeline, not the hypothesis.*"
+        )
     return "\n\n".join(out)
 
 

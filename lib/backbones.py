@@ -14,6 +14,7 @@ decides the build: the corpus, the build parameters, the builder's source code a
 image file. Each build records a digest of its own files (`content.sha`), which keys the fold
 models trained on it, so a rebuilt backbone can never be paired with folds of an older one.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -60,7 +61,9 @@ def _wrap(tok: Tokenizer, max_length: int = 512) -> PreTrainedTokenizerFast:
 
 def word_pre_tokenizer():
     """Whitespace, then words (with inner hyphens) and single symbols: shared by the tokenizer and the corpus count."""
-    return pre_tokenizers.Sequence([pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")])
+    return pre_tokenizers.Sequence(
+        [pre_tokenizers.WhitespaceSplit(), pre_tokenizers.Split(Regex(WORD_PATTERN), behavior="isolated")]
+    )
 
 
 def word_tokenizer(vocab: list[str]) -> PreTrainedTokenizerFast:
@@ -165,7 +168,12 @@ def build_e5_small_full(sentences, out_dir: Path) -> dict:
     return build_e5_small(sentences, out_dir, trim=False)
 
 
-BUILDERS = {"navec-bert": build_navec_bert, "tiny-random": build_tiny_random, "e5-small": build_e5_small, "e5-small-full": build_e5_small_full}
+BUILDERS = {
+    "navec-bert": build_navec_bert,
+    "tiny-random": build_tiny_random,
+    "e5-small": build_e5_small,
+    "e5-small-full": build_e5_small_full,
+}
 BUILDER_VERSION = 1  # bump for a change outside the hashed sources (e.g. a dependency's behaviour)
 
 
@@ -207,8 +215,21 @@ def build_key(name: str, sentences: list[str]) -> str:
 
     h = hashlib.sha256()
     h.update("\n".join(sentences).encode())
-    srcs = [BUILDERS[name], _save, _wrap, word_tokenizer, word_pre_tokenizer] + {"e5-small": [e5], "e5-small-full": [build_e5_small, e5]}.get(name, [])
-    h.update(json.dumps({"name": name, "version": BUILDER_VERSION, "source": source_digest(*srcs), "defaults": _defaults(BUILDERS[name])}, sort_keys=True).encode())
+    srcs = [BUILDERS[name], _save, _wrap, word_tokenizer, word_pre_tokenizer] + {
+        "e5-small": [e5],
+        "e5-small-full": [build_e5_small, e5],
+    }.get(name, [])
+    h.update(
+        json.dumps(
+            {
+                "name": name,
+                "version": BUILDER_VERSION,
+                "source": source_digest(*srcs),
+                "defaults": _defaults(BUILDERS[name]),
+            },
+            sort_keys=True,
+        ).encode()
+    )
     if name.startswith("e5-small"):
         h.update(hashlib.sha256(e5.image_path().read_bytes()).digest())
     elif name == "navec-bert":
@@ -219,7 +240,11 @@ def build_key(name: str, sentences: list[str]) -> str:
 def _defaults(fn) -> dict:
     import inspect
 
-    return {k: repr(v.default) for k, v in inspect.signature(fn).parameters.items() if v.default is not inspect.Parameter.empty}
+    return {
+        k: repr(v.default)
+        for k, v in inspect.signature(fn).parameters.items()
+        if v.default is not inspect.Parameter.empty
+    }
 
 
 def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:

@@ -1,5 +1,6 @@
 """Reference points scored by our own metric code: the organisers' RuBERT baseline predictions
 and a TF-IDF (char + word n-grams) logistic regression with the same neutral class weight."""
+
 from __future__ import annotations
 
 import zipfile

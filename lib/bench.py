@@ -11,6 +11,7 @@ Two questions, wall clock, each method including its tokenisation:
 Timing does not depend on trained weights, so freshly built models are timed. Repeats are
 interleaved across methods (a burst of other load hits them alike) and the best run is kept.
 """
+
 from __future__ import annotations
 
 import re
@@ -50,8 +51,15 @@ def entity_spans(sentence: str, n: int) -> pd.DataFrame:
     spans = [(words[i][0], words[i + k - 1][1]) for k in (1, 2, 3) for i in range(len(words) - k + 1)][:n]
     if len(spans) < n:
         raise ValueError(f"only {len(spans)} word n-grams in {sentence!r}, {n} asked")
-    return pd.DataFrame({"sentence": sentence, "start": [a for a, _ in spans], "end": [b for _, b in spans],
-                         "entity": [sentence[a:b] for a, b in spans], "label": 0})
+    return pd.DataFrame(
+        {
+            "sentence": sentence,
+            "start": [a for a, _ in spans],
+            "end": [b for _, b in spans],
+            "entity": [sentence[a:b] for a, b in spans],
+            "label": 0,
+        }
+    )
 
 
 def sample_rows(df: pd.DataFrame, rows: int, seed: int = 0) -> pd.DataFrame:
@@ -98,7 +106,11 @@ class Scorers:
         return {
             "HAMAM (cross)": (len(df), "rows", lambda: self.cross(self.hamam, self.cfg_hamam, df)),
             "CLS pair (cross)": (len(df), "rows", lambda: self.cross(self.cls, self.cfg_cls, df)),
-            "SBERT marked u": (len(df), "rows", lambda: sbert.softmax_logits(self.loss, *sbert.pair_texts(df, "entity"))),
+            "SBERT marked u": (
+                len(df),
+                "rows",
+                lambda: sbert.softmax_logits(self.loss, *sbert.pair_texts(df, "entity")),
+            ),
             "SBERT plain u": (len(df), "rows", lambda: sbert.softmax_logits(self.loss, *sbert.pair_texts(df, "plain"))),
             "SBERT encode sentences": (len(distinct), "distinct sentences", lambda: sbert.embed(self.st, distinct)),
         }
@@ -119,7 +131,9 @@ class Scorers:
         }
 
 
-def run(scorers: Scorers, val: pd.DataFrame, rows: int = 256, sentences: int = 8, ns=NS, repeat: int = 2, seed: int = 13) -> tuple[pd.DataFrame, pd.DataFrame]:
+def run(
+    scorers: Scorers, val: pd.DataFrame, rows: int = 256, sentences: int = 8, ns=NS, repeat: int = 2, seed: int = 13
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """(throughput per method, ms per sentence for N new entities per method and N)."""
     sample = sample_rows(val, rows, seed)
     jobs = scorers.jobs(sample)
@@ -129,7 +143,9 @@ def run(scorers: Scorers, val: pd.DataFrame, rows: int = 256, sentences: int = 8
     for _ in range(repeat):
         for name, (_, _, fn) in jobs.items():
             best[name] = min(best.get(name, np.inf), clock(fn))
-    throughput = pd.DataFrame([{"method": k, "items": n, "unit": unit, "seconds": best[k]} for k, (n, unit, _) in jobs.items()])
+    throughput = pd.DataFrame(
+        [{"method": k, "items": n, "unit": unit, "seconds": best[k]} for k, (n, unit, _) in jobs.items()]
+    )
     throughput["per_second"] = throughput["items"] / throughput["seconds"]
 
     sents = sample_sentences(val, sentences, max(ns), seed)
@@ -158,13 +174,22 @@ def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS):
     sns.barplot(throughput, y="method", x="per_second", hue="unit", dodge=False, ax=ax)
     for c in ax.containers:
         ax.bar_label(c, fmt="%.0f", padding=2, fontsize=8)
-    ax.set(title=f"Throughput ({throughput.attrs.get('rows', '?')} validation rows)", xlabel="items / s (higher is faster)", ylabel="")
+    ax.set(
+        title=f"Throughput ({throughput.attrs.get('rows', '?')} validation rows)",
+        xlabel="items / s (higher is faster)",
+        ylabel="",
+    )
     ax.set_xlim(0, 1.18 * throughput["per_second"].max())  # room for the bar labels
     ax.legend(title="", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax = axes[1]
     sns.lineplot(cost, x="N", y="ms_per_sentence", hue="method", marker="o", ax=ax)
-    ax.set(xscale="log", yscale="log", xlabel="N new entities in the sentence", ylabel="ms per sentence",
-           title=f"N new entities in a cached sentence ({cost.attrs.get('sentences', '?')} sentences)")
+    ax.set(
+        xscale="log",
+        yscale="log",
+        xlabel="N new entities in the sentence",
+        ylabel="ms per sentence",
+        title=f"N new entities in a cached sentence ({cost.attrs.get('sentences', '?')} sentences)",
+    )
     ax.set_xticks(list(ns), [str(n) for n in ns])
     ax.xaxis.set_minor_locator(NullLocator())
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
@@ -177,8 +202,10 @@ def headline(throughput: pd.DataFrame, cost: pd.DataFrame, prefix: str = "") -> 
     """Speed ratios to HAMAM (one run, one machine): throughput of the SBERT inputs, and N new entities in a cached sentence."""
     tp = throughput.set_index("method")["per_second"]
     c = cost.set_index(["method", "N"])["ms_per_sentence"]
-    out = {f"{prefix}throughput_ratio.sbert_marked_vs_hamam": tp["SBERT marked u"] / tp["HAMAM (cross)"],
-           f"{prefix}throughput_ratio.sbert_plain_vs_hamam": tp["SBERT plain u"] / tp["HAMAM (cross)"]}
+    out = {
+        f"{prefix}throughput_ratio.sbert_marked_vs_hamam": tp["SBERT marked u"] / tp["HAMAM (cross)"],
+        f"{prefix}throughput_ratio.sbert_plain_vs_hamam": tp["SBERT plain u"] / tp["HAMAM (cross)"],
+    }
     for n in sorted(cost["N"].unique()):
         out[f"{prefix}cached_entities_speedup_vs_hamam.n{n}"] = c["HAMAM (cross)", n] / c["SBERT plain u, cached", n]
     return out

@@ -1,4 +1,5 @@
 """Chapter 01's corpus statistics: lengths in word tokens and how often sentences and entities repeat."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -14,7 +15,13 @@ def n_words(texts) -> np.ndarray:
 
 def lengths(data: dict) -> pd.DataFrame:
     """One row per (split, example): sentence and entity length in word tokens."""
-    return pd.concat([df.assign(split=name, sentence_tokens=n_words(df["sentence"]), entity_tokens=n_words(df["entity"])) for name, df in data.items()], ignore_index=True)
+    return pd.concat(
+        [
+            df.assign(split=name, sentence_tokens=n_words(df["sentence"]), entity_tokens=n_words(df["entity"]))
+            for name, df in data.items()
+        ],
+        ignore_index=True,
+    )
 
 
 def lengths_figure(table: pd.DataFrame):
@@ -29,6 +36,8 @@ def lengths_figure(table: pd.DataFrame):
     sns.histplot(per_sentence, x="entities", discrete=True, ax=axes[2], **common)
     axes[1].set_xlim(0.5, 10.5)
     axes[2].set_xlim(0.5, 12.5)
-    for ax, title in zip(axes, ("Sentence length (word tokens)", "Entity length (word tokens)", "Entities (rows) per sentence")):
+    for ax, title in zip(
+        axes, ("Sentence length (word tokens)", "Entity length (word tokens)", "Entities (rows) per sentence")
+    ):
         ax.set_title(title)
     return fig

@@ -4,6 +4,7 @@ Every rule broken gives one `DataError` naming the file, the 1-based data rows (
 rule, so a bad copy of the data fails with one readable line instead of a traceback deep in a model.
 Command line: `python -m lib.data FILE [FILE ...]` validates files and exits 1 on the first error.
 """
+
 from __future__ import annotations
 
 import sys

@@ -12,6 +12,7 @@ targets another Python, so this module reads the file with numpy and never impor
 Q4_0: blocks of 32 weights = fp16 scale d + 16 bytes; byte j holds weight j (low nibble) and
 weight j + 16 (high nibble); value = (q - 8) * d.
 """
+
 from __future__ import annotations
 
 import struct
@@ -26,9 +27,14 @@ SPECIAL_PIECES = {"<s>": 0, "<pad>": 1, "</s>": 2, "<unk>": 3}
 MASK = "<mask>"
 HF_POSITION_OFFSET = 2  # XLM-R positions start at padding_idx + 1; the image's table starts at 0
 LAYER_MAP = {  # image name -> XLMRobertaModel name, inside encoder.layer.{l}.
-    "q": "attention.self.query", "k": "attention.self.key", "v": "attention.self.value",
-    "ao": "attention.output.dense", "aln": "attention.output.LayerNorm",
-    "fi": "intermediate.dense", "fo": "output.dense", "oln": "output.LayerNorm",
+    "q": "attention.self.query",
+    "k": "attention.self.key",
+    "v": "attention.self.value",
+    "ao": "attention.output.dense",
+    "aln": "attention.output.LayerNorm",
+    "fi": "intermediate.dense",
+    "fo": "output.dense",
+    "oln": "output.LayerNorm",
 }
 
 
@@ -81,7 +87,16 @@ def read_image(path: str | Path) -> Image:
     eps, block = take("f"), take("i")
     if block != Q4_BLOCK:
         raise ImageError(f"{path}: block size {block}, only {Q4_BLOCK} is supported")
-    header = dict(hidden=hidden, layers=layers, heads=heads, ffn=ffn, vocab=vocab, max_positions=max_pos, type_vocab=type_vocab, eps=eps)
+    header = dict(
+        hidden=hidden,
+        layers=layers,
+        heads=heads,
+        ffn=ffn,
+        vocab=vocab,
+        max_positions=max_pos,
+        type_vocab=type_vocab,
+        eps=eps,
+    )
     n_pieces = take("i")
     bos, eos, pad, unk = take("4i")
     blob_len = take("Q")
@@ -132,7 +147,10 @@ def map_normalizer(norm_map: dict[int, list[int]]):
     by_target = defaultdict(list)
     for cp, out in sorted(norm_map.items()):
         by_target["".join(map(chr, out))].append(cp)
-    steps = [normalizers.Replace(Regex("[" + "".join(f"\\x{{{cp:x}}}" for cp in cps) + "]"), t) for t, cps in sorted(by_target.items())]
+    steps = [
+        normalizers.Replace(Regex("[" + "".join(f"\\x{{{cp:x}}}" for cp in cps) + "]"), t)
+        for t, cps in sorted(by_target.items())
+    ]
     return normalizers.Sequence(steps + [normalizers.Replace(Regex(" {2,}"), " ")])
 
 
@@ -152,8 +170,14 @@ def compile_charsmap(norm_map: dict[int, list[int]]) -> bytes:
         tsv.write_text("".join(f"{cp:x}\t{' '.join(f'{o:x}' for o in out)}\n" for cp, out in sorted(norm_map.items())))
         buf = io.BytesIO()
         spm.SentencePieceTrainer.train(
-            sentence_iterator=iter(["abc def"] * 20), model_writer=buf, vocab_size=10, model_type="char",
-            normalization_rule_tsv=str(tsv), add_dummy_prefix=False, remove_extra_whitespaces=False, minloglevel=2,
+            sentence_iterator=iter(["abc def"] * 20),
+            model_writer=buf,
+            vocab_size=10,
+            model_type="char",
+            normalization_rule_tsv=str(tsv),
+            add_dummy_prefix=False,
+            remove_extra_whitespaces=False,
+            minloglevel=2,
         )
     normalizer_spec = _proto_field(buf.getvalue(), 3)  # ModelProto.normalizer_spec
     return _proto_field(normalizer_spec, 2)  # NormalizerSpec.precompiled_charsmap
@@ -205,12 +229,21 @@ def tokenizer_from_pieces(pieces: list[tuple[str, float]], charsmap: bytes, unk_
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     ids = {p: i for i, (p, _) in enumerate(pieces)}
     tok.post_processor = processors.TemplateProcessing(
-        single="<s> $A </s>", pair="<s> $A </s> </s> $B </s>", special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])]
+        single="<s> $A </s>",
+        pair="<s> $A </s> </s> $B </s>",
+        special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])],
     )
     tok.add_special_tokens(list(SPECIAL_PIECES) + [MASK])
     return PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>",
-        unk_token="<unk>", pad_token="<pad>", mask_token=MASK, model_max_length=512,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token=MASK,
+        model_max_length=512,
         model_input_names=["input_ids", "attention_mask"],
     )
 
@@ -277,10 +310,18 @@ def hf_config(image: Image, vocab_size: int):
 
     hd = image.header
     return XLMRobertaConfig(
-        vocab_size=vocab_size, hidden_size=hd["hidden"], num_hidden_layers=hd["layers"], num_attention_heads=hd["heads"],
-        intermediate_size=hd["ffn"], max_position_embeddings=hd["max_positions"] + HF_POSITION_OFFSET,
-        type_vocab_size=hd["type_vocab"], layer_norm_eps=hd["eps"], hidden_act="gelu",
-        pad_token_id=1, bos_token_id=0, eos_token_id=2,
+        vocab_size=vocab_size,
+        hidden_size=hd["hidden"],
+        num_hidden_layers=hd["layers"],
+        num_attention_heads=hd["heads"],
+        intermediate_size=hd["ffn"],
+        max_position_embeddings=hd["max_positions"] + HF_POSITION_OFFSET,
+        type_vocab_size=hd["type_vocab"],
+        layer_norm_eps=hd["eps"],
+        hidden_act="gelu",
+        pad_token_id=1,
+        bos_token_id=0,
+        eos_token_id=2,
     )
 
 
@@ -293,7 +334,11 @@ def build(out_dir: Path, sentences=None, trim: bool = True, image: str | Path | 
     charsmap = compile_charsmap(img.norm_map)
     mask_id = next(i for i, (p, _) in enumerate(img.pieces) if p == MASK)
     full = tokenizer_from_pieces(img.pieces, charsmap)
-    stats = {"image": Path(image or image_path()).name, "pieces_full": len(img.pieces), "vocab_full": img.header["vocab"]}
+    stats = {
+        "image": Path(image or image_path()).name,
+        "pieces_full": len(img.pieces),
+        "vocab_full": img.header["vocab"],
+    }
     keep = None
     if trim:
         if sentences is None:

@@ -1,5 +1,6 @@
 """Error analysis: where the model is right and wrong (F1pn by entity type, by whether the entity
 string occurs in train, by sentence length) and its most confident mistakes."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -28,8 +29,20 @@ def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 
             m = key == value
             if m.sum() >= min_rows:
                 order = bins.index(value) if value in bins else -int(m.sum())  # lengths in order, other groups by size
-                rows.append({"by": name, "group": value, "order": order, "rows": int(m.sum()), "polar_share": float(np.isin(y[m], [-1, 1]).mean()),
-                             **{k: v for k, v in score(y[m], pred[m], n_boot, groups=groups[m]).items() if k in ("f1pn", "f1pn_lo", "f1pn_hi")}})
+                rows.append(
+                    {
+                        "by": name,
+                        "group": value,
+                        "order": order,
+                        "rows": int(m.sum()),
+                        "polar_share": float(np.isin(y[m], [-1, 1]).mean()),
+                        **{
+                            k: v
+                            for k, v in score(y[m], pred[m], n_boot, groups=groups[m]).items()
+                            if k in ("f1pn", "f1pn_lo", "f1pn_hi")
+                        },
+                    }
+                )
     return pd.DataFrame(rows).sort_values(["by", "order"], ignore_index=True).drop(columns="order")
 
 
@@ -42,24 +55,41 @@ def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20) -> pd.Da
     wrong = np.flatnonzero(pred != df["label"].to_numpy())
     top = wrong[np.argsort(-p[wrong].max(1), kind="stable")[:k]]
     names = {-1: "negative", 0: "neutral", 1: "positive"}
-    return pd.DataFrame({
-        "entity": df["entity"].to_numpy()[top], "type": df["entity_tag"].to_numpy()[top],
-        "true": [names[v] for v in df["label"].to_numpy()[top]], "predicted": [names[v] for v in pred[top]],
-        "p(predicted)": p[top].max(1).round(3), "p(true)": p[top, [LABELS.index(v) for v in df["label"].to_numpy()[top]]].round(3),
-        "sentence": df["sentence"].to_numpy()[top],
-    })
+    return pd.DataFrame(
+        {
+            "entity": df["entity"].to_numpy()[top],
+            "type": df["entity_tag"].to_numpy()[top],
+            "true": [names[v] for v in df["label"].to_numpy()[top]],
+            "predicted": [names[v] for v in pred[top]],
+            "p(predicted)": p[top].max(1).round(3),
+            "p(true)": p[top, [LABELS.index(v) for v in df["label"].to_numpy()[top]]].round(3),
+            "sentence": df["sentence"].to_numpy()[top],
+        }
+    )
 
 
 def figure(table: pd.DataFrame):
     import matplotlib.pyplot as plt
 
     bys = list(dict.fromkeys(table["by"]))
-    fig, axes = plt.subplots(1, len(bys), figsize=(5 * len(bys), 4.2), sharey=True, gridspec_kw={"width_ratios": [max(2, (table["by"] == b).sum()) for b in bys]})
+    fig, axes = plt.subplots(
+        1,
+        len(bys),
+        figsize=(5 * len(bys), 4.2),
+        sharey=True,
+        gridspec_kw={"width_ratios": [max(2, (table["by"] == b).sum()) for b in bys]},
+    )
     for ax, b in zip(np.atleast_1d(axes), bys):
         t = table[table["by"] == b]
         x = np.arange(len(t))
         ax.errorbar(x, t["f1pn"], yerr=[t["f1pn"] - t["f1pn_lo"], t["f1pn_hi"] - t["f1pn"]], fmt="o", capsize=3)
-        ax.set_xticks(x, [f"{g}\n(n={n})" for g, n in zip(t["group"], t["rows"])], rotation=45 if len(t) > 4 else 0, ha="right" if len(t) > 4 else "center", fontsize=8)
+        ax.set_xticks(
+            x,
+            [f"{g}\n(n={n})" for g, n in zip(t["group"], t["rows"])],
+            rotation=45 if len(t) > 4 else 0,
+            ha="right" if len(t) > 4 else "center",
+            fontsize=8,
+        )
         ax.set_title(f"by {b}")
     np.atleast_1d(axes)[0].set_ylabel("validation F1pn (95% CI)")
     return fig

@@ -9,6 +9,7 @@ starts a local one. Each task asks for one GPU where the cluster has GPUs, else 
 Choose the executor with the profile's `executor`, `python -m lib.train --executor ray`,
 `./run_all.sh --executor ray`, or HAMAM_EXECUTOR=ray (the notebooks need no change).
 """
+
 from __future__ import annotations
 
 import os
@@ -65,7 +66,9 @@ def _train(job: FoldJob, data: dict, device: str) -> None:
 
     done = Path(job.fold_dir) / "done.json"
     done.unlink(missing_ok=True)  # a retrain that dies half-way must not leave the old marker beside new files
-    train._train_fold(job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), train.pick_device(device), job.save_checkpoint)
+    train._train_fold(
+        job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), train.pick_device(device), job.save_checkpoint
+    )
 
 
 def _fold_task(job: FoldJob, data: dict, device: str) -> int:
@@ -106,4 +109,6 @@ def _run_ray(jobs: list[FoldJob], data: dict, device: str, cpus: int) -> None:
                 failed.append(f"{job}: {type(cause).__name__}: {first}")
             bar.update(1)
     if failed:
-        raise FoldJobsFailed(f"{len(failed)} of {len(jobs)} fold jobs failed (the others finished):\n" + "\n".join(failed))
+        raise FoldJobsFailed(
+            f"{len(failed)} of {len(jobs)} fold jobs failed (the others finished):\n" + "\n".join(failed)
+        )

@@ -1,4 +1,5 @@
 """Sentence-grouped stratified folds and the seen/unseen subsets every evaluation is split by."""
+
 from __future__ import annotations
 
 import json
@@ -36,7 +37,9 @@ def subset_mask(df: pd.DataFrame, subset: str) -> np.ndarray:
     if subset == "repeated":  # the entity string occurs again in the sentence (what `mask_mentions` is about)
         from .model import mention_spans
 
-        return np.array([len(mention_spans(s, a, b)) > 1 for s, a, b in zip(df["sentence"], df["start"], df["end"])], dtype=bool)
+        return np.array(
+            [len(mention_spans(s, a, b)) > 1 for s, a, b in zip(df["sentence"], df["start"], df["end"])], dtype=bool
+        )
     seen = df["sentence_seen_in_train"].to_numpy(bool)
     if subset == "seen":
         return seen
@@ -98,6 +101,8 @@ def load_prepared(profile) -> dict[str, pd.DataFrame]:
     data_dir = meta.get("data_dir")
     if data_dir and not Path(data_dir).is_dir():
         data_dir = None  # prepared elsewhere (another checkout): the vendored data
-    if meta.get("key") != prepared_key(profile, data_dir or RAW_DIR) or not all((folder / f"{s}.tsv").is_file() for s in SPLIT_FILES):
+    if meta.get("key") != prepared_key(profile, data_dir or RAW_DIR) or not all(
+        (folder / f"{s}.tsv").is_file() for s in SPLIT_FILES
+    ):
         return prepare(profile, data_dir)  # missing or stale: the raw files, the profile's folds or the code changed
     return {s: pd.read_csv(folder / f"{s}.tsv", sep="\t", keep_default_na=False) for s in SPLIT_FILES}

@@ -3,6 +3,7 @@
 Every CI is a sentence-cluster bootstrap: several rows (entities) share one sentence and their
 errors are correlated, so resampling rows as if independent gives intervals that are too narrow.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -120,7 +121,9 @@ def _resampled(metric, y, p, counts, inverse) -> np.ndarray:
     return np.array([metric(y, p, sample_weight=w) for w in counts[:, inverse]])
 
 
-def bootstrap_ci(y, p, *, groups, metric=f1pn, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
+def bootstrap_ci(
+    y, p, *, groups, metric=f1pn, n: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float]:
     """Percentile CI from resampling clusters (`groups`, e.g. sentences) with replacement.
 
     `groups` is required so that no caller gets the too-narrow row bootstrap by default;
@@ -132,7 +135,9 @@ def bootstrap_ci(y, p, *, groups, metric=f1pn, n: int = 1000, seed: int = 0, alp
     return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
 
 
-def paired_bootstrap_diff(y, p_a, p_b, *, groups, metric=f1pn, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float, float]:
+def paired_bootstrap_diff(
+    y, p_a, p_b, *, groups, metric=f1pn, n: int = 1000, seed: int = 0, alpha: float = 0.05
+) -> tuple[float, float, float]:
     """metric(a) - metric(b) on the same rows, with a CI from resampling clusters jointly.
 
     Both systems see the same draw in every resample: pairing removes the sampling noise they
@@ -147,7 +152,9 @@ def paired_bootstrap_diff(y, p_a, p_b, *, groups, metric=f1pn, n: int = 1000, se
 def score(y, p, n_boot: int = 1000, seed: int = 0, *, groups) -> dict:
     """All metrics, the F1pn CI (clustered by `groups`; none when `n_boot` is 0) and the row count."""
     out = {name: fn(y, p) for name, fn in METRICS.items()}
-    out["f1pn_lo"], out["f1pn_hi"] = bootstrap_ci(y, p, groups=groups, n=n_boot, seed=seed) if n_boot else (np.nan, np.nan)
+    out["f1pn_lo"], out["f1pn_hi"] = (
+        bootstrap_ci(y, p, groups=groups, n=n_boot, seed=seed) if n_boot else (np.nan, np.nan)
+    )
     out["n"] = len(y)
     return out
 

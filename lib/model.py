@@ -6,6 +6,7 @@ sentence + entity span -> encoder -> concat(mean, max) over the entity's tokens 
 `hamam` mode runs every example twice in one forward pass of 2B rows, as is and with the entity's
 tokens replaced by `tokenizer.mask_token`, and averages the two logit vectors.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -45,7 +46,9 @@ def mention_spans(sentence: str, start: int, end: int) -> list[tuple[int, int]]:
     return sorted({(m.start(), m.end()) for m in re.finditer(pattern, sentence)} | {(start, end)})
 
 
-def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=None, mask_mentions: bool = False) -> list[dict]:
+def encode(
+    tokenizer, sentences, starts, ends, max_length: int = 128, entities=None, mask_mentions: bool = False
+) -> list[dict]:
     """Token ids and entity masks per example; long sentences keep a window around the entity.
 
     With `entities` given, each example is a pair (sentence, entity text): the entity mask stays
@@ -62,9 +65,15 @@ def encode(tokenizer, sentences, starts, ends, max_length: int = 128, entities=N
         if entities is not None:  # only tokens of the first segment can be the entity
             seq = enc.sequence_ids(i)
             special = [int(sp or sid != 0) for sp, sid in zip(special, seq)]
-        ex = {"input_ids": enc["input_ids"][i], "entity_mask": entity_token_mask(enc["offset_mapping"][i], special, int(s), int(e))}
+        ex = {
+            "input_ids": enc["input_ids"][i],
+            "entity_mask": entity_token_mask(enc["offset_mapping"][i], special, int(s), int(e)),
+        }
         if mask_mentions:
-            spans = [entity_token_mask(enc["offset_mapping"][i], special, a, b) for a, b in mention_spans(sentences[i], int(s), int(e))]
+            spans = [
+                entity_token_mask(enc["offset_mapping"][i], special, a, b)
+                for a, b in mention_spans(sentences[i], int(s), int(e))
+            ]
             ex["mention_mask"] = [int(any(col)) for col in zip(*spans)]
         if "token_type_ids" in enc:  # BERT-style pairs need their segment ids
             ex["token_type_ids"] = enc["token_type_ids"][i]
@@ -111,7 +120,12 @@ class MultiSampleDropoutHead(nn.Module):
 
     def __init__(self, in_dim: int, hidden: int, k: int = 5, rate: float = 0.3, n_labels: int = len(LABELS)):
         super().__init__()
-        self.dense, self.dropout, self.out, self.k = nn.Linear(in_dim, hidden), nn.Dropout(rate), nn.Linear(hidden, n_labels), k
+        self.dense, self.dropout, self.out, self.k = (
+            nn.Linear(in_dim, hidden),
+            nn.Dropout(rate),
+            nn.Linear(hidden, n_labels),
+            k,
+        )
 
     def forward(self, rep: torch.Tensor) -> torch.Tensor:
         h = torch.tanh(self.dense(rep))
@@ -134,7 +148,16 @@ class HamamModel(nn.Module):
         if cfg.gradient_checkpointing:  # recompute layer activations in backward: less memory, ~1/3 more compute
             encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
 
-    def forward(self, input_ids, attention_mask, entity_mask, mode: str | None = None, output_attentions=False, token_type_ids=None, mention_mask=None):
+    def forward(
+        self,
+        input_ids,
+        attention_mask,
+        entity_mask,
+        mode: str | None = None,
+        output_attentions=False,
+        token_type_ids=None,
+        mention_mask=None,
+    ):
         mode = mode or self.cfg.mode
         b = input_ids.shape[0]
         hide = entity_mask if mention_mask is None else mention_mask  # what the masked copy replaces
@@ -152,9 +175,13 @@ class HamamModel(nn.Module):
             if len(uniq) < len(rows):
                 t = input_ids.shape[1]
                 extra = {k: uniq[:, 2 * t :] for k in extra}
-                hidden = self.encoder(input_ids=uniq[:, :t], attention_mask=uniq[:, t : 2 * t], **extra).last_hidden_state[inverse]
+                hidden = self.encoder(
+                    input_ids=uniq[:, :t], attention_mask=uniq[:, t : 2 * t], **extra
+                ).last_hidden_state[inverse]
                 return self._head(hidden, entity_mask, mode, b)
-        out = self.encoder(input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions, **extra)
+        out = self.encoder(
+            input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions, **extra
+        )
         logits = self._head(out.last_hidden_state, entity_mask, mode, b)
         return (logits, out.attentions) if output_attentions else logits
 

@@ -1,12 +1,13 @@
 """Figure style and saving: every chapter writes PNGs through `save` into the profile's folder."""
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import matplotlib.pyplot as plt
 import numpy as np
-from matplotlib.ticker import FuncFormatter, MaxNLocator
 import seaborn as sns
+from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 LABEL_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
 LABEL_COLORS = {-1: "#d62728", 0: "#7f7f7f", 1: "#2ca02c"}
@@ -14,7 +15,9 @@ LABEL_COLORS = {-1: "#d62728", 0: "#7f7f7f", 1: "#2ca02c"}
 
 def setup() -> None:
     sns.set_theme(context="notebook", style="whitegrid")
-    plt.rcParams.update({"figure.dpi": 100, "savefig.dpi": 110, "savefig.bbox": "tight", "figure.constrained_layout.use": True})
+    plt.rcParams.update(
+        {"figure.dpi": 100, "savefig.dpi": 110, "savefig.bbox": "tight", "figure.constrained_layout.use": True}
+    )
 
 
 def save(fig, name: str, folder: Path) -> Path:
@@ -54,7 +57,14 @@ def _ticks(n: int, max_labels: int = 12) -> list[int]:
     return sorted(set(range(0, n, step)) | {n - 1})
 
 
-def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: int = 0, annotate: bool | None = None, cbar_label: str = "mass"):
+def layer_head_grid(
+    panels: dict,
+    title: str,
+    diverging: bool = False,
+    frozen: int = 0,
+    annotate: bool | None = None,
+    cbar_label: str = "mass",
+):
     """Layer x head maps, {(row label, column label): frame with layers as index and heads as
     columns (numbered from 1)}. One colour scale (and colour bar) per column; row labels on the
     left, column labels on top, head numbers only under the bottom row, so no text overlaps.
@@ -63,7 +73,9 @@ def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: i
     n_layers, n_heads = next(iter(panels.values())).shape
     annotate = n_layers * n_heads <= 36 if annotate is None else annotate
     w, h = max(2.9, 0.25 * n_heads + 0.7), max(2.4, 0.2 * n_layers + 0.6)
-    fig, axes = plt.subplots(len(rows), len(cols), figsize=(w * len(cols) + 1.0, h * len(rows) + 1.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(rows), len(cols), figsize=(w * len(cols) + 1.0, h * len(rows) + 1.4), squeeze=False, layout="constrained"
+    )
     for c, col in enumerate(cols):
         vals = np.concatenate([np.ravel(panels[r, col]) for r in rows if (r, col) in panels])
         lim = float(np.nanmax(np.abs(vals))) or 1e-6
@@ -74,11 +86,21 @@ def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: i
                 ax.set_axis_off()
                 continue
             data = panels[row, col]
-            im = ax.imshow(np.asarray(data, dtype=float), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest")
+            im = ax.imshow(
+                np.asarray(data, dtype=float), cmap=cmap, vmin=vmin, vmax=vmax, aspect="auto", interpolation="nearest"
+            )
             if annotate:
                 fmt = ("{:+.3f}" if lim >= 0.005 else "{:+.1e}") if diverging else "{:.2f}"
                 for (i, j), v in np.ndenumerate(np.asarray(data, dtype=float)):
-                    ax.text(j, i, fmt.format(v), ha="center", va="center", fontsize=7, color="white" if abs(v) > 0.6 * lim else "black")
+                    ax.text(
+                        j,
+                        i,
+                        fmt.format(v),
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="white" if abs(v) > 0.6 * lim else "black",
+                    )
             xt, yt = _ticks(n_heads), _ticks(n_layers)
             ax.set_xticks(xt, [str(data.columns[j]) for j in xt] if r == len(rows) - 1 else [], fontsize=7)
             ax.set_yticks(yt, [str(data.index[i]) for i in yt] if c == 0 else [], fontsize=7)
@@ -100,24 +122,44 @@ def layer_head_grid(panels: dict, title: str, diverging: bool = False, frozen: i
     return fig
 
 
-def layer_profile(profile, frozen: int = 0, queries=("cls", "entity"), groups=("entity", "special", "sentiment", "other")):
+def layer_profile(
+    profile, frozen: int = 0, queries=("cls", "entity"), groups=("entity", "special", "sentiment", "other")
+):
     """Mean mass per layer (heads averaged), one panel per query x group, one line per condition;
     frozen layers shaded. `profile`: `lib.attention.Scan.layer_profile()`."""
-    fig, axes = plt.subplots(len(queries), len(groups), figsize=(3.4 * len(groups), 2.9 * len(queries) + 0.8), squeeze=False, sharex=True, layout="constrained")
-    styles = {("initial", "unmasked"): ("#1f77b4", "-"), ("initial", "masked"): ("#1f77b4", "--"),
-              ("fine-tuned", "unmasked"): ("#ff7f0e", "-"), ("fine-tuned", "masked"): ("#ff7f0e", "--")}
+    fig, axes = plt.subplots(
+        len(queries),
+        len(groups),
+        figsize=(3.4 * len(groups), 2.9 * len(queries) + 0.8),
+        squeeze=False,
+        sharex=True,
+        layout="constrained",
+    )
+    styles = {
+        ("initial", "unmasked"): ("#1f77b4", "-"),
+        ("initial", "masked"): ("#1f77b4", "--"),
+        ("fine-tuned", "unmasked"): ("#ff7f0e", "-"),
+        ("fine-tuned", "masked"): ("#ff7f0e", "--"),
+    }
     n_layers = int(profile["layer"].max())
     for r, q in enumerate(queries):
         for c, g in enumerate(groups):
             ax = axes[r, c]
             for (m, mode), (color, ls) in styles.items():
-                d = profile[(profile["model"] == m) & (profile["mode"] == mode) & (profile["query"] == q) & (profile["group"] == g)]
+                d = profile[
+                    (profile["model"] == m)
+                    & (profile["mode"] == mode)
+                    & (profile["query"] == q)
+                    & (profile["group"] == g)
+                ]
                 ax.plot(d["layer"], d["mass"], color=color, ls=ls, marker="o", ms=3, label=f"{m} · {mode}")
             if frozen:
                 ax.axvspan(0.5, frozen + 0.5, color="gray", alpha=0.15, lw=0, label="frozen in fine-tuning")
             ax.set_xticks(range(1, n_layers + 1))
             ax.tick_params(labelsize=8)
-            ax.set_ylim(0, 1.15 * float(profile.loc[(profile["query"] == q) & (profile["group"] == g), "mass"].max()) + 1e-6)
+            ax.set_ylim(
+                0, 1.15 * float(profile.loc[(profile["query"] == q) & (profile["group"] == g), "mass"].max()) + 1e-6
+            )
             ax.set_title(f"{'[CLS]' if q == 'cls' else 'entity'} → {g}", fontsize=10)
             if c == 0:
                 ax.set_ylabel("mean attention mass")
@@ -150,7 +192,13 @@ def example_maps(views: dict, groups, layers, title: str):
     conds = list(views)
     n = len(next(iter(views.values()))[1])
     s = max(2.6, 1.0 + 0.11 * n)
-    fig, axes = plt.subplots(len(conds), len(layers), figsize=(s * len(layers) + 1.2, s * len(conds) + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(conds),
+        len(layers),
+        figsize=(s * len(layers) + 1.2, s * len(conds) + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, cond in enumerate(conds):
         att, tokens = views[cond]
         for c, layer in enumerate(layers):
@@ -170,7 +218,13 @@ def head_maps(views: dict, groups: dict, layer: int, head: int, title: str):
     names, conds = list(dict.fromkeys(k[0] for k in views)), list(dict.fromkeys(k[1:] for k in views))
     n = max(len(v[1]) for v in views.values())
     s = max(2.6, 1.0 + 0.1 * n)
-    fig, axes = plt.subplots(len(names), len(conds), figsize=(s * len(conds) + 1.2, (s + 0.9) * len(names) + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(names),
+        len(conds),
+        figsize=(s * len(conds) + 1.2, (s + 0.9) * len(names) + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
     for r, name in enumerate(names):
         for c, cond in enumerate(conds):
             att, tokens = views[(name, *cond)]
@@ -185,7 +239,13 @@ def head_maps(views: dict, groups: dict, layer: int, head: int, title: str):
 
 def lexicon_bars(top: dict):
     """{label: frame with word and z}: the top words of each polar label by z-scored log-odds."""
-    fig, axes = plt.subplots(1, len(top), figsize=(5 * len(top), 0.25 * max(len(t) for t in top.values()) + 1.2), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1,
+        len(top),
+        figsize=(5 * len(top), 0.25 * max(len(t) for t in top.values()) + 1.2),
+        squeeze=False,
+        layout="constrained",
+    )
     for ax, (lab, t) in zip(axes[0], top.items()):
         sns.barplot(t, y="word", x="z", color=LABEL_COLORS[lab], ax=ax)
         ax.set_title(f"{LABEL_NAMES[lab]} vs neutral: top words")
@@ -198,10 +258,20 @@ def attribution_summary(agree, spearman, model: str = "fine-tuned"):
     """Left: share per group of each measure for `model` (one panel per copy); right: per-row
     Spearman(last-layer attention, |input x gradient|) over context tokens."""
     modes = list(dict.fromkeys(agree.loc[model].index.get_level_values("mode")))
-    fig, axes = plt.subplots(1, len(modes) + 1, figsize=(4.4 * len(modes) + 5, 4.4), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        1, len(modes) + 1, figsize=(4.4 * len(modes) + 5, 4.4), squeeze=False, layout="constrained"
+    )
     long = agree.loc[model].reset_index().melt(id_vars=["mode", "group"], var_name="measure", value_name="share")
     for ax, mode in zip(axes[0], modes):
-        sns.barplot(long[long["mode"] == mode], x="group", y="share", hue="measure", errorbar=None, ax=ax, legend=ax is axes[0, 0])
+        sns.barplot(
+            long[long["mode"] == mode],
+            x="group",
+            y="share",
+            hue="measure",
+            errorbar=None,
+            ax=ax,
+            legend=ax is axes[0, 0],
+        )
         ax.set_title(f"{model} · {mode}: share per group", fontsize=10)
         ax.set_xlabel("")
     handles, labels = axes[0, 0].get_legend_handles_labels()
@@ -222,7 +292,13 @@ def token_bars(tables: dict, measures=("attention (entity → token)", "|input x
     rows the examples, columns the copies."""
     names, modes = list(dict.fromkeys(k[0] for k in tables)), list(dict.fromkeys(k[1] for k in tables))
     n = max(len(t) for t in tables.values())
-    fig, axes = plt.subplots(len(names), len(modes), figsize=(max(5.0, 0.19 * n + 1.0) * len(modes), 3.0 * len(names) + 0.8), squeeze=False, layout="constrained")
+    fig, axes = plt.subplots(
+        len(names),
+        len(modes),
+        figsize=(max(5.0, 0.19 * n + 1.0) * len(modes), 3.0 * len(names) + 0.8),
+        squeeze=False,
+        layout="constrained",
+    )
     colors = sns.color_palette(n_colors=len(measures))
     for r, name in enumerate(names):
         for c, mode in enumerate(modes):

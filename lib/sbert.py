@@ -14,15 +14,16 @@ normalisation, as frozen features for a logistic regression (`e5_encoder`, `froz
 Then the chapter's bookkeeping: predictions per variant (`collect`), scores and the OOF choice of
 the best bi-encoder, the budget plan of which variants to fine-tune, figures and the answer text.
 """
+
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
 import hashlib
 import itertools
 import json
 import os
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -56,7 +57,10 @@ POLAR = (-1, 1)  # column order of every (n, 2) per-class score matrix
 # fewer fine-tuned variants, the first ones are kept (`plan`)
 VARIANTS = {
     "softmax-entity": ("softmax", "entity"),  # u = marked sentence, v = entity string: the standard SBERT set-up
-    "softmax-plain": ("softmax", "plain"),  # u = sentence without markers (cacheable), v = entity: what bi-encoders are for
+    "softmax-plain": (
+        "softmax",
+        "plain",
+    ),  # u = sentence without markers (cacheable), v = entity: what bi-encoders are for
     "softmax-dummy": ("softmax", "dummy"),  # u = marked sentence, v = DUMMY: the trick reported for reviews
     "cosine-anchors": ("cosine", "anchors"),  # u = marked sentence, v = ANCHORS[-1] / ANCHORS[1]: two pairs per row
 }
@@ -106,7 +110,13 @@ def tokens(model: SentenceTransformer, text: str) -> list[str]:
 def marking_examples(model: SentenceTransformer, df: pd.DataFrame, n: int = 3, show: int = 30) -> pd.DataFrame:
     """Up to n rows of the sentence with the most entities: label, marked text, its first tokens."""
     ex = df[df["sentence"] == df["sentence"].value_counts().index[0]].head(n)
-    return pd.DataFrame({"label": ex["label"].to_numpy(), "marked": marked(ex), "tokens": [" ".join(tokens(model, t)[:show]) for t in marked(ex)]})
+    return pd.DataFrame(
+        {
+            "label": ex["label"].to_numpy(),
+            "marked": marked(ex),
+            "tokens": [" ".join(tokens(model, t)[:show]) for t in marked(ex)],
+        }
+    )
 
 
 def truncated_share(model: SentenceTransformer, df: pd.DataFrame, max_length: int) -> float:
@@ -142,13 +152,17 @@ def build(backbone_path: str, cfg: TrainConfig, device="cpu") -> SentenceTransfo
 def make_loss(model: SentenceTransformer, objective: str, cfg: TrainConfig):
     if objective == "softmax":  # default features (u, v, |u - v|); the cross-encoder's class weights
         dim = model.get_embedding_dimension()
-        return SoftmaxLoss(model, dim, num_labels=len(hm.LABELS), loss_fct=hm.loss_fn(cfg.neutral_weight).to(model.device))
+        return SoftmaxLoss(
+            model, dim, num_labels=len(hm.LABELS), loss_fct=hm.loss_fn(cfg.neutral_weight).to(model.device)
+        )
     if objective == "cosine":
         return CosineSimilarityLoss(model)
     raise ValueError(f"unknown objective {objective!r}")
 
 
-def fit(loss, a: list[str], b: list[str], labels, cfg: TrainConfig, epochs: int, batch_size: int, desc: str = "sbert") -> list[float]:
+def fit(
+    loss, a: list[str], b: list[str], labels, cfg: TrainConfig, epochs: int, batch_size: int, desc: str = "sbert"
+) -> list[float]:
     """AdamW + warm-up/linear decay + clipping over (a, b, label) batches; returns the step losses.
 
     A short loop instead of SentenceTransformerTrainer, which needs `datasets` and `accelerate`
@@ -156,11 +170,15 @@ def fit(loss, a: list[str], b: list[str], labels, cfg: TrainConfig, epochs: int,
     """
     model = loss.model
     enc = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    own = [p for n, p in loss.named_parameters() if p.requires_grad and not n.startswith("model.")]  # the loss's classifier
+    own = [
+        p for n, p in loss.named_parameters() if p.requires_grad and not n.startswith("model.")
+    ]  # the loss's classifier
     opt = torch.optim.AdamW(param_groups(enc, own, cfg))
     rng = np.random.default_rng(cfg.seed)
     lengths = [len(t) for t in a]  # characters: a cheap proxy for token length when bucketing
-    plan = list(itertools.chain.from_iterable(batches(lengths, batch_size, True, cfg.bucket, rng) for _ in range(epochs)))
+    plan = list(
+        itertools.chain.from_iterable(batches(lengths, batch_size, True, cfg.bucket, rng) for _ in range(epochs))
+    )
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * len(plan)), len(plan))
     y = torch.as_tensor(np.asarray(labels))
     history = []
@@ -210,7 +228,9 @@ def anchor_scores(model: SentenceTransformer, texts, batch_size: int = 64) -> np
 
 def best_f1_threshold(scores, y_binary) -> tuple[float, float]:
     """(best F1, threshold) over every cut of the sorted scores; predict positive where score >= threshold."""
-    f1, _, _, threshold = BinaryClassificationEvaluator.find_best_f1_and_threshold(np.asarray(scores), np.asarray(y_binary, dtype=int), True)
+    f1, _, _, threshold = BinaryClassificationEvaluator.find_best_f1_and_threshold(
+        np.asarray(scores), np.asarray(y_binary, dtype=int), True
+    )
     return float(f1), float(threshold)
 
 
@@ -233,23 +253,62 @@ def frozen_logreg(x_train, y_train, neutral_weight: float, seed: int = 0):
 
 def training_source() -> str:
     """Digest of the code that decides what an SBERT fold model outputs: editing it retrains."""
-    return backbones.source_digest(mark, pair_texts, anchor_pairs, build, make_loss, fit, embed, pair_features, softmax_logits, anchor_scores, _train_fold, batches, param_groups)
+    return backbones.source_digest(
+        mark,
+        pair_texts,
+        anchor_pairs,
+        build,
+        make_loss,
+        fit,
+        embed,
+        pair_features,
+        softmax_logits,
+        anchor_scores,
+        _train_fold,
+        batches,
+        param_groups,
+    )
 
 
 HAMAM_ONLY = ("mask_mentions", "gradient_checkpointing")  # TrainConfig fields no SBERT model reads: not in its key
 
 
-def run_dir(profile, cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_size: int, backbone: str | None = None) -> Path:
+def run_dir(
+    profile, cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_size: int, backbone: str | None = None
+) -> Path:
     """runs/<profile>/models/sbert-<variant>-<key>-<data>: the key hashes the config, the variant, the
     schedule, the texts' constants, the backbone build's content digest and the training code."""
     fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HAMAM_ONLY}
-    blob = json.dumps([fields, variant, epochs, batch_size, MARKERS, DUMMY, ANCHORS,
-                       backbones.content_digest(backbone or cfg.backbone), training_source()], sort_keys=True)
+    blob = json.dumps(
+        [
+            fields,
+            variant,
+            epochs,
+            batch_size,
+            MARKERS,
+            DUMMY,
+            ANCHORS,
+            backbones.content_digest(backbone or cfg.backbone),
+            training_source(),
+        ],
+        sort_keys=True,
+    )
     key = hashlib.sha1(blob.encode()).hexdigest()[:10]
     return RunPaths(profile.name).models / f"sbert-{variant}-{key}-{data_digest(data)}"
 
 
-def run_folds(profile, cfg: TrainConfig, data: dict, variant: str, backbone: str, folds, epochs: int, batch_size: int, force: bool = False, device="cpu") -> dict:
+def run_folds(
+    profile,
+    cfg: TrainConfig,
+    data: dict,
+    variant: str,
+    backbone: str,
+    folds,
+    epochs: int,
+    batch_size: int,
+    force: bool = False,
+    device="cpu",
+) -> dict:
     """Train (or reuse) one SBERT model per fold; returns oof (NaN outside `folds`), validation
     outputs per fold model (n_folds, n, d), seconds and training pairs seen per fold.
     d = 3 logits or 2 anchor cosines."""
@@ -271,7 +330,9 @@ def run_folds(profile, cfg: TrainConfig, data: dict, variant: str, backbone: str
     return {"oof": oof, "validation": np.stack(vals), "seconds": seconds, "examples": examples, "root": root}
 
 
-def _train_fold(cfg: TrainConfig, data: dict, variant: str, backbone: str, k: int, epochs: int, batch_size: int, device, path: Path) -> None:
+def _train_fold(
+    cfg: TrainConfig, data: dict, variant: str, backbone: str, k: int, epochs: int, batch_size: int, device, path: Path
+) -> None:
     objective, second = VARIANTS[variant]
     train, val = data["train"], data["validation"]
     held = train["fold"].to_numpy() == k
@@ -282,7 +343,9 @@ def _train_fold(cfg: TrainConfig, data: dict, variant: str, backbone: str, k: in
         a, b = pair_texts(train[~held], second)
         y = [hm.LABEL2ID[int(v)] for v in train[~held]["label"]]
         history = fit(loss, a, b, y, cfg, epochs, batch_size, desc=f"{variant} fold {k}")
-        out = {s: softmax_logits(loss, *pair_texts(df, second)) for s, df in (("oof", train[held]), ("validation", val))}
+        out = {
+            s: softmax_logits(loss, *pair_texts(df, second)) for s, df in (("oof", train[held]), ("validation", val))
+        }
     else:
         a, b, y = anchor_pairs(train[~held])
         history = fit(loss, a, b, y, cfg, epochs, batch_size, desc=f"{variant} fold {k}")
@@ -304,7 +367,9 @@ def e5_corpus(data: dict) -> list[str]:
     sentence and entity with the prompt in front. The trimmed vocabulary keeps every piece the full
     vocabulary uses on these texts, so they tokenise exactly as with the full one; the fine-tuning
     build, trimmed to the corpus only, would split "query:" into single letters."""
-    return backbone_sentences("e5-small", data) + [E5_PROMPT + t for df in data.values() for col in ("sentence", "entity") for t in df[col]]
+    return backbone_sentences("e5-small", data) + [
+        E5_PROMPT + t for df in data.values() for col in ("sentence", "entity") for t in df[col]
+    ]
 
 
 def e5_backbone(data: dict, cache_dir=None) -> str:
@@ -315,8 +380,12 @@ def e5_encoder(path: str, device="cpu", max_length: int = E5_MAX_LENGTH) -> Sent
     """Transformer + mean Pooling over all tokens (prompt included) + L2 normalisation, with
     "query: " as the default prompt: `encode`/`embed` put it in front of every text."""
     tr = Transformer(path, max_seq_length=max_length)
-    return SentenceTransformer(modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()], device=str(device),
-                               prompts={"query": E5_PROMPT}, default_prompt_name="query")
+    return SentenceTransformer(
+        modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()],
+        device=str(device),
+        prompts={"query": E5_PROMPT},
+        default_prompt_name="query",
+    )
 
 
 def pair_matrix(model: SentenceTransformer, df: pd.DataFrame, batch_size: int = 64) -> np.ndarray:
@@ -326,7 +395,9 @@ def pair_matrix(model: SentenceTransformer, df: pd.DataFrame, batch_size: int = 
     return pair_features(embed(model, u, batch_size), embed(model, v, batch_size)).cpu().numpy()
 
 
-def frozen_lr_folds(x_train: np.ndarray, train: pd.DataFrame, x_val: np.ndarray, folds, neutral_weight: float, seed: int = 0) -> dict:
+def frozen_lr_folds(
+    x_train: np.ndarray, train: pd.DataFrame, x_val: np.ndarray, folds, neutral_weight: float, seed: int = 0
+) -> dict:
     """One `frozen_logreg` per fold, fitted on the other folds' rows: OOF probabilities (NaN outside
     `folds`) and validation probabilities averaged over the fold models. Columns are hm.LABELS."""
     y, fold = train["label"].to_numpy(), train["fold"].to_numpy()
@@ -398,7 +469,9 @@ def crossfit_polar(scores: np.ndarray, y: np.ndarray, groups, seed: int = 0) -> 
     return out, np.asarray(fit(np.ones(len(y), bool)))
 
 
-def collect(cross: dict, bi: dict, frozen: dict | None, train: pd.DataFrame, folds, seed: int = 0) -> tuple[dict[str, Pred], dict]:
+def collect(
+    cross: dict, bi: dict, frozen: dict | None, train: pd.DataFrame, folds, seed: int = 0
+) -> tuple[dict[str, Pred], dict]:
     """Pred per model, from the cross-encoders' KFoldResults (ensembles of `folds` only), the SBERT
     `run_folds` outputs and `frozen_lr_folds`'s. Classifiers predict the argmax; the retrieval
     variant thresholds its cosines (chosen on OOF rows only, cross-fitted for the OOF labels).
@@ -414,10 +487,17 @@ def collect(cross: dict, bi: dict, frozen: dict | None, train: pd.DataFrame, fol
         if VARIANTS[v][0] == "softmax":
             out[v] = Pred(v, to_labels(z), to_labels(r["oof"][rows]), softmax(z)[:, polar_cols])
         else:
-            oof_labels, t = crossfit_polar(r["oof"][rows], train["label"].to_numpy()[rows], train["sentence"].to_numpy()[rows], seed)
+            oof_labels, t = crossfit_polar(
+                r["oof"][rows], train["label"].to_numpy()[rows], train["sentence"].to_numpy()[rows], seed
+            )
             out[v], thresholds = Pred(v, polar_predict(z, t), oof_labels, z), dict(zip(POLAR, t))
     if frozen is not None:
-        out[E5_FROZEN] = Pred(E5_FROZEN, to_labels(frozen["validation"]), to_labels(frozen["oof"][rows]), frozen["validation"][:, polar_cols])
+        out[E5_FROZEN] = Pred(
+            E5_FROZEN,
+            to_labels(frozen["validation"]),
+            to_labels(frozen["oof"][rows]),
+            frozen["validation"][:, polar_cols],
+        )
     return {n: out[n] for n in NAMES if n in out}, thresholds
 
 
@@ -452,9 +532,18 @@ def score_table(val: pd.DataFrame, train: pd.DataFrame, preds: dict[str, Pred], 
     out = []
     for name, p in preds.items():
         t = score_subsets(val, p.val, n_boot, model=name, family=p.family, split="validation")
-        ci = [macro_f1_ci(y_val[m], p.val[m], groups=g_val[m], n=n_boot) for m in (subset_mask(val, s) for s in t["subset"])]
+        ci = [
+            macro_f1_ci(y_val[m], p.val[m], groups=g_val[m], n=n_boot)
+            for m in (subset_mask(val, s) for s in t["subset"])
+        ]
         t["macro_f1_lo"], t["macro_f1_hi"] = [c[0] for c in ci], [c[1] for c in ci]
-        oof = {"model": name, "family": p.family, "split": "train OOF", "subset": "all", **score(y_oof, p.oof, n_boot, groups=g_oof)}
+        oof = {
+            "model": name,
+            "family": p.family,
+            "split": "train OOF",
+            "subset": "all",
+            **score(y_oof, p.oof, n_boot, groups=g_oof),
+        }
         oof["macro_f1_lo"], oof["macro_f1_hi"] = macro_f1_ci(y_oof, p.oof, groups=g_oof, n=n_boot)
         out += t.to_dict("records") + [oof]
     return pd.DataFrame(out)
@@ -466,7 +555,9 @@ def best_on_oof(scores: pd.DataFrame, families=(FINE_TUNED, FROZEN)) -> str:
     return str(oof.loc[oof["f1pn"].idxmax(), "model"])
 
 
-def get(scores: pd.DataFrame, model: str, subset: str = "all", split: str = "validation", col: str = "f1pn") -> list[float]:
+def get(
+    scores: pd.DataFrame, model: str, subset: str = "all", split: str = "validation", col: str = "f1pn"
+) -> list[float]:
     """[value, lo, hi] of `col` (f1pn or macro_f1) for one model, split and subset."""
     r = scores[(scores["model"] == model) & (scores["subset"] == subset) & (scores["split"] == split)].iloc[0]
     return [float(r[col]), float(r[f"{col}_lo"]), float(r[f"{col}_hi"])]
@@ -476,7 +567,11 @@ def comparisons(preds: dict[str, Pred], best: str) -> list[tuple[str, str, str]]
     """(a, b, key) pairs to compare, a - b: the cross-encoders against the chosen bi-encoder, HAMAM
     against the CLS pair classifier, fine-tuning against the frozen pretrained encoder, and what
     the cacheable input and the dummy trick cost against the standard set-up (when they ran)."""
-    out = [("HAMAM", best, "hamam_minus_best_sbert"), ("CLS cross-encoder", best, "cls_minus_best_sbert"), ("HAMAM", "CLS cross-encoder", "hamam_minus_cls")]
+    out = [
+        ("HAMAM", best, "hamam_minus_best_sbert"),
+        ("CLS cross-encoder", best, "cls_minus_best_sbert"),
+        ("HAMAM", "CLS cross-encoder", "hamam_minus_cls"),
+    ]
     tuned = [n for n, p in preds.items() if p.family == FINE_TUNED]
     best_tuned = best if best in tuned else None
     if tuned and E5_FROZEN in preds:
@@ -492,11 +587,22 @@ def retrieval_table(val: pd.DataFrame, preds: dict[str, Pred]) -> pd.DataFrame:
     """Per model, class and subset: average precision of its class scores (no threshold) and F1 of
     its three-class labels for that class, beside the class's base rate."""
     y = val["label"].to_numpy()
-    return pd.DataFrame([
-        {"model": name, "class": {-1: "negative", 1: "positive"}[c], "subset": sub, "ap": average_precision_score(y[m] == c, p.val_scores[m, j]),
-         "f1": f1_score(y[m] == c, p.val[m] == c, zero_division=0), "base_rate": float(np.mean(y[m] == c))}
-        for name, p in preds.items() for j, c in enumerate(POLAR) for sub in ("all", "unseen") for m in [subset_mask(val, sub)]
-    ])
+    return pd.DataFrame(
+        [
+            {
+                "model": name,
+                "class": {-1: "negative", 1: "positive"}[c],
+                "subset": sub,
+                "ap": average_precision_score(y[m] == c, p.val_scores[m, j]),
+                "f1": f1_score(y[m] == c, p.val[m] == c, zero_division=0),
+                "base_rate": float(np.mean(y[m] == c)),
+            }
+            for name, p in preds.items()
+            for j, c in enumerate(POLAR)
+            for sub in ("all", "unseen")
+            for m in [subset_mask(val, sub)]
+        ]
+    )
 
 
 # --- the time budget: which SBERT variants to fine-tune -------------------------------------------
@@ -511,8 +617,10 @@ def measured_rates(res) -> dict:
     train_s = sum(r["seconds"] - r["eval_seconds"] for r in runs)
     pred_rows = sum(r["inner_rows"] * len(r["history"]) for r in runs)
     pred_s = sum(r["eval_seconds"] for r in runs)
-    return {"train_examples_per_s": sum(r["train_examples"] for r in runs) / train_s,
-            "predict_rows_per_s": pred_rows / pred_s if pred_s > 0 else sum(r["train_examples"] for r in runs) / train_s}
+    return {
+        "train_examples_per_s": sum(r["train_examples"] for r in runs) / train_s,
+        "predict_rows_per_s": pred_rows / pred_s if pred_s > 0 else sum(r["train_examples"] for r in runs) / train_s,
+    }
 
 
 def token_costs(tokenizer, train: pd.DataFrame) -> dict[str, float]:
@@ -552,22 +660,31 @@ def plan(prof, data: dict, folds, tokenizer, hamam_res, budget_s: float, bench_t
     fit_rows, inner = part * (1 - cfg.inner_val), part * cfg.inner_val
     evals = cfg.epochs * cfg.evals_per_epoch
     n = len(list(folds))
-    cls = n * tpe["CLS cross-encoder"] * (cfg.epochs * fit_rows / train_tok_s + (inner * evals + held + len(val) + len(final)) / pred_tok_s)
+    cls = (
+        n
+        * tpe["CLS cross-encoder"]
+        * (cfg.epochs * fit_rows / train_tok_s + (inner * evals + held + len(val) + len(final)) / pred_tok_s)
+    )
     sents = pd.concat([train, val])
-    e5 = ((sents["sentence"].nunique() * (tpe["encode"] + 3) + sents["entity"].nunique() * (tpe["entity"] + 3)) / pred_tok_s
-          + n * 10)  # + a logistic regression per fold
-    rows = [{"item": "HAMAM (chapter 02's fold models, from its cache)", "kind": "fixed", "seconds": 0.0},
-            {"item": f"CLS pair classifier ({n} fold(s), {cfg.epochs} epochs)", "kind": "fixed", "seconds": cls},
-            {"item": "pretrained e5: encode sentences and entities, LR per fold", "kind": "fixed", "seconds": e5},
-            {"item": "cost benchmark", "kind": "fixed", "seconds": bench_tokens / pred_tok_s},
-            {"item": "setup, bootstraps, figures (allowance)", "kind": "fixed", "seconds": float(OVERHEAD_S)}]
+    e5 = (
+        sents["sentence"].nunique() * (tpe["encode"] + 3) + sents["entity"].nunique() * (tpe["entity"] + 3)
+    ) / pred_tok_s + n * 10  # + a logistic regression per fold
+    rows = [
+        {"item": "HAMAM (chapter 02's fold models, from its cache)", "kind": "fixed", "seconds": 0.0},
+        {"item": f"CLS pair classifier ({n} fold(s), {cfg.epochs} epochs)", "kind": "fixed", "seconds": cls},
+        {"item": "pretrained e5: encode sentences and entities, LR per fold", "kind": "fixed", "seconds": e5},
+        {"item": "cost benchmark", "kind": "fixed", "seconds": bench_tokens / pred_tok_s},
+        {"item": "setup, bootstraps, figures (allowance)", "kind": "fixed", "seconds": float(OVERHEAD_S)},
+    ]
     for v in VARIANTS:
         sec = n * tpe[v] * (prof.sbert_epochs * part / train_tok_s + (held + len(val)) / pred_tok_s)
         rows.append({"item": v, "kind": "SBERT variant", "seconds": sec})
     df = pd.DataFrame(rows)
     df["total"] = df["seconds"].cumsum()
     first = df.index[df["kind"] == "SBERT variant"][0]
-    df["kept"] = (df["kind"] == "fixed") | (df.index == first) | ((df["total"] <= budget_s) & (df["kind"] == "SBERT variant"))
+    df["kept"] = (
+        (df["kind"] == "fixed") | (df.index == first) | ((df["total"] <= budget_s) & (df["kind"] == "SBERT variant"))
+    )
     # a variant after a cut one is cut too (the priority order is kept)
     sv = df["kind"] == "SBERT variant"
     df.loc[sv, "kept"] = df.loc[sv, "kept"].cummin()
@@ -580,19 +697,26 @@ def plan_text(df: pd.DataFrame, prof, n_folds: int) -> str:
     """One paragraph: what the plan keeps and cuts, and why, from its numbers."""
     sv = df[df["kind"] == "SBERT variant"]
     kept, cut, a = sv[sv["kept"]], sv[~sv["kept"]], df.attrs
-    text = (f"Rates of chapter 02's HAMAM fold runs on this machine: {a['train_examples_per_s']:.1f} training examples/s and "
-            f"{a['predict_rows_per_s']:.1f} predicted rows/s, at {a['tokens_per_example']['HAMAM']:.0f} encoded tokens per example. "
-            f"Scaled by the tokens each method encodes, one fine-tuned SBERT variant ({prof.sbert_epochs} epoch(s), {n_folds} fold(s), "
-            "with its OOF and validation predictions) costs about " + ", ".join(f"{r.item} {r.seconds / 60:.1f} min" for r in sv.itertuples())
-            + f". With the kept variants the chapter should take about {df['total'].iloc[-1] / 60:.1f} min (budget {a['budget_s'] / 60:.0f} min). "
-            f"Fine-tuned here: {', '.join(kept['item'])}. ")
+    text = (
+        f"Rates of chapter 02's HAMAM fold runs on this machine: {a['train_examples_per_s']:.1f} training examples/s and "
+        f"{a['predict_rows_per_s']:.1f} predicted rows/s, at {a['tokens_per_example']['HAMAM']:.0f} encoded tokens per example. "
+        f"Scaled by the tokens each method encodes, one fine-tuned SBERT variant ({prof.sbert_epochs} epoch(s), {n_folds} fold(s), "
+        "with its OOF and validation predictions) costs about "
+        + ", ".join(f"{r.item} {r.seconds / 60:.1f} min" for r in sv.itertuples())
+        + f". With the kept variants the chapter should take about {df['total'].iloc[-1] / 60:.1f} min (budget {a['budget_s'] / 60:.0f} min). "
+        f"Fine-tuned here: {', '.join(kept['item'])}. "
+    )
     fixed = df.loc[df["kind"] == "fixed", "seconds"].sum()
     if df["total"].iloc[-1] > a["budget_s"]:
-        text += (f"That is over the budget even with one variant: the fixed pieces alone take about {fixed / 60:.1f} min on this "
-                 "machine (one variant is always run, or the chapter would have no fine-tuned bi-encoder). ")
+        text += (
+            f"That is over the budget even with one variant: the fixed pieces alone take about {fixed / 60:.1f} min on this "
+            "machine (one variant is always run, or the chapter would have no fine-tuned bi-encoder). "
+        )
     if len(cut):
-        return text + (f"Cut for time, in the priority order of `lib.sbert.VARIANTS`: {', '.join(cut['item'])} (together about "
-                       f"{cut['seconds'].sum() / 60:.1f} min more); raise `budget_minutes` in the parameters cell to run them.")
+        return text + (
+            f"Cut for time, in the priority order of `lib.sbert.VARIANTS`: {', '.join(cut['item'])} (together about "
+            f"{cut['seconds'].sum() / 60:.1f} min more); raise `budget_minutes` in the parameters cell to run them."
+        )
     return text + "Nothing had to be cut."
 
 
@@ -619,7 +743,14 @@ def plot_diffs(ax, diffs: pd.DataFrame):
     d = diffs.iloc[::-1].reset_index(drop=True)
     colors = {"all": "C0", "unseen": "C1"}
     for i, r in d.iterrows():
-        ax.errorbar(r["diff"], i, xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]], fmt="o", color=colors.get(r["subset"], "C2"), capsize=3)
+        ax.errorbar(
+            r["diff"],
+            i,
+            xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]],
+            fmt="o",
+            color=colors.get(r["subset"], "C2"),
+            capsize=3,
+        )
     ax.axvline(0, color="grey", lw=0.8)
     ax.set_yticks(range(len(d)), [f"{r.comparison} ({r.subset})" for r in d.itertuples()], fontsize=8)
     ax.set_xlabel("F1pn difference a − b (paired, sentence-clustered 95% CI)")
@@ -635,13 +766,27 @@ def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds:
         for name in models:
             s = preds[name].val_scores[:, j]
             prec, rec, _ = precision_recall_curve(y == c, s)
-            ax.plot(rec, prec, label=f"{NAMES[name][0].replace(chr(10), ' ')} (AP {average_precision_score(y == c, s):.2f})")
+            ax.plot(
+                rec, prec, label=f"{NAMES[name][0].replace(chr(10), ' ')} (AP {average_precision_score(y == c, s):.2f})"
+            )
         if thresholds and "cosine-anchors" in preds:
             hit, pos = preds["cosine-anchors"].val_scores[:, j] >= thresholds[c], y == c
-            ax.scatter([(hit & pos).sum() / max(1, pos.sum())], [(hit & pos).sum() / max(1, hit.sum())], s=70, color="black", zorder=3,
-                       label="cosine at the OOF threshold")
+            ax.scatter(
+                [(hit & pos).sum() / max(1, pos.sum())],
+                [(hit & pos).sum() / max(1, hit.sum())],
+                s=70,
+                color="black",
+                zorder=3,
+                label="cosine at the OOF threshold",
+            )
         ax.axhline(np.mean(y == c), color="grey", lw=0.8, ls="--", label="base rate")
-        ax.set(title=f"{plots.LABEL_NAMES[c]}: rank validation rows by score", xlabel="recall", ylabel="precision", xlim=(0, 1), ylim=(0, 1.02))
+        ax.set(
+            title=f"{plots.LABEL_NAMES[c]}: rank validation rows by score",
+            xlabel="recall",
+            ylabel="precision",
+            xlim=(0, 1),
+            ylim=(0, 1.02),
+        )
     axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
@@ -661,26 +806,51 @@ def _verdict(r, a: str, b: str) -> str:
     return f"{a} − {b} = {ci}: includes 0, no difference distinguishable here"
 
 
-def answer(scores: pd.DataFrame, diffs: pd.DataFrame, best: str, throughput: pd.DataFrame, cost: pd.DataFrame, n_folds: int, profile: str, hardware: str) -> str:
+def answer(
+    scores: pd.DataFrame,
+    diffs: pd.DataFrame,
+    best: str,
+    throughput: pd.DataFrame,
+    cost: pd.DataFrame,
+    n_folds: int,
+    profile: str,
+    hardware: str,
+) -> str:
     """The chapter's answer in Markdown, every number from the tables passed in."""
     flat = {n: NAMES[n][0].replace("\n", " ") for n in NAMES}
     d = {(r.key, r.subset): r for _, r in diffs.iterrows()}
     models = list(dict.fromkeys(scores["model"]))
     oof = scores[scores["split"] == "train OOF"].set_index("model")["f1pn"]
     bis = [m for m in models if NAMES[m][1] != CROSS]
-    lines = [f"**Validation F1pn** ({profile} profile, ensembles of the same {n_folds} fold model(s) on every side; all rows / unseen-sentence rows; "
-             "sentence-clustered 95% CIs):", ""]
-    lines += [f"- {flat[m]}: {_fmt(get(scores, m))} / {_fmt(get(scores, m, 'unseen'))}; macro F1 {get(scores, m, col='macro_f1')[0]:.3f}; "
-              f"train OOF {oof[m]:.3f}" + (" ← best bi-encoder on OOF" if m == best else "") for m in models]
-    lines += ["", f"**Choice of the bi-encoder.** Among {', '.join(flat[m] for m in bis)}, the best F1pn on the OOF rows "
-              f"(train rows of the fold(s) used, never validation) is **{flat[best]}** ({oof[best]:.3f}); its validation F1pn is "
-              f"{_fmt(get(scores, best))}.", ""]
+    lines = [
+        f"**Validation F1pn** ({profile} profile, ensembles of the same {n_folds} fold model(s) on every side; all rows / unseen-sentence rows; "
+        "sentence-clustered 95% CIs):",
+        "",
+    ]
+    lines += [
+        f"- {flat[m]}: {_fmt(get(scores, m))} / {_fmt(get(scores, m, 'unseen'))}; macro F1 {get(scores, m, col='macro_f1')[0]:.3f}; "
+        f"train OOF {oof[m]:.3f}" + (" ← best bi-encoder on OOF" if m == best else "")
+        for m in models
+    ]
+    lines += [
+        "",
+        f"**Choice of the bi-encoder.** Among {', '.join(flat[m] for m in bis)}, the best F1pn on the OOF rows "
+        f"(train rows of the fold(s) used, never validation) is **{flat[best]}** ({oof[best]:.3f}); its validation F1pn is "
+        f"{_fmt(get(scores, best))}.",
+        "",
+    ]
     h = d.get(("hamam_minus_best_sbert", "all"))
-    lines.append(f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, 'HAMAM', flat[best])}; on unseen-sentence rows "
-                 f"{_verdict(d[('hamam_minus_best_sbert', 'unseen')], 'HAMAM', flat[best])}.")
-    what = {"cls_minus_best_sbert": "Pair classifier vs the chosen bi-encoder", "hamam_minus_cls": "HAMAM vs the plain pair classifier",
-            "fine_tuned_minus_frozen_e5": "Fine-tuning vs the frozen pretrained encoder", "plain_minus_marked": "What caching costs (plain u vs marked u)",
-            "dummy_minus_entity": "The dummy trick (v = dummy vs v = entity)"}
+    lines.append(
+        f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, 'HAMAM', flat[best])}; on unseen-sentence rows "
+        f"{_verdict(d[('hamam_minus_best_sbert', 'unseen')], 'HAMAM', flat[best])}."
+    )
+    what = {
+        "cls_minus_best_sbert": "Pair classifier vs the chosen bi-encoder",
+        "hamam_minus_cls": "HAMAM vs the plain pair classifier",
+        "fine_tuned_minus_frozen_e5": "Fine-tuning vs the frozen pretrained encoder",
+        "plain_minus_marked": "What caching costs (plain u vs marked u)",
+        "dummy_minus_entity": "The dummy trick (v = dummy vs v = entity)",
+    }
     for key, text in what.items():
         if (key, "all") in d:
             r = d[(key, "all")]
@@ -689,19 +859,29 @@ def answer(scores: pd.DataFrame, diffs: pd.DataFrame, best: str, throughput: pd.
     tp = throughput.set_index("method")["per_second"]
     c = cost.set_index(["method", "N"])["ms_per_sentence"]
     nmax, nmin = cost["N"].max(), cost["N"].min()
-    lines += ["", f"**Cost** (measured in one run on {hardware}; ratios are what carries over): scoring validation rows, HAMAM "
-              f"{tp['HAMAM (cross)']:.0f} rows/s, CLS pair {tp['CLS pair (cross)']:.0f} rows/s, SBERT with marked sentences "
-              f"{tp['SBERT marked u']:.0f} rows/s ({tp['SBERT marked u'] / tp['HAMAM (cross)']:.1f}× HAMAM), SBERT with plain sentences "
-              f"{tp['SBERT plain u']:.0f} rows/s ({tp['SBERT plain u'] / tp['HAMAM (cross)']:.1f}×). {nmax} new entities in a sentence whose "
-              f"embedding is cached: HAMAM {c['HAMAM (cross)', nmax]:.1f} ms, marked SBERT {c['SBERT marked u', nmax]:.1f} ms, cached plain SBERT "
-              f"{c['SBERT plain u, cached', nmax]:.1f} ms per sentence ({c['HAMAM (cross)', nmax] / c['SBERT plain u, cached', nmax]:.1f}× faster than "
-              f"HAMAM; at N = {nmin}: {c['HAMAM (cross)', nmin] / c['SBERT plain u, cached', nmin]:.1f}×). Marking the entity takes that advantage "
-              "away: the marked sentence changes with every entity and is re-encoded N times, as in a cross-encoder. The pretrained e5 + LR "
-              "has the plain bi-encoder's cost profile (same encoder size, one embedding per sentence and per entity)."]
-    verdict = ("HAMAM is the better choice on accuracy" if h["lo"] > 0 else
-               f"{flat[best]} is the better choice on accuracy as well" if h["hi"] < 0 else
-               "on accuracy the two are not distinguishable here")
-    lines += ["", f"**When to use which.** {verdict[0].upper() + verdict[1:]}. A bi-encoder pays off only where sentence embeddings are "
-              "computed once and reused for many entities (plain u), i.e. without entity markers, at the accuracy the plain variant and the "
-              "frozen encoder show above."]
+    lines += [
+        "",
+        f"**Cost** (measured in one run on {hardware}; ratios are what carries over): scoring validation rows, HAMAM "
+        f"{tp['HAMAM (cross)']:.0f} rows/s, CLS pair {tp['CLS pair (cross)']:.0f} rows/s, SBERT with marked sentences "
+        f"{tp['SBERT marked u']:.0f} rows/s ({tp['SBERT marked u'] / tp['HAMAM (cross)']:.1f}× HAMAM), SBERT with plain sentences "
+        f"{tp['SBERT plain u']:.0f} rows/s ({tp['SBERT plain u'] / tp['HAMAM (cross)']:.1f}×). {nmax} new entities in a sentence whose "
+        f"embedding is cached: HAMAM {c['HAMAM (cross)', nmax]:.1f} ms, marked SBERT {c['SBERT marked u', nmax]:.1f} ms, cached plain SBERT "
+        f"{c['SBERT plain u, cached', nmax]:.1f} ms per sentence ({c['HAMAM (cross)', nmax] / c['SBERT plain u, cached', nmax]:.1f}× faster than "
+        f"HAMAM; at N = {nmin}: {c['HAMAM (cross)', nmin] / c['SBERT plain u, cached', nmin]:.1f}×). Marking the entity takes that advantage "
+        "away: the marked sentence changes with every entity and is re-encoded N times, as in a cross-encoder. The pretrained e5 + LR "
+        "has the plain bi-encoder's cost profile (same encoder size, one embedding per sentence and per entity).",
+    ]
+    verdict = (
+        "HAMAM is the better choice on accuracy"
+        if h["lo"] > 0
+        else f"{flat[best]} is the better choice on accuracy as well"
+        if h["hi"] < 0
+        else "on accuracy the two are not distinguishable here"
+    )
+    lines += [
+        "",
+        f"**When to use which.** {verdict[0].upper() + verdict[1:]}. A bi-encoder pays off only where sentence embeddings are "
+        "computed once and reused for many entities (plain u), i.e. without entity markers, at the accuracy the plain variant and the "
+        "frozen encoder show above.",
+    ]
     return "\n".join(lines)

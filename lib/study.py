@@ -1,5 +1,6 @@
 """What every chapter needs in one call (`setup`), the results file the README cites, and the
 small text/table builders the chapters share (paired comparisons, CI formatting, verdicts)."""
+
 from __future__ import annotations
 
 import json
@@ -49,8 +50,10 @@ class Study:
         return AutoConfig.from_pretrained(self.backbone_dir(name)).num_hidden_layers
 
     def describe(self) -> str:
-        return (f"profile {self.prof.name}: {len(self.train)} train / {len(self.val)} validation / {len(self.final)} final rows, "
-                f"{self.prof.n_folds} folds, device {self.device}, {hardware()}")
+        return (
+            f"profile {self.prof.name}: {len(self.train)} train / {len(self.val)} validation / {len(self.final)} final rows, "
+            f"{self.prof.n_folds} folds, device {self.device}, {hardware()}"
+        )
 
 
 def setup(profile: str = DEFAULT_PROFILE, **overrides) -> Study:
@@ -104,8 +107,12 @@ def paired(df: pd.DataFrame, pred_a, pred_b, n: int, name: str = "a - b", subset
 
 def verdict(row) -> str:
     """One line for a paired difference: direction, and whether its 95% CI excludes 0."""
-    sure = "the 95% CI excludes 0" if row["lo"] > 0 or row["hi"] < 0 else "the 95% CI includes 0: not distinguishable here"
-    return f"{row['comparison']} on {row['subset']} rows: {fmt(row['diff'], row['lo'], row['hi'], signed=True)} ({sure})"
+    sure = (
+        "the 95% CI excludes 0" if row["lo"] > 0 or row["hi"] < 0 else "the 95% CI includes 0: not distinguishable here"
+    )
+    return (
+        f"{row['comparison']} on {row['subset']} rows: {fmt(row['diff'], row['lo'], row['hi'], signed=True)} ({sure})"
+    )
 
 
 # --- figures/results.json -----------------------------------------------------------------------
@@ -150,19 +157,38 @@ def kfold_scores(study: Study, name: str, res, folds=None) -> list[dict]:
 
     train, n = study.train, study.prof.bootstrap
     held = res.oof_rows(train) if folds is None else np.isin(train["fold"].to_numpy(), folds)
-    oof = {"model": name, "split": "train OOF", "subset": "all",
-           **score(train["label"].to_numpy()[held], to_labels(res.oof[held]), n, groups=sentence_groups(train)[held])}
+    oof = {
+        "model": name,
+        "split": "train OOF",
+        "subset": "all",
+        **score(train["label"].to_numpy()[held], to_labels(res.oof[held]), n, groups=sentence_groups(train)[held]),
+    }
     val = score_subsets(study.val, to_labels(res.ensemble("validation", folds)), n, model=name, split="validation")
     return [oof] + val.to_dict("records")
 
 
 def timing_table(runs: dict) -> pd.DataFrame:
     """Per run name: mean over folds of steps, best step, seconds, examples/s and early-stopping F1pn."""
-    rows = [{"run": name, "fold": r["fold"], "steps": r["steps"], "best_step": r["best_step"], "seconds": r["seconds"],
-             "examples_per_s": r["train_examples"] / r["seconds"], "inner_f1pn": r["best_f1pn"], "precision": r.get("precision", "fp32")}
-            for name, res in runs.items() for r in res.runs]
+    rows = [
+        {
+            "run": name,
+            "fold": r["fold"],
+            "steps": r["steps"],
+            "best_step": r["best_step"],
+            "seconds": r["seconds"],
+            "examples_per_s": r["train_examples"] / r["seconds"],
+            "inner_f1pn": r["best_f1pn"],
+            "precision": r.get("precision", "fp32"),
+        }
+        for name, res in runs.items()
+        for r in res.runs
+    ]
     df = pd.DataFrame(rows)
-    return df.groupby(["run", "precision"], sort=False)[["steps", "best_step", "seconds", "examples_per_s", "inner_f1pn"]].mean().round(3)
+    return (
+        df.groupby(["run", "precision"], sort=False)[["steps", "best_step", "seconds", "examples_per_s", "inner_f1pn"]]
+        .mean()
+        .round(3)
+    )
 
 
 def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:
@@ -170,7 +196,16 @@ def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:
     from .metrics import f1pn, to_labels
 
     y = study.val["label"].to_numpy()
-    return pd.DataFrame([{"fold": k, "a": f1pn(y, to_labels(a.ensemble("validation", [k]))), "b": f1pn(y, to_labels(b.ensemble("validation", [k])))} for k in folds]).assign(diff=lambda d: d["a"] - d["b"])
+    return pd.DataFrame(
+        [
+            {
+                "fold": k,
+                "a": f1pn(y, to_labels(a.ensemble("validation", [k]))),
+                "b": f1pn(y, to_labels(b.ensemble("validation", [k]))),
+            }
+            for k in folds
+        ]
+    ).assign(diff=lambda d: d["a"] - d["b"])
 
 
 # Published results on RuSentNE-23, each with its split. Our validation numbers are dev numbers:
@@ -189,7 +224,10 @@ def field_table(ours: list[tuple[str, list[float]]]) -> str:
     """Markdown: published rows (as reported, F1pn x 100) and ours (validation = dev, with CIs)."""
     lines = ["| system | split | F1pn | source |", "|---|---|---|---|"]
     lines += [f"| {name} | {split} | {v:.2f} | published |" for name, split, v in FIELD]
-    lines += [f"| {name} | dev (validation) | {100 * v[0]:.2f} [{100 * v[1]:.2f}, {100 * v[2]:.2f}] | this repo |" for name, v in ours]
+    lines += [
+        f"| {name} | dev (validation) | {100 * v[0]:.2f} [{100 * v[1]:.2f}, {100 * v[2]:.2f}] | this repo |"
+        for name, v in ours
+    ]
     return "\n".join(lines) + "\n"
 
 

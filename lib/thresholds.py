@@ -5,6 +5,7 @@ Rule (b) `neutral_bias`: add b to the neutral logit before argmax (multiplies th
 A rule's parameter is chosen on out-of-fold train predictions only, then applied unchanged to
 validation: choosing it on validation would report a tuned, optimistic number.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -85,8 +86,19 @@ def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -
         t, after = tune_then_apply(rule, y_oof, logits_oof, logits_val)
         for _, r in paired(val, after, before, n_boot, f"{rule} - argmax").iterrows():
             m = subset_mask(val, r["subset"])
-            rows.append({"rule": rule, "param": t, "subset": r["subset"], "f1pn_argmax": f1pn(y_val[m], before[m]), "f1pn_rule": f1pn(y_val[m], after[m]),
-                         "gain": r["diff"], "gain_lo": r["lo"], "gain_hi": r["hi"], "oracle_param_on_validation": choose(y_val[m], logits_val[m], rule)})
+            rows.append(
+                {
+                    "rule": rule,
+                    "param": t,
+                    "subset": r["subset"],
+                    "f1pn_argmax": f1pn(y_val[m], before[m]),
+                    "f1pn_rule": f1pn(y_val[m], after[m]),
+                    "gain": r["diff"],
+                    "gain_lo": r["lo"],
+                    "gain_hi": r["hi"],
+                    "oracle_param_on_validation": choose(y_val[m], logits_val[m], rule),
+                }
+            )
     return pd.DataFrame(rows)
 
 
@@ -109,8 +121,19 @@ def weight_study(study, weights, folds, mode: str, force: bool = False) -> tuple
         base = to_labels(z_val)
         for _, r in paired(val, after, base, prof.bootstrap, "threshold - argmax").iterrows():
             m = subset_mask(val, r["subset"])
-            rows.append({"neutral_weight": w, "subset": r["subset"], "t_chosen_on_oof": t, "f1pn_argmax": f1pn(y_val[m], base[m]), "f1pn_threshold": f1pn(y_val[m], after[m]),
-                         "gain": r["diff"], "gain_lo": r["lo"], "gain_hi": r["hi"], "pred_neutral_share_argmax": float((base[m] == 0).mean())})
+            rows.append(
+                {
+                    "neutral_weight": w,
+                    "subset": r["subset"],
+                    "t_chosen_on_oof": t,
+                    "f1pn_argmax": f1pn(y_val[m], base[m]),
+                    "f1pn_threshold": f1pn(y_val[m], after[m]),
+                    "gain": r["diff"],
+                    "gain_lo": r["lo"],
+                    "gain_hi": r["hi"],
+                    "pred_neutral_share_argmax": float((base[m] == 0).mean()),
+                }
+            )
         sweeps.append(sweep(y_val, z_val, "threshold", groups=None).assign(neutral_weight=w, t_chosen=t))
     return pd.DataFrame(rows), pd.concat(sweeps, ignore_index=True)
 
@@ -123,8 +146,15 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, n_folds: 
     def gain(r):
         return f"{r['gain']:+.3f} [{r['gain_lo']:+.3f}, {r['gain_hi']:+.3f}]"
 
-    span_arg, span_thr = w["f1pn_argmax"].max() - w["f1pn_argmax"].min(), w["f1pn_threshold"].max() - w["f1pn_threshold"].min()
-    substitute = "the threshold largely evens out the choice of weight: a post-hoc substitute for it" if span_thr < 0.5 * span_arg else "the threshold does not even out the choice of weight, so it is no substitute for it"
+    span_arg, span_thr = (
+        w["f1pn_argmax"].max() - w["f1pn_argmax"].min(),
+        w["f1pn_threshold"].max() - w["f1pn_threshold"].min(),
+    )
+    substitute = (
+        "the threshold largely evens out the choice of weight: a post-hoc substitute for it"
+        if span_thr < 0.5 * span_arg
+        else "the threshold does not even out the choice of weight, so it is no substitute for it"
+    )
     return (
         f"**How large is the gain?** Rule (a), t = {a.loc[('threshold', 'all'), 'param']:g} chosen on OOF, moves validation F1pn from "
         f"{a.loc[('threshold', 'all'), 'f1pn_argmax']:.3f} to {a.loc[('threshold', 'all'), 'f1pn_rule']:.3f}: {gain(a.loc[('threshold', 'all')])} on all rows and "
@@ -134,8 +164,10 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, n_folds: 
         f"{a.loc[('threshold', 'all'), 'oracle_param_on_validation']:g} (unseen rows: {a.loc[('threshold', 'unseen'), 'oracle_param_on_validation']:g}).\n\n"
         f"**Is it a substitute for the class weight?** Retrained on {n_folds} fold(s): argmax F1pn "
         + ", ".join(f"{r.f1pn_argmax:.3f} at weight {k:g}" for k, r in w.iterrows())
-        + "; the OOF-chosen threshold moves it by " + ", ".join(f"{gain(r)} (t = {r.t_chosen_on_oof:g})" for _, r in w.iterrows())
-        + ". Neutral share of argmax predictions: " + ", ".join(f"{r.pred_neutral_share_argmax:.0%}" for _, r in w.iterrows())
+        + "; the OOF-chosen threshold moves it by "
+        + ", ".join(f"{gain(r)} (t = {r.t_chosen_on_oof:g})" for _, r in w.iterrows())
+        + ". Neutral share of argmax predictions: "
+        + ", ".join(f"{r.pred_neutral_share_argmax:.0%}" for _, r in w.iterrows())
         + f". Across weights, argmax F1pn spans {span_arg:.3f} and thresholded F1pn {span_thr:.3f}: {substitute}."
     )
 
@@ -157,7 +189,11 @@ def sweep_figure(sweeps: pd.DataFrame, chosen: dict):
         ax.axvline(chosen[rule], color="black", ls="--", lw=1, label=f"chosen on OOF: {chosen[rule]:g}")
         if rule in NO_OP:
             ax.axvline(NO_OP[rule], color="grey", ls=":", lw=1, label="plain argmax")
-        ax.set(xlabel="t" if rule == "threshold" else "b (added to the neutral logit)", ylabel="F1pn", title=f"rule: {rule}")
+        ax.set(
+            xlabel="t" if rule == "threshold" else "b (added to the neutral logit)",
+            ylabel="F1pn",
+            title=f"rule: {rule}",
+        )
         ax.legend(fontsize=8)
     return fig
 
@@ -172,7 +208,9 @@ def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", 
         s = sweeps[sweeps["on"] == name]
         for lab in LABELS:
             ax.plot(s["param"], s[f"precision_{lab}"], color=LABEL_COLORS[lab], label=f"precision {LABEL_NAMES[lab]}")
-            ax.plot(s["param"], s[f"recall_{lab}"], color=LABEL_COLORS[lab], ls="--", label=f"recall {LABEL_NAMES[lab]}")
+            ax.plot(
+                s["param"], s[f"recall_{lab}"], color=LABEL_COLORS[lab], ls="--", label=f"recall {LABEL_NAMES[lab]}"
+            )
         ax.axvline(t, color="black", ls="--", lw=1)
         ax.set(title=f"{name}: rule (a) threshold t", xlabel="t")
     axes[0].legend(fontsize=7, ncol=2)
@@ -193,7 +231,14 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
     wa = weights[weights["subset"] == "all"].reset_index(drop=True)
     x = np.arange(len(wa))
     axes[1].bar(x - 0.2, wa["f1pn_argmax"], 0.4, label="argmax")
-    axes[1].bar(x + 0.2, wa["f1pn_threshold"], 0.4, yerr=[wa["gain"] - wa["gain_lo"], wa["gain_hi"] - wa["gain"]], capsize=3, label="OOF-chosen threshold (CI of the gain)")
+    axes[1].bar(
+        x + 0.2,
+        wa["f1pn_threshold"],
+        0.4,
+        yerr=[wa["gain"] - wa["gain_lo"], wa["gain_hi"] - wa["gain"]],
+        capsize=3,
+        label="OOF-chosen threshold (CI of the gain)",
+    )
     axes[1].set_xticks(x, [f"{w:g}" for w in wa["neutral_weight"]])
     axes[1].set(xlabel="neutral class weight", ylabel="validation F1pn", title="Argmax vs OOF-chosen threshold")
     axes[1].legend(fontsize=8, loc="lower right")

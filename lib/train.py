@@ -1,6 +1,7 @@
 """Training: one fold (AdamW, warm-up + linear decay, clipping, early stopping on held-out F1pn),
 and the k-fold driver with its artifact cache (a fold whose artifacts match the config is reused).
 """
+
 from __future__ import annotations
 
 import copy
@@ -10,7 +11,7 @@ import json
 import random
 import re
 import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,9 @@ def batches(lengths, batch_size: int, shuffle: bool, bucket: bool, rng: np.rando
     if bucket:
         chunk = batch_size * 50
         lengths = np.asarray(lengths)
-        idx = np.concatenate([c[np.argsort(lengths[c], kind="stable")] for c in np.array_split(idx, max(1, -(-len(idx) // chunk)))])
+        idx = np.concatenate(
+            [c[np.argsort(lengths[c], kind="stable")] for c in np.array_split(idx, max(1, -(-len(idx) // chunk)))]
+        )
     out = [idx[i : i + batch_size].tolist() for i in range(0, len(idx), batch_size)]
     if shuffle and bucket:
         rng.shuffle(out)
@@ -91,7 +94,15 @@ def collate(examples: list[dict], pad_id: int, pad_to: int | None = None, labels
 
 def encode_df(tokenizer, df: pd.DataFrame, cfg: TrainConfig) -> list[dict]:
     ents = df["entity"] if cfg.pooling == "cls" else None
-    return hm.encode(tokenizer, df["sentence"], df["start"], df["end"], cfg.max_length, entities=ents, mask_mentions=cfg.mask_mentions)
+    return hm.encode(
+        tokenizer,
+        df["sentence"],
+        df["start"],
+        df["end"],
+        cfg.max_length,
+        entities=ents,
+        mask_mentions=cfg.mask_mentions,
+    )
 
 
 def resolve_precision(precision: str, device) -> str:
@@ -120,9 +131,19 @@ def autocast(device, precision: str):
 
 
 @torch.no_grad()
-def predict(model: hm.HamamModel, encoded: list[dict], pad_id: int, device, batch_size: int = 64, mode=None, precision: str = "fp32") -> np.ndarray:
+def predict(
+    model: hm.HamamModel,
+    encoded: list[dict],
+    pad_id: int,
+    device,
+    batch_size: int = 64,
+    mode=None,
+    precision: str = "fp32",
+) -> np.ndarray:
     model.eval()
-    same = [tuple(e["input_ids"]) for e in encoded] if model.cfg.group_sentences else None  # identical rows side by side
+    same = (
+        [tuple(e["input_ids"]) for e in encoded] if model.cfg.group_sentences else None
+    )  # identical rows side by side
     order = batches([len(e["input_ids"]) for e in encoded], batch_size, shuffle=False, bucket=True, groups=same)
     out = np.zeros((len(encoded), len(hm.LABELS)), dtype=np.float32)
     for b in order:
@@ -135,7 +156,9 @@ def predict(model: hm.HamamModel, encoded: list[dict], pad_id: int, device, batc
 # --- one fold -----------------------------------------------------------------------------------
 
 
-def param_groups(encoder: list[tuple[str, torch.nn.Parameter]], head: list[torch.nn.Parameter], cfg: TrainConfig) -> list[dict]:
+def param_groups(
+    encoder: list[tuple[str, torch.nn.Parameter]], head: list[torch.nn.Parameter], cfg: TrainConfig
+) -> list[dict]:
     """AdamW groups: the encoder at `lr` (no weight decay on biases and norms), the new head at `head_lr`."""
     no_decay = {n for n, _ in encoder if n.endswith("bias") or "norm" in n.lower()}
     groups = [
@@ -164,10 +187,16 @@ def inner_split(df: pd.DataFrame, share: float, seed: int) -> np.ndarray:
     sentences = df["sentence"].unique()
     rng = np.random.default_rng(seed)
     n = int(round(share * len(sentences)))
-    return df["sentence"].isin(set(rng.choice(sentences, size=n, replace=False))).to_numpy() if n else np.zeros(len(df), bool)
+    return (
+        df["sentence"].isin(set(rng.choice(sentences, size=n, replace=False))).to_numpy()
+        if n
+        else np.zeros(len(df), bool)
+    )
 
 
-def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device, desc: str = "train", pad_to=None, max_steps=None):
+def train_model(
+    cfg: TrainConfig, backbone_path: str, train_df, held_df, device, desc: str = "train", pad_to=None, max_steps=None
+):
     """Fine-tune one HAMAM model, early-stopped on `held_df`; returns (best model, tokenizer, FoldRun).
 
     `held_df` decides the checkpoint, so its scores are optimistic: k-fold training passes an inner
@@ -187,7 +216,9 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
     eval_every = max(1, steps_per_epoch // cfg.evals_per_epoch)
 
     named = [(n, p) for n, p in model.named_parameters() if p.requires_grad]
-    groups_opt = param_groups([(n, p) for n, p in named if n.startswith("encoder.")], [p for n, p in named if n.startswith("head.")], cfg)
+    groups_opt = param_groups(
+        [(n, p) for n, p in named if n.startswith("encoder.")], [p for n, p in named if n.startswith("head.")], cfg
+    )
     opt = torch.optim.AdamW(groups_opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     loss_fn = hm.loss_fn(cfg.neutral_weight).to(device)
@@ -202,7 +233,10 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
             step_loss = 0.0
             batch_weight = loss_fn.weight[torch.as_tensor([hm.LABEL2ID[int(v)] for v in y_tr[b]])].sum()
             for part in (b[i : i + micro] for i in range(0, len(b), micro)):
-                x = {k: v.to(device) for k, v in collate([tr[i] for i in part], tok.pad_token_id, pad_to, y_tr[part]).items()}
+                x = {
+                    k: v.to(device)
+                    for k, v in collate([tr[i] for i in part], tok.pad_token_id, pad_to, y_tr[part]).items()
+                }
                 y = x.pop("labels")
                 with autocast(device, precision):
                     logits = model(**x)
@@ -224,7 +258,15 @@ def train_model(cfg: TrainConfig, backbone_path: str, train_df, held_df, device,
             if len(held) and (step % eval_every == 0 or step == total):
                 t_eval = time.perf_counter()
                 score = f1pn(y_held, to_labels(predict(model, held, tok.pad_token_id, device, precision=precision)))
-                run.history.append({"step": step, "epoch": step / steps_per_epoch, "train_loss": float(np.mean(running)), "held_f1pn": score, "seconds": time.perf_counter() - t0})
+                run.history.append(
+                    {
+                        "step": step,
+                        "epoch": step / steps_per_epoch,
+                        "train_loss": float(np.mean(running)),
+                        "held_f1pn": score,
+                        "seconds": time.perf_counter() - t0,
+                    }
+                )
                 running = []
                 bar.set_postfix(f1pn=f"{score:.3f}")
                 if score > run.best_f1pn:
@@ -265,14 +307,35 @@ def data_digest(data: dict) -> str:
 def training_source() -> str:
     """Digest of the code that decides what a fold model becomes: editing the loop or the model
     retrains; editing a notebook's plotting does not."""
-    return backbones.source_digest(hm, inner_split, train_model, _train_fold, batches, collate, encode_df, predict, autocast, resolve_precision, param_groups, seed_everything)
+    return backbones.source_digest(
+        hm,
+        inner_split,
+        train_model,
+        _train_fold,
+        batches,
+        collate,
+        encode_df,
+        predict,
+        autocast,
+        resolve_precision,
+        param_groups,
+        seed_everything,
+    )
 
 
 def run_dir(paths: RunPaths, cfg: TrainConfig, data: dict, backbone_path: str | None = None) -> Path:
     """runs/<profile>/models/<backbone>-<mode>-<key>: the key hashes the config, the data (rows,
     labels, folds), the backbone build's content digest and the training code."""
-    slug = re.sub(r"[^A-Za-z0-9]+", "-", Path(cfg.backbone).name if Path(cfg.backbone).is_dir() else cfg.backbone).strip("-")
-    ingredients = [cfg.key(), data_digest(data), backbones.content_digest(backbone_path or cfg.backbone), training_source(), str(ARTIFACT_VERSION)]
+    slug = re.sub(
+        r"[^A-Za-z0-9]+", "-", Path(cfg.backbone).name if Path(cfg.backbone).is_dir() else cfg.backbone
+    ).strip("-")
+    ingredients = [
+        cfg.key(),
+        data_digest(data),
+        backbones.content_digest(backbone_path or cfg.backbone),
+        training_source(),
+        str(ARTIFACT_VERSION),
+    ]
     key = hashlib.sha1("|".join(ingredients).encode()).hexdigest()[:12]
     return paths.models / f"{slug}-{cfg.mode}-{key}"
 
@@ -300,22 +363,37 @@ class KFoldResult:
         return np.isin(train["fold"].to_numpy(), self.folds)
 
 
-def fold_jobs(profile: Profile, cfg: TrainConfig, data: dict, folds, save_checkpoints: bool = True, force: bool = False) -> tuple[Path, list]:
+def fold_jobs(
+    profile: Profile, cfg: TrainConfig, data: dict, folds, save_checkpoints: bool = True, force: bool = False
+) -> tuple[Path, list]:
     """The run directory of (profile, cfg, data) and a job for each fold it lacks."""
     paths = RunPaths(profile.name).make()
     backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
     root = run_dir(paths, cfg, data, backbone)
-    todo = [k for k in folds if force or not _cached(root / f"fold{k}" / "done.json", cfg, need_checkpoint=save_checkpoints)]
+    todo = [
+        k for k in folds if force or not _cached(root / f"fold{k}" / "done.json", cfg, need_checkpoint=save_checkpoints)
+    ]
     return root, [executors.FoldJob(cfg, backbone, k, str(root / f"fold{k}"), save_checkpoints, force) for k in todo]
 
 
-def run_kfold(profile: Profile, cfg: TrainConfig, data: dict, folds=None, save_checkpoints: bool = True, force: bool = False, device=None, executor=None) -> KFoldResult:
+def run_kfold(
+    profile: Profile,
+    cfg: TrainConfig,
+    data: dict,
+    folds=None,
+    save_checkpoints: bool = True,
+    force: bool = False,
+    device=None,
+    executor=None,
+) -> KFoldResult:
     """Train (or reuse) every fold; write checkpoint, OOF logits and validation/final logits per fold.
 
     Folds run in this process or as Ray tasks (`executor`, default the profile's; see lib.executors)."""
     folds = list(range(profile.n_folds)) if folds is None else list(folds)
     root, jobs = fold_jobs(profile, cfg, data, folds, save_checkpoints, force)
-    executors.run(jobs, data, executors.resolve(executor, profile.executor), device or profile.device, profile.executor_cpus)
+    executors.run(
+        jobs, data, executors.resolve(executor, profile.executor), device or profile.device, profile.executor_cpus
+    )
     return read_kfold(cfg, data, root, folds)
 
 
@@ -360,13 +438,26 @@ def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint:
     model, tok, run = train_model(cfg, backbone, part[~inner], part[inner], device, desc=f"fold {k}")
     fold_dir.mkdir(parents=True, exist_ok=True)
     prec = run.precision
-    np.save(fold_dir / "logits_oof.npy", predict(model, encode_df(tok, train[held], cfg), tok.pad_token_id, device, precision=prec))
+    np.save(
+        fold_dir / "logits_oof.npy",
+        predict(model, encode_df(tok, train[held], cfg), tok.pad_token_id, device, precision=prec),
+    )
     for s in SPLITS_PREDICTED:
-        np.save(fold_dir / f"logits_{s}.npy", predict(model, encode_df(tok, data[s], cfg), tok.pad_token_id, device, precision=prec))
+        np.save(
+            fold_dir / f"logits_{s}.npy",
+            predict(model, encode_df(tok, data[s], cfg), tok.pad_token_id, device, precision=prec),
+        )
     if save_checkpoint:
         hm.save(model, tok, fold_dir / "checkpoint")
-    meta = {"version": ARTIFACT_VERSION, "config": asdict(cfg), "fold": k, "backbone_path": backbone, "backbone_digest": backbones.content_digest(backbone),
-            "inner_rows": int(inner.sum()), **asdict(run)}
+    meta = {
+        "version": ARTIFACT_VERSION,
+        "config": asdict(cfg),
+        "fold": k,
+        "backbone_path": backbone,
+        "backbone_digest": backbones.content_digest(backbone),
+        "inner_rows": int(inner.sum()),
+        **asdict(run),
+    }
     (fold_dir / "done.json").write_text(json.dumps(meta))  # written last: its presence means the fold is complete
 
 
@@ -387,19 +478,34 @@ def _cli_parser():
 
     from .config import PROFILES
 
-    ap = argparse.ArgumentParser(prog="python -m lib.train", description="Train (or reuse) k-fold HAMAM models for one (profile, backbone, mode).",
-                                 epilog=CLI_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        prog="python -m lib.train",
+        description="Train (or reuse) k-fold HAMAM models for one (profile, backbone, mode).",
+        epilog=CLI_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     ap.add_argument("--folds", default=None, help="comma-separated fold ids (default: the profile's main folds)")
     ap.add_argument("--force", action="store_true", help="retrain even when a matching fold is cached")
     ap.add_argument("--no-checkpoints", action="store_true", help="keep logits only")
-    ap.add_argument("--executor", choices=executors.EXECUTORS, default=None, help="where fold jobs run (default: the profile's; RAY_ADDRESS picks a Ray cluster)")
+    ap.add_argument(
+        "--executor",
+        choices=executors.EXECUTORS,
+        default=None,
+        help="where fold jobs run (default: the profile's; RAY_ADDRESS picks a Ray cluster)",
+    )
     cfg = ap.add_argument_group("TrainConfig fields (override the profile's)")
     hints = typing.get_type_hints(TrainConfig)
     for f in dataclasses.fields(TrainConfig):
         kind = hints[f.name]
         conv = (lambda s: s.lower() in ("1", "true", "yes")) if kind is bool else kind
-        cfg.add_argument(f"--{f.name}", type=conv, default=argparse.SUPPRESS, metavar=kind.__name__.upper(), help=f"default: the profile's ({f.default!r} in TrainConfig)")
+        cfg.add_argument(
+            f"--{f.name}",
+            type=conv,
+            default=argparse.SUPPRESS,
+            metavar=kind.__name__.upper(),
+            help=f"default: the profile's ({f.default!r} in TrainConfig)",
+        )
     return ap
 
 
@@ -411,10 +517,14 @@ def main(argv=None) -> int:
 
     ap = _cli_parser()
     args = vars(ap.parse_args(argv))  # unknown options exit 2, naming them
-    profile, folds, force, no_ckpt, executor = (args.pop(k) for k in ("profile", "folds", "force", "no_checkpoints", "executor"))
+    profile, folds, force, no_ckpt, executor = (
+        args.pop(k) for k in ("profile", "folds", "force", "no_checkpoints", "executor")
+    )
     try:
         prof = get_profile(profile)
-        names, modes = (list(dict.fromkeys(args.pop(k, getattr(prof.train, k)).split(","))) for k in ("backbone", "mode"))  # no job twice
+        names, modes = (
+            list(dict.fromkeys(args.pop(k, getattr(prof.train, k)).split(","))) for k in ("backbone", "mode")
+        )  # no job twice
         cfgs = [prof.config_for(b, **args, mode=m) for b in names for m in modes]
         fold_ids = prof.main_folds if folds is None else [int(k) for k in folds.split(",")]
         bad = [k for k in fold_ids if not 0 <= k < prof.n_folds]
@@ -433,7 +543,9 @@ def main(argv=None) -> int:
         return 1
     for cfg, root, _ in planned:
         for r in read_kfold(cfg, data, root, fold_ids).runs:
-            print(f"{cfg.backbone} {cfg.mode} fold {r['fold']}: {r['steps']} steps, best early-stopping F1pn {r['best_f1pn']:.3f}, {r['seconds']:.0f}s -> {root / ('fold%d' % r['fold'])}")
+            print(
+                f"{cfg.backbone} {cfg.mode} fold {r['fold']}: {r['steps']} steps, best early-stopping F1pn {r['best_f1pn']:.3f}, {r['seconds']:.0f}s -> {root / ('fold%d' % r['fold'])}"
+            )
     return 0
 
 

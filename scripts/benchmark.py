@@ -15,6 +15,7 @@ excluded) of:
 6. (e5-small) the trimmed vocabulary vs the full 250k-piece one, embeddings trained (freeze_layers=0).
 Results also go to benchmark.json beside the profile's figures (figures/ for the cpu profile).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -38,7 +39,14 @@ def measure(S, bb: str, steps: int, pad_to=None, **overrides) -> dict:
     held = train["fold"] == 0
     _, _, run = train_model(cfg, bb, train[~held], train[held].head(8), S.device, pad_to=pad_to, max_steps=steps)
     t = run.seconds - run.eval_seconds
-    return {"seconds": t, "steps": run.steps, "examples": run.train_examples, "examples_per_s": run.train_examples / t, "seconds_per_step": t / run.steps, "precision": run.precision}
+    return {
+        "seconds": t,
+        "steps": run.steps,
+        "examples": run.train_examples,
+        "examples_per_s": run.train_examples / t,
+        "seconds_per_step": t / run.steps,
+        "precision": run.precision,
+    }
 
 
 def same_logits(S, bb: str) -> float:
@@ -79,11 +87,20 @@ def main() -> None:
         full = S.backbone_dir("e5-small-full")
         res["trimmed_vocab_embeddings_trained"] = m(freeze_layers=0)
         res["full_vocab_embeddings_trained"] = measure(S, full, args.steps, freeze_layers=0)
-        res["vocab_sizes"] = {"trimmed": backbones.build_stats(bb).get("vocab_trimmed"), "full": backbones.build_stats(full).get("vocab_full")}
+        res["vocab_sizes"] = {
+            "trimmed": backbones.build_stats(bb).get("vocab_trimmed"),
+            "full": backbones.build_stats(full).get("vocab_full"),
+        }
     r = lambda a, b, key="examples_per_s": res[a][key] / res[b][key]  # noqa: E731
     res["summary"] = {
-        "profile": S.prof.name, "backbone": name, "mode": S.prof.train.mode, "batch_size": S.prof.train.batch_size, "steps": args.steps,
-        "hardware": study.hardware(), "auto_precision_here": resolve_precision("auto", S.device), "torch_threads": torch.get_num_threads(),
+        "profile": S.prof.name,
+        "backbone": name,
+        "mode": S.prof.train.mode,
+        "batch_size": S.prof.train.batch_size,
+        "steps": args.steps,
+        "hardware": study.hardware(),
+        "auto_precision_here": resolve_precision("auto", S.device),
+        "torch_threads": torch.get_num_threads(),
         "bucketing_speedup": r("bucketed_dynamic", "padded_to_max_length"),
         "msd_k5_over_k1_step_time": r("msd_k5", "msd_k1", "seconds_per_step"),
         "shared_rows_speedup": r("bucketed_dynamic", "rows_encoded_separately"),
@@ -92,17 +109,31 @@ def main() -> None:
         "bf16_over_fp32_examples_per_s": r("bf16", "fp32_same_steps"),
     }
     if name == "e5-small":
-        res["summary"]["trimmed_over_full_vocab_step_time"] = r("trimmed_vocab_embeddings_trained", "full_vocab_embeddings_trained", "seconds_per_step")
+        res["summary"]["trimmed_over_full_vocab_step_time"] = r(
+            "trimmed_vocab_embeddings_trained", "full_vocab_embeddings_trained", "seconds_per_step"
+        )
     s = res["summary"]
-    print(f"{S.prof.name} profile, {name}, mode {S.prof.train.mode}, batch {S.prof.train.batch_size}, {args.steps} steps; {s['hardware']}")
-    print(f"  bucketing + dynamic padding vs padded to {S.prof.train.max_length}: {s['bucketing_speedup']:.2f}x examples/s (goal >= 1.5x)")
+    print(
+        f"{S.prof.name} profile, {name}, mode {S.prof.train.mode}, batch {S.prof.train.batch_size}, {args.steps} steps; {s['hardware']}"
+    )
+    print(
+        f"  bucketing + dynamic padding vs padded to {S.prof.train.max_length}: {s['bucketing_speedup']:.2f}x examples/s (goal >= 1.5x)"
+    )
     print(f"  K=5 over K=1 step time: {s['msd_k5_over_k1_step_time']:.3f}x (goal <= 1.10x)")
-    print(f"  shared unmasked rows encoded once: {s['shared_rows_speedup']:.2f}x examples/s; max |logit difference| {res['logits_max_abs_diff_shared_rows']:.2e}")
-    print(f"  embeddings + lowest {S.prof.train.freeze_layers} layers frozen vs all trained: {s['frozen_layers_speedup']:.2f}x examples/s")
+    print(
+        f"  shared unmasked rows encoded once: {s['shared_rows_speedup']:.2f}x examples/s; max |logit difference| {res['logits_max_abs_diff_shared_rows']:.2e}"
+    )
+    print(
+        f"  embeddings + lowest {S.prof.train.freeze_layers} layers frozen vs all trained: {s['frozen_layers_speedup']:.2f}x examples/s"
+    )
     print(f"  gradient checkpointing over none, all layers trained: {s['checkpointing_step_time']:.2f}x step time")
-    print(f"  bf16 over fp32 ({args.bf16_steps} steps): {s['bf16_over_fp32_examples_per_s']:.2f}x examples/s; `auto` picks {s['auto_precision_here']} here")
+    print(
+        f"  bf16 over fp32 ({args.bf16_steps} steps): {s['bf16_over_fp32_examples_per_s']:.2f}x examples/s; `auto` picks {s['auto_precision_here']} here"
+    )
     if name == "e5-small":
-        print(f"  trimmed ({res['vocab_sizes']['trimmed']}) over full ({res['vocab_sizes']['full']}) vocabulary step time, embeddings trained: {s['trimmed_over_full_vocab_step_time']:.2f}x")
+        print(
+            f"  trimmed ({res['vocab_sizes']['trimmed']}) over full ({res['vocab_sizes']['full']}) vocabulary step time, embeddings trained: {s['trimmed_over_full_vocab_step_time']:.2f}x"
+        )
     out = S.paths.figures / "benchmark.json"
     out.write_text(json.dumps(res, indent=2))
     print("written", out)

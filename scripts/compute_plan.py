@@ -12,6 +12,7 @@ one fold and rescale). For scale, the script also prints the rate the cpu profil
 reached on this machine by the same arithmetic. Prediction and evaluation add roughly a third (3 forward passes' worth over
 held-out, validation and final rows per fold are small next to training).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,18 @@ def measured(profile: str, data: dict) -> list[dict]:
         if not current:
             continue
         cfg, epochs_run = d["config"], (d["history"][-1]["epoch"] if d["history"] else d["config"]["epochs"])
-        rows.append({"backbone": Path(cfg["backbone"]).name, "mode": cfg["mode"], "epochs": cfg["epochs"], "fold": d["fold"], "precision": d.get("precision", "fp32"),
-                     "seconds": d["seconds"], "seconds_per_epoch": d["seconds"] / epochs_run, "examples_per_s": d["train_examples"] / d["seconds"]})
+        rows.append(
+            {
+                "backbone": Path(cfg["backbone"]).name,
+                "mode": cfg["mode"],
+                "epochs": cfg["epochs"],
+                "fold": d["fold"],
+                "precision": d.get("precision", "fp32"),
+                "seconds": d["seconds"],
+                "seconds_per_epoch": d["seconds"] / epochs_run,
+                "examples_per_s": d["train_examples"] / d["seconds"],
+            }
+        )
     return rows
 
 
@@ -65,14 +76,21 @@ def main() -> None:
     m = pd.DataFrame(measured(args.profile, S.data))
     if len(m):
         print(f"Measured ({study.hardware()}): seconds per fold run, and per epoch, mean over folds")
-        print(m.groupby(["backbone", "mode", "epochs", "precision"])[["seconds", "seconds_per_epoch", "examples_per_s"]].agg(["mean", "count"]).round(1).to_string())
+        print(
+            m.groupby(["backbone", "mode", "epochs", "precision"])[["seconds", "seconds_per_epoch", "examples_per_s"]]
+            .agg(["mean", "count"])
+            .round(1)
+            .to_string()
+        )
     from lib.config import get_profile
 
     paper = get_profile("paper")
     tok = AutoTokenizer.from_pretrained(S.backbone_dir("e5-small"))
     mean_tokens = float(np.mean([len(x) for x in tok(list(S.train["sentence"]))["input_ids"]]))
     rows_per_fold = len(S.train) * (1 - 1 / paper.n_folds) * (1 - paper.train.inner_val)
-    print(f"\nESTIMATE for the paper profile at {args.tflops:.0f} TFLOP/s sustained ({mean_tokens:.1f} tokens per row, {rows_per_fold:.0f} training rows per fold):")
+    print(
+        f"\nESTIMATE for the paper profile at {args.tflops:.0f} TFLOP/s sustained ({mean_tokens:.1f} tokens per row, {rows_per_fold:.0f} training rows per fold):"
+    )
     plan, total = [], 0.0
     for b, params in PAPER_BACKBONES.items():
         cfg = paper.config_for(b)
@@ -81,15 +99,32 @@ def main() -> None:
             passes = 2 if mode == "hamam" else 1
             flops = 6 * params * rows_per_fold * mean_tokens * passes * cfg.epochs
             minutes = flops / (args.tflops * 1e12) / 60 * 4 / 3  # + evaluation and prediction
-            plan.append({"backbone": b, "mode": mode, "epochs": cfg.epochs, "GPU-minutes per fold": round(minutes, 1), "GPU-minutes, 5 folds": round(5 * minutes, 1)})
+            plan.append(
+                {
+                    "backbone": b,
+                    "mode": mode,
+                    "epochs": cfg.epochs,
+                    "GPU-minutes per fold": round(minutes, 1),
+                    "GPU-minutes, 5 folds": round(5 * minutes, 1),
+                }
+            )
             total += 5 * minutes
     print(pd.DataFrame(plan).to_string(index=False))
-    print("wall time of chapter 02's paper runs: " + ", ".join(f"{g} GPU(s) ~{total / g:.0f} min" for g in args.gpus) + " (fold jobs are independent: one Ray task each with `--executor ray`, or python -m lib.train per job)")
+    print(
+        "wall time of chapter 02's paper runs: "
+        + ", ".join(f"{g} GPU(s) ~{total / g:.0f} min" for g in args.gpus)
+        + " (fold jobs are independent: one Ray task each with `--executor ray`, or python -m lib.train per job)"
+    )
     e5 = m[(m["backbone"].str.startswith("e5-small"))] if len(m) else m
     if len(e5):
         e5_params = 12 * (4 * 384**2 + 2 * 384 * 1536)
-        rate = [6 * e5_params * mean_tokens * (2 if r.mode == "hamam" else 1) * r.examples_per_s / 1e12 for r in e5.itertuples()]
-        print(f"for scale: the cpu profile's e5-small runs reached {np.mean(rate):.2f} TFLOP/s by this arithmetic (all layers counted; 6 of 12 were frozen, so the true rate is lower)")
+        rate = [
+            6 * e5_params * mean_tokens * (2 if r.mode == "hamam" else 1) * r.examples_per_s / 1e12
+            for r in e5.itertuples()
+        ]
+        print(
+            f"for scale: the cpu profile's e5-small runs reached {np.mean(rate):.2f} TFLOP/s by this arithmetic (all layers counted; 6 of 12 were frozen, so the true rate is lower)"
+        )
 
 
 if __name__ == "__main__":

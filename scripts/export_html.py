@@ -20,6 +20,7 @@ when the page is opened is handled here:
 The output is a function of the notebook alone (no timestamps, no random element ids), so
 re-exporting an unchanged notebook gives a byte-identical file. Prints one line per page.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,22 +38,30 @@ from nbconvert import HTMLExporter
 VENDOR = Path(__file__).resolve().parent / "vendor"
 # Order matters: d3 and jQuery see no `define` yet and set window.d3 / window.jQuery.
 VENDORED_JS = ("d3-5.7.0/d3.min.js", "jquery-2.2.4/jquery.min.js", "requirejs-2.3.6/require.min.js")
-AMD_SHIM = "define('d3', [], function () { return window.d3; });\ndefine('jquery', [], function () { return window.jQuery; });"
+AMD_SHIM = (
+    "define('d3', [], function () { return window.d3; });\ndefine('jquery', [], function () { return window.jQuery; });"
+)
 PLACEHOLDER = "<!-- export_html: vendored scripts -->"
 
-TEMPLATE = """{%- extends 'index.html.j2' -%}
+TEMPLATE = (
+    """{%- extends 'index.html.j2' -%}
 {%- block html_head_js_requirejs -%}
-""" + PLACEHOLDER + """
+"""
+    + PLACEHOLDER
+    + """
 {%- endblock html_head_js_requirejs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
 {%- block html_head_js_mathjax -%}{%- if resources.offline_needs_mathjax -%}{{ super() }}{%- endif -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- if resources.offline_needs_mermaid -%}{{ super() }}{%- endif -%}{%- endblock html_head_js_mermaidjs -%}
 """
+)
 
 WIDGET_VIEW = "application/vnd.jupyter.widget-view+json"
 WIDGET_STATE = "application/vnd.jupyter.widget-state+json"
 # <script src="http(s)://.../require.js|require.min.js"></script>, as bertviz prints it.
-REMOTE_REQUIRE = re.compile(r"""<script\b[^>]*\bsrc\s*=\s*["']https?://[^"']*/require(?:\.min)?\.js["'][^>]*>\s*</script>\s*""", re.I)
+REMOTE_REQUIRE = re.compile(
+    r"""<script\b[^>]*\bsrc\s*=\s*["']https?://[^"']*/require(?:\.min)?\.js["'][^>]*>\s*</script>\s*""", re.I
+)
 TEX = re.compile(r"\$\$|\\\(|\\\[|\\begin\{|(?<![\\$\w])\$[^\s$][^$\n]*?(?<![\s\\])\$(?![\w$])")
 REMOTE_TAG = re.compile(r"""<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*["'](https?://[^"']+)""", re.I)
 BAR_COLORS = {"success": "#5cb85c", "info": "#5bc0de", "warning": "#f0ad4e", "danger": "#d9534f"}
@@ -75,6 +84,7 @@ def _vendored_head() -> str:
 
 # --- ipywidgets -> static HTML ---------------------------------------------------------------------
 
+
 def _widget_html(model_id: str, state: dict, depth: int = 0) -> str | None:
     """Static HTML for the widgets tqdm uses (boxes, HTML/Label, progress bars) from the saved
     widget state; None when a model is missing or of another kind (the caller falls back to text)."""
@@ -91,8 +101,10 @@ def _widget_html(model_id: str, state: dict, depth: int = 0) -> str | None:
         if any(k is None for k in kids):
             return None
         direction = "column" if name == "VBoxModel" else "row"
-        return (f'<div class="offline-widget" style="display:flex;flex-direction:{direction};'
-                f'align-items:center;gap:0.5em;font-family:monospace">{"".join(kids)}</div>')
+        return (
+            f'<div class="offline-widget" style="display:flex;flex-direction:{direction};'
+            f'align-items:center;gap:0.5em;font-family:monospace">{"".join(kids)}</div>'
+        )
     if name in ("HTMLModel", "HTMLMathModel"):
         return f"{desc}<span>{s.get('value', '')}</span>"  # the kernel's HTML, as a text/html output would be
     if name == "LabelModel":
@@ -101,9 +113,11 @@ def _widget_html(model_id: str, state: dict, depth: int = 0) -> str | None:
         lo, hi, val = (float(s.get(k) or 0) for k in ("min", "max", "value"))
         pct = 0.0 if hi <= lo else min(max((val - lo) / (hi - lo), 0.0), 1.0) * 100
         color = BAR_COLORS.get(s.get("bar_style") or "", "#2196f3")
-        return (f'{desc}<span role="progressbar" aria-valuenow="{val:g}" aria-valuemin="{lo:g}" aria-valuemax="{hi:g}" '
-                f'style="display:inline-block;flex:1;min-width:10em;max-width:30em;height:1em;background:#eee">'
-                f'<span style="display:block;height:100%;width:{pct:.1f}%;background:{color}"></span></span>')
+        return (
+            f'{desc}<span role="progressbar" aria-valuenow="{val:g}" aria-valuemin="{lo:g}" aria-valuemax="{hi:g}" '
+            f'style="display:inline-block;flex:1;min-width:10em;max-width:30em;height:1em;background:#eee">'
+            f'<span style="display:block;height:100%;width:{pct:.1f}%;background:{color}"></span></span>'
+        )
     return None
 
 
@@ -149,8 +163,11 @@ def _offline_notebook(nb) -> tuple[dict, int]:
             kept.append(out)
         cell.outputs = kept
     nb.metadata.pop("widgets", None)  # its state script and the CDN widget manager are not needed
-    flags = {"offline_needs_vendored_js": needs_js or removed > 0,
-             "offline_needs_mathjax": needs_tex, "offline_needs_mermaid": needs_mermaid}
+    flags = {
+        "offline_needs_vendored_js": needs_js or removed > 0,
+        "offline_needs_mathjax": needs_tex,
+        "offline_needs_mermaid": needs_mermaid,
+    }
     return flags, removed
 
 
@@ -159,7 +176,9 @@ class OfflineHTMLExporter(HTMLExporter):
 
     def __init__(self, **kw):
         kw.setdefault("embed_images", True)  # markdown <img> too, not only PNG outputs
-        super().__init__(extra_loaders=[DictLoader({"offline.html.j2": TEMPLATE})], template_file="offline.html.j2", **kw)
+        super().__init__(
+            extra_loaders=[DictLoader({"offline.html.j2": TEMPLATE})], template_file="offline.html.j2", **kw
+        )
 
     def from_notebook_node(self, nb, resources=None, **kw):
         ids = itertools.count(1)

@@ -1,7 +1,8 @@
 """Print figures/results.json as Markdown tables, one per chapter (what the README's Results cite).
 
-    python scripts/results_table.py [--profile cpu]
+python scripts/results_table.py [--profile cpu]
 """
+
 from __future__ import annotations
 
 import argparse

@@ -1,4 +1,3 @@
-import shutil
 from pathlib import Path
 
 import pandas as pd

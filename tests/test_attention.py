@@ -28,7 +28,14 @@ def backbones(tmp_path_factory):
     # a navec-bert-like word-level backbone without the navec download: random vectors, 3 heads
     vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + sorted(corpus_words(sents))
     torch.manual_seed(0)
-    cfg = BertConfig(vocab_size=len(vocab), hidden_size=24, num_hidden_layers=3, num_attention_heads=3, intermediate_size=48, pad_token_id=0)
+    cfg = BertConfig(
+        vocab_size=len(vocab),
+        hidden_size=24,
+        num_hidden_layers=3,
+        num_attention_heads=3,
+        intermediate_size=48,
+        pad_token_id=0,
+    )
     BertModel(cfg).save_pretrained(root / "word")
     word_tokenizer(vocab).save_pretrained(root / "word")
     # an e5-like XLM-R backbone: sentencepiece unigram pieces, <s> </s> <mask>, offsets that start at the space before a word
@@ -44,14 +51,34 @@ def build_unigram_xlmr(sentences, out_dir, vocab_size=400):
     tok.pre_tokenizer = pre_tokenizers.Metaspace(replacement="▁", prepend_scheme="always")
     tok.decoder = decoders.Metaspace(replacement="▁", prepend_scheme="always")
     specials = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]
-    tok.train_from_iterator(sentences, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>"))
+    tok.train_from_iterator(
+        sentences, trainers.UnigramTrainer(vocab_size=vocab_size, special_tokens=specials, unk_token="<unk>")
+    )
     ids = tok.get_vocab()
-    tok.post_processor = processors.TemplateProcessing(single="<s> $A </s>", special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])])
-    fast = PreTrainedTokenizerFast(tokenizer_object=tok, bos_token="<s>", eos_token="</s>", sep_token="</s>", cls_token="<s>", unk_token="<unk>",
-                                   pad_token="<pad>", mask_token="<mask>", model_input_names=["input_ids", "attention_mask"])
+    tok.post_processor = processors.TemplateProcessing(
+        single="<s> $A </s>", special_tokens=[("<s>", ids["<s>"]), ("</s>", ids["</s>"])]
+    )
+    fast = PreTrainedTokenizerFast(
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        sep_token="</s>",
+        cls_token="<s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        mask_token="<mask>",
+        model_input_names=["input_ids", "attention_mask"],
+    )
     torch.manual_seed(0)
-    cfg = XLMRobertaConfig(vocab_size=len(ids), hidden_size=24, num_hidden_layers=2, num_attention_heads=2, intermediate_size=48,
-                           pad_token_id=ids["<pad>"], max_position_embeddings=300)
+    cfg = XLMRobertaConfig(
+        vocab_size=len(ids),
+        hidden_size=24,
+        num_hidden_layers=2,
+        num_attention_heads=2,
+        intermediate_size=48,
+        pad_token_id=ids["<pad>"],
+        max_position_embeddings=300,
+    )
     XLMRobertaModel(cfg).save_pretrained(out_dir)
     fast.save_pretrained(out_dir)
 
@@ -69,7 +96,17 @@ def frame(rows):
 
 
 def test_context_words_skip_the_entity_span_and_non_words():
-    assert A.context_words(SENT, *SPAN) == ["путин", "встретился", "с", "путиным", "а", "назвал", "ужасный", "провал", "ошибкой"]
+    assert A.context_words(SENT, *SPAN) == [
+        "путин",
+        "встретился",
+        "с",
+        "путиным",
+        "а",
+        "назвал",
+        "ужасный",
+        "провал",
+        "ошибкой",
+    ]
     assert "путин" not in A.context_words("Путин, 2024!", 0, 5)
 
 
@@ -77,9 +114,9 @@ def test_lexicon_ranks_polar_words_against_neutral_on_a_synthetic_corpus():
     rows = []
     for i in range(10):
         rows.append((f"Иванов ужасный провал {i} сказал", 0, 6, -1))  # entity "Иванов" only in polar rows
-        rows.append((f"Иванов отличный успех сказал", 0, 6, 1))
-        rows.append((f"Иванов сказал встреча", 0, 6, 0))
-        rows.append((f"Иванов сказал совещание", 0, 6, 0))
+        rows.append(("Иванов отличный успех сказал", 0, 6, 1))
+        rows.append(("Иванов сказал встреча", 0, 6, 0))
+        rows.append(("Иванов сказал совещание", 0, 6, 0))
     rows.append(("Иванов редкий сказал", 0, 6, -1))  # seen once: below min_count
     lex = A.sentiment_lexicon(frame(rows), k=2, min_count=3)
     neg, pos = lex[lex["label"] == -1], lex[lex["label"] == 1]
@@ -114,7 +151,10 @@ def test_groups_come_from_the_model_entity_mask(backbones, family):
     lex_chars = {c for w in LEXICON for c in range(SENT.index(w), SENT.index(w) + len(w))}
     enc = tok(SENT, return_offsets_mapping=True, return_special_tokens_mask=True)
     first = [a + (len(SENT[a:b]) - len(SENT[a:b].lstrip())) for a, b in enc["offset_mapping"]]
-    want = [0 if m else 1 if sp else 2 if a in lex_chars else 3 for a, m, sp in zip(first, same[0]["entity_mask"], enc["special_tokens_mask"])]
+    want = [
+        0 if m else 1 if sp else 2 if a in lex_chars else 3
+        for a, m, sp in zip(first, same[0]["entity_mask"], enc["special_tokens_mask"])
+    ]
     assert exs[0]["groups"] == want
     assert want.count(2) >= 2 and want[1] == 3 and want.count(0) >= 1
     if family == "unigram":  # the case the first-non-space rule is for
@@ -137,7 +177,9 @@ def test_groups_follow_the_window_of_long_sentences(backbones):
 
 def test_group_masses_on_a_hand_made_attention_map():
     # one row, 4 real tokens + 1 pad: [CLS] ent sent [SEP] <pad>; 1 layer, 1 head
-    att = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0], [0.5, 0.1, 0.1, 0.3, 0.0]] + [[0.2] * 4 + [0.0]] * 3).reshape(1, 1, 1, 5, 5)
+    att = torch.tensor([[0.1, 0.2, 0.3, 0.4, 0.0], [0.5, 0.1, 0.1, 0.3, 0.0]] + [[0.2] * 4 + [0.0]] * 3).reshape(
+        1, 1, 1, 5, 5
+    )
     groups = torch.tensor([[1, 0, 2, 1, -1]])
     ent = torch.tensor([[0, 1, 0, 0, 0]])
     m = A.group_masses(att, groups, ent)[0, 0, 0]
@@ -156,7 +198,13 @@ def test_masses_sum_to_one_per_query_over_a_padded_batch(backbones, family, mode
     with torch.no_grad():
         _, att = A.forward_attentions(model, x, mode)
     cfg = model.encoder.config
-    assert att.shape == (3, cfg.num_hidden_layers, cfg.num_attention_heads, x["input_ids"].shape[1], x["input_ids"].shape[1])
+    assert att.shape == (
+        3,
+        cfg.num_hidden_layers,
+        cfg.num_attention_heads,
+        x["input_ids"].shape[1],
+        x["input_ids"].shape[1],
+    )
     m = A.group_masses(att, x["groups"], x["entity_mask"])
     assert m.shape == (3, cfg.num_hidden_layers, cfg.num_attention_heads, 2, 4)
     assert torch.allclose(m.sum(-1), torch.ones(m.shape[:-1]), atol=1e-5)
@@ -178,17 +226,27 @@ def test_sdpa_model_is_refused_rather_than_giving_empty_attention(backbones):
 @pytest.mark.parametrize("freeze", [False, True])
 def test_input_x_gradient_is_per_row_and_zero_on_padding(backbones, freeze):
     path = backbones["word"]
-    model, tok = hm.build(path, TrainConfig(backbone=path, msd_k=2, freeze_embeddings=freeze), attn_implementation="eager")
+    model, tok = hm.build(
+        path, TrainConfig(backbone=path, msd_k=2, freeze_embeddings=freeze), attn_implementation="eager"
+    )
     model.eval()
     exs = hm.encode(tok, [SENT, OTHERS[1]], [SPAN[0], 0], [SPAN[1], 3])
     x = collate(exs, tok.pad_token_id)
     attr, logits, _ = A.input_x_gradient(model, x, "masked")
-    assert attr.shape == x["input_ids"].shape and (attr[x["attention_mask"] == 0] == 0).all() and (attr.sum(1) > 0).all()
+    assert (
+        attr.shape == x["input_ids"].shape and (attr[x["attention_mask"] == 0] == 0).all() and (attr.sum(1) > 0).all()
+    )
     alone, _, _ = A.input_x_gradient(model, collate(exs[1:], tok.pad_token_id), "masked")
     n = len(exs[1]["input_ids"])
     assert torch.allclose(attr[1, :n], alone[0], rtol=1e-4, atol=1e-7)  # the batch does not mix rows
     # by hand for row 1: d(pred logit)/d(embedding output) . embedding output
-    emb = model.encoder.get_input_embeddings()(hm.mask_entity(x["input_ids"][1:2, :n], x["entity_mask"][1:2, :n], tok.mask_token_id)).detach().requires_grad_()
+    emb = (
+        model.encoder.get_input_embeddings()(
+            hm.mask_entity(x["input_ids"][1:2, :n], x["entity_mask"][1:2, :n], tok.mask_token_id)
+        )
+        .detach()
+        .requires_grad_()
+    )
     h = model.encoder.get_input_embeddings().register_forward_hook(lambda *_: emb)
     out = model(x["input_ids"][1:2, :n], x["attention_mask"][1:2, :n], x["entity_mask"][1:2, :n], mode="masked")
     h.remove()
@@ -240,11 +298,13 @@ def test_example_view_feeds_bertviz(backbones):
 
 
 def test_pick_examples_prefers_readable_correct_confident_rows():
-    df = pd.DataFrame({
-        "sentence": ["a b", "Путин и Путин", "x", "y", "z", "w"],
-        "entity": ["a", "Путин", "x", "y", "z", "w"],
-        "label": [-1, 0, -1, 1, 0, -1],
-    })
+    df = pd.DataFrame(
+        {
+            "sentence": ["a b", "Путин и Путин", "x", "y", "z", "w"],
+            "entity": ["a", "Путин", "x", "y", "z", "w"],
+            "label": [-1, 0, -1, 1, 0, -1],
+        }
+    )
     n_tokens = [20, 20, 20, 20, 20, 200]
     pred = [-1, 0, -1, 1, 0, -1]
     score = [0.5, 0.9, 0.8, 0.7, 0.6, 0.99]
@@ -254,7 +314,15 @@ def test_pick_examples_prefers_readable_correct_confident_rows():
     assert list(got) == ["negative", "positive", "neutral", "repeated entity"]
     # a wrong prediction is used only when no correct one exists
     # boilerplate repeating its words is not readable: the other repeated-entity row wins despite its score
-    df3 = pd.concat([df, pd.DataFrame({"sentence": ["Фото: Reuters Фото: Reuters Фото: Reuters"], "entity": ["Reuters"], "label": [0]})], ignore_index=True)
+    df3 = pd.concat(
+        [
+            df,
+            pd.DataFrame(
+                {"sentence": ["Фото: Reuters Фото: Reuters Фото: Reuters"], "entity": ["Reuters"], "label": [0]}
+            ),
+        ],
+        ignore_index=True,
+    )
     got3 = A.pick_examples(df3, n_tokens + [20], pred + [0], score + [1.0])
     assert got3["repeated entity"] == 1
     got2 = A.pick_examples(df, n_tokens, [-1, 0, 1, 1, 0, -1], score)  # row 2 now wrong
@@ -305,7 +373,12 @@ def test_scan_indexes_layers_and_heads_from_one():
 
 def test_head_gain_and_difference_panels():
     scan = fake_scan()
-    scan.results["fine-tuned", "unmasked"]["masses"][:, 3, 0, 1] = [0.0, 0.0, 1.0, 0.0]  # layer 4 head 1: all on sentiment
+    scan.results["fine-tuned", "unmasked"]["masses"][:, 3, 0, 1] = [
+        0.0,
+        0.0,
+        1.0,
+        0.0,
+    ]  # layer 4 head 1: all on sentiment
     scan = A.Scan(scan.results, scan.rows, scan.freeze)
     h = A.head_gain(scan, "entity", "sentiment")
     assert (h["layer"], h["head"], h["after"]) == (4, 1, 1.0) and h["n"] == 2 * 3
@@ -315,7 +388,9 @@ def test_head_gain_and_difference_panels():
     d = tune["from entity · unmasked", "→ sentiment"]
     assert (d.loc[[1, 2]] == 0).all().all() and d.loc[4, 1] == pytest.approx(h["gain"])  # frozen layers do not move
     mask = A.diff_panels(scan, "masking")["from [CLS] · initial", "→ entity"]
-    assert np.allclose(mask, scan.grid("initial", "masked", "cls", "entity") - scan.grid("initial", "unmasked", "cls", "entity"))
+    assert np.allclose(
+        mask, scan.grid("initial", "masked", "cls", "entity") - scan.grid("initial", "unmasked", "cls", "entity")
+    )
     with pytest.raises(ValueError):
         A.diff_panels(scan, "other")
     panels = A.mass_panels(scan, "cls")
@@ -343,7 +418,9 @@ def test_headline_and_answer_on_a_made_up_scan():
     a = scan.row_mass("initial", "unmasked", "entity", "sentiment", [3, 4])
     b = scan.row_mass("fine-tuned", "unmasked", "entity", "sentiment", [3, 4])
     assert nums["06.entity_to_sentiment.trained_layers.finetuned_minus_initial"][0] == pytest.approx((b - a).mean())
-    assert nums["06.attribution.entity_share.finetuned"][0] == pytest.approx(scan.results["fine-tuned", "unmasked"]["attribution"][:, 0].mean())
+    assert nums["06.attribution.entity_share.finetuned"][0] == pytest.approx(
+        scan.results["fine-tuned", "unmasked"]["attribution"][:, 0].mean()
+    )
     text = A.answer(scan, nums, profile="cpu", backbone="e5-small", lexicon_size=7)
     assert "layers 1–2 frozen" in text and "trained layers 3–4" in text and "7 lexicon words" in text
     assert "nan" not in text.lower() and "Smoke profile" not in text
@@ -355,7 +432,9 @@ def test_headline_and_answer_on_a_made_up_scan():
     nums0 = A.headline(free, n_boot=20)
     assert "06.frozen_layers.max_abs_change" not in nums0 and "06.attribution.entity_share.finetuned" not in nums0
     text0 = A.answer(free, nums0, profile="smoke", backbone="tiny", lexicon_size=3)
-    assert "All layers were fine-tuned" in text0 and "Smoke profile" in text0 and "Attention vs attribution" not in text0
+    assert (
+        "All layers were fine-tuned" in text0 and "Smoke profile" in text0 and "Attention vs attribution" not in text0
+    )
 
 
 def test_tables_from_a_scan():
@@ -466,8 +545,12 @@ def overlapping_text(fig, pad=0.5):
         fig.canvas.draw()
     finally:
         Text.draw = orig
-    return [(ta, tb) for i, (ta, a) in enumerate(drawn) for tb, b in drawn[i + 1 :]
-            if a.x0 < b.x1 - pad and b.x0 < a.x1 - pad and a.y0 < b.y1 - pad and b.y0 < a.y1 - pad]
+    return [
+        (ta, tb)
+        for i, (ta, a) in enumerate(drawn)
+        for tb, b in drawn[i + 1 :]
+        if a.x0 < b.x1 - pad and b.x0 < a.x1 - pad and a.y0 < b.y1 - pad and b.y0 < a.y1 - pad
+    ]
 
 
 def test_the_overlap_check_sees_overlaps():
@@ -487,19 +570,37 @@ def test_chapter_figures_have_no_overlapping_text_at_12_layers_by_12_heads():
 
     plots.setup()
     scan = fake_scan(n=30, layers=12, heads=12, freeze=6)
-    tokens = ["<s>", "▁Президент", "▁России", "▁Владимир", "▁Путин", "▁назвал", "▁ужасн", "ым", "▁провал"] + [f"▁слово{i}" for i in range(21)] + [".", "</s>"]
-    groups = ["special", "other", "other", "other", "entity", "other", "sentiment", "sentiment", "sentiment"] + ["other"] * 22 + ["special"]
+    tokens = (
+        ["<s>", "▁Президент", "▁России", "▁Владимир", "▁Путин", "▁назвал", "▁ужасн", "ым", "▁провал"]
+        + [f"▁слово{i}" for i in range(21)]
+        + [".", "</s>"]
+    )
+    groups = (
+        ["special", "other", "other", "other", "entity", "other", "sentiment", "sentiment", "sentiment"]
+        + ["other"] * 22
+        + ["special"]
+    )
     torch.manual_seed(0)
     view = lambda: (tuple(torch.softmax(torch.randn(12, 1, 12, 32, 32), -1)), tokens)  # noqa: E731
     names = ("negative", "positive", "neutral", "repeated entity")
-    table = pd.DataFrame({"token": tokens, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32})
+    table = pd.DataFrame(
+        {"token": tokens, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32}
+    )
     figs = {
         "mass": plots.layer_head_grid(A.mass_panels(scan, "entity"), "Attention mass from the entity tokens", frozen=6),
-        "diff": plots.layer_head_grid(A.diff_panels(scan, "finetuning"), "fine-tuned − initial", diverging=True, frozen=6, cbar_label="Δ mass"),
-        "tiny diff": plots.layer_head_grid({k: v.iloc[:2, :2] * 1e-4 for k, v in A.diff_panels(scan, "masking").items()}, "smoke-sized", diverging=True),
+        "diff": plots.layer_head_grid(
+            A.diff_panels(scan, "finetuning"), "fine-tuned − initial", diverging=True, frozen=6, cbar_label="Δ mass"
+        ),
+        "tiny diff": plots.layer_head_grid(
+            {k: v.iloc[:2, :2] * 1e-4 for k, v in A.diff_panels(scan, "masking").items()}, "smoke-sized", diverging=True
+        ),
         "profile": plots.layer_profile(scan.layer_profile(), 6),
-        "example": plots.example_maps({c: view() for c in A.CONDITIONS}, groups, A.show_layers(12, 6), "negative (label -1)"),
-        "heads": plots.head_maps({(n, *c): view() for n in names for c in A.CONDITIONS}, {n: groups for n in names}, 9, 4, "Layer 9, head 4"),
+        "example": plots.example_maps(
+            {c: view() for c in A.CONDITIONS}, groups, A.show_layers(12, 6), "negative (label -1)"
+        ),
+        "heads": plots.head_maps(
+            {(n, *c): view() for n in names for c in A.CONDITIONS}, {n: groups for n in names}, 9, 4, "Layer 9, head 4"
+        ),
         "attribution": plots.attribution_summary(A.agreement(scan), A.spearman_long(scan)),
         "tokens": plots.token_bars({(n, m): table for n in names for m in A.COPIES}),
     }

@@ -1,6 +1,5 @@
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 
@@ -47,8 +46,16 @@ def test_clock_keeps_the_best_run_and_repeats_short_calls():
 
 
 def test_headline_ratios():
-    tp = pd.DataFrame({"method": ["HAMAM (cross)", "SBERT marked u", "SBERT plain u"], "per_second": [100.0, 150.0, 300.0]})
-    cost = pd.DataFrame({"method": ["HAMAM (cross)", "SBERT plain u, cached"] * 2, "N": [1, 1, 16, 16], "ms_per_sentence": [10.0, 5.0, 80.0, 8.0]})
+    tp = pd.DataFrame(
+        {"method": ["HAMAM (cross)", "SBERT marked u", "SBERT plain u"], "per_second": [100.0, 150.0, 300.0]}
+    )
+    cost = pd.DataFrame(
+        {
+            "method": ["HAMAM (cross)", "SBERT plain u, cached"] * 2,
+            "N": [1, 1, 16, 16],
+            "ms_per_sentence": [10.0, 5.0, 80.0, 8.0],
+        }
+    )
     h = bench.headline(tp, cost, "05.")
     assert h["05.throughput_ratio.sbert_plain_vs_hamam"] == 3.0 and h["05.cached_entities_speedup_vs_hamam.n16"] == 10.0
     assert h["05.cached_entities_speedup_vs_hamam.n1"] == 2.0

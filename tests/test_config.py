@@ -29,7 +29,12 @@ def test_unknown_profile_and_bad_fields_fail_clearly():
 def test_key_is_stable_and_sensitive_to_every_field():
     a = TrainConfig()
     assert a.key() == TrainConfig().key()
-    valid = {"mode": "masked", "pooling": ("cls", {"mode": "unmasked"}), "precision": "fp32", "inner_val": 0.2}  # checked fields
+    valid = {
+        "mode": "masked",
+        "pooling": ("cls", {"mode": "unmasked"}),
+        "precision": "fp32",
+        "inner_val": 0.2,
+    }  # checked fields
     for f in dataclasses.fields(TrainConfig):
         value = getattr(a, f.name)
         if f.name in valid:

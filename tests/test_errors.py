@@ -8,10 +8,15 @@ from lib.metrics import f1pn
 def frame(n=240, seed=0):
     rng = np.random.default_rng(seed)
     y = rng.choice([-1, 0, 1], n)
-    return pd.DataFrame({
-        "sentence": [f"s{i // 2} " + "w " * int(rng.integers(5, 60)) for i in range(n)], "entity": [f"e{i}" for i in range(n)],
-        "entity_tag": rng.choice(["PERSON", "COUNTRY"], n), "entity_seen_in_train": rng.random(n) < 0.5, "label": y,
-    })
+    return pd.DataFrame(
+        {
+            "sentence": [f"s{i // 2} " + "w " * int(rng.integers(5, 60)) for i in range(n)],
+            "entity": [f"e{i}" for i in range(n)],
+            "entity_tag": rng.choice(["PERSON", "COUNTRY"], n),
+            "entity_seen_in_train": rng.random(n) < 0.5,
+            "label": y,
+        }
+    )
 
 
 def test_groups_score_their_own_rows_and_lengths_come_in_order():

@@ -1,5 +1,6 @@
 """Fold jobs as Ray tasks on a local 2-CPU cluster: same artifacts as the serial run, nothing
 retrained that is done, a failed job named while the others finish."""
+
 import json
 from dataclasses import replace
 
@@ -23,8 +24,10 @@ def ray_cluster():
 @pytest.fixture
 def runs_dir(tmp_path, monkeypatch):
     """Each run in its own runs/ root (workers get fold directories as explicit paths)."""
+
     def use(name):
         monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path / name))
+
     return use
 
 
@@ -61,7 +64,9 @@ def test_a_failed_fold_is_named_and_the_others_finish(smoke, ray_cluster, runs_d
     cfg = prof.train_config(epochs=1, msd_k=2, seed=5)
     root, jobs = T.fold_jobs(prof, cfg, data, [0, 1], save_checkpoints=False)
     broken = replace(jobs[1], backbone=str(tmp_path / "no-such-backbone"))
-    with pytest.raises(executors.FoldJobsFailed, match=r"1 of 2 fold jobs failed[\s\S]*fold 1 \(tiny-random hamam\): OSError") as err:
+    with pytest.raises(
+        executors.FoldJobsFailed, match=r"1 of 2 fold jobs failed[\s\S]*fold 1 \(tiny-random hamam\): OSError"
+    ) as err:
         executors.run([jobs[0], broken], data, "ray")
     assert "fold 0" not in str(err.value)
     assert json.loads((root / "fold0" / "done.json").read_text())["fold"] == 0 and not (root / "fold1").exists()

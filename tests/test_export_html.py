@@ -1,4 +1,5 @@
 """scripts/export_html.py: offline, self-contained, deterministic HTML pages from executed notebooks."""
+
 import importlib.util
 import re
 
@@ -16,17 +17,25 @@ CDN_REQUIRE = '<script src="https://cdnjs.cloudflare.com/ajax/libs/require.js/2.
 BERTVIZ_JS = """require.config({paths: {d3: 'https://cdnjs.cloudflare.com/ajax/libs/d3/5.7.0/d3.min',
   jquery: 'https://cdnjs.cloudflare.com/ajax/libs/jquery/2.0.0/jquery.min'}});
 requirejs(['jquery', 'd3'], function ($, d3) { $('#bertviz-test').text('d3 ' + d3.version); });"""
-PNG = ("iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg==")
+PNG = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mP8z8BQDwAEhQGAhKmMIQAAAABJRU5ErkJggg=="
 
 
 def widget_state(model_id, desc, value, visibility=None):
     """tqdm's widget tree: HBox(HTML, FloatProgress, HTML), each with a layout."""
     ids = {k: f"{model_id}{k}" for k in ("desc", "bar", "post", "layout")}
     state = {
-        model_id: {"model_name": "HBoxModel", "state": {"children": [f"IPY_MODEL_{ids[k]}" for k in ("desc", "bar", "post")],
-                                                         "layout": f"IPY_MODEL_{ids['layout']}"}},
+        model_id: {
+            "model_name": "HBoxModel",
+            "state": {
+                "children": [f"IPY_MODEL_{ids[k]}" for k in ("desc", "bar", "post")],
+                "layout": f"IPY_MODEL_{ids['layout']}",
+            },
+        },
         ids["desc"]: {"model_name": "HTMLModel", "state": {"value": desc}},
-        ids["bar"]: {"model_name": "FloatProgressModel", "state": {"min": 0.0, "max": 4.0, "value": value, "bar_style": "success"}},
+        ids["bar"]: {
+            "model_name": "FloatProgressModel",
+            "state": {"min": 0.0, "max": 4.0, "value": value, "bar_style": "success"},
+        },
         ids["post"]: {"model_name": "HTMLModel", "state": {"value": " 4/4 [00:01&lt;00:00]"}},
         ids["layout"]: {"model_name": "LayoutModel", "state": {"visibility": visibility}},
     }
@@ -37,22 +46,42 @@ def make_notebooks(folder):
     folder.mkdir()
     view = {"model_id": "shown", "version_major": 2, "version_minor": 0}
     hidden = {"model_id": "gone", "version_major": 2, "version_minor": 0}
-    nb = new_notebook(cells=[
-        new_markdown_cell("# Attention"),
-        new_code_cell("head_view(att, tokens)", outputs=[
-            new_output("display_data", {"text/html": CDN_REQUIRE, "text/plain": "<IPython.core.display.HTML object>"}),
-            new_output("display_data", {"text/html": '<div id="bertviz-test"></div>'}),
-            new_output("display_data", {"application/javascript": BERTVIZ_JS}),
-        ]),
-        new_code_cell("plt.show()", outputs=[new_output("display_data", {"image/png": PNG, "text/plain": "<Figure>"})]),
-        new_code_cell("for _ in tqdm(...): pass", outputs=[
-            new_output("display_data", {"application/vnd.jupyter.widget-view+json": view, "text/plain": "fold: 0%"}),
-            new_output("display_data", {"application/vnd.jupyter.widget-view+json": hidden, "text/plain": "scan: 0%"}),
-        ]),
-    ])
-    nb.metadata["widgets"] = {"application/vnd.jupyter.widget-state+json": {
-        "version_major": 2, "version_minor": 0,
-        "state": {**widget_state("shown", "fold: 100%", 4.0), **widget_state("gone", "scan: 100%", 4.0, "hidden")}}}
+    nb = new_notebook(
+        cells=[
+            new_markdown_cell("# Attention"),
+            new_code_cell(
+                "head_view(att, tokens)",
+                outputs=[
+                    new_output(
+                        "display_data", {"text/html": CDN_REQUIRE, "text/plain": "<IPython.core.display.HTML object>"}
+                    ),
+                    new_output("display_data", {"text/html": '<div id="bertviz-test"></div>'}),
+                    new_output("display_data", {"application/javascript": BERTVIZ_JS}),
+                ],
+            ),
+            new_code_cell(
+                "plt.show()", outputs=[new_output("display_data", {"image/png": PNG, "text/plain": "<Figure>"})]
+            ),
+            new_code_cell(
+                "for _ in tqdm(...): pass",
+                outputs=[
+                    new_output(
+                        "display_data", {"application/vnd.jupyter.widget-view+json": view, "text/plain": "fold: 0%"}
+                    ),
+                    new_output(
+                        "display_data", {"application/vnd.jupyter.widget-view+json": hidden, "text/plain": "scan: 0%"}
+                    ),
+                ],
+            ),
+        ]
+    )
+    nb.metadata["widgets"] = {
+        "application/vnd.jupyter.widget-state+json": {
+            "version_major": 2,
+            "version_minor": 0,
+            "state": {**widget_state("shown", "fold: 100%", 4.0), **widget_state("gone", "scan: 100%", 4.0, "hidden")},
+        }
+    }
     nbformat.write(nb, folder / "06_attention.ipynb")
     plain = new_notebook(cells=[new_code_cell("plt.show()", outputs=[new_output("display_data", {"image/png": PNG})])])
     nbformat.write(plain, folder / "01_data.ipynb")

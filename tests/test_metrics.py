@@ -147,7 +147,9 @@ def test_looped_metric_path_agrees_with_the_vectorised_one(duplicated):
     y, p, rows, sent = duplicated
     y, p = y[rows], p[rows]
     fast = bootstrap_ci(y, p, groups=sent, n=100, seed=2)
-    slow = bootstrap_ci(y, p, groups=sent, metric=lambda a, b, sample_weight=None: f1pn(a, b, sample_weight), n=100, seed=2)
+    slow = bootstrap_ci(
+        y, p, groups=sent, metric=lambda a, b, sample_weight=None: f1pn(a, b, sample_weight), n=100, seed=2
+    )
     assert np.allclose(fast, slow)
     lo, hi = bootstrap_ci(y, p, groups=sent, metric=macro_f1, n=100)
     assert lo < macro_f1(y, p) < hi
@@ -159,7 +161,9 @@ def test_confusion_rows_are_true_labels():
 
 
 def test_score_subsets_reports_all_seen_unseen():
-    df = pd.DataFrame({"label": [1, -1, 0, 1], "sentence_seen_in_train": [True, True, False, False], "sentence": list("aabc")})
+    df = pd.DataFrame(
+        {"label": [1, -1, 0, 1], "sentence_seen_in_train": [True, True, False, False], "sentence": list("aabc")}
+    )
     out = score_subsets(df, [1, -1, 0, 0], n_boot=50, model="m")
     assert list(out["subset"]) == ["all", "seen", "unseen"] and list(out["n"]) == [4, 2, 2]
     assert out.loc[out.subset == "seen", "f1pn"].item() == 1.0 and (out["model"] == "m").all()
@@ -172,7 +176,9 @@ def test_score_subsets_clusters_each_subset_by_its_sentences(duplicated):
     for sub, m in [("all", np.ones(len(df), bool)), ("seen", rows % 3 == 0), ("unseen", rows % 3 != 0)]:
         lo, hi = bootstrap_ci(y[rows][m], p[rows][m], groups=sent[m], n=200)
         assert (out.loc[sub, "f1pn_lo"], out.loc[sub, "f1pn_hi"]) == pytest.approx((lo, hi))
-    assert width(out.loc["all", ["f1pn_lo", "f1pn_hi"]].to_numpy()) > 1.2 * width(bootstrap_ci(y[rows], p[rows], groups=None, n=200))
+    assert width(out.loc["all", ["f1pn_lo", "f1pn_hi"]].to_numpy()) > 1.2 * width(
+        bootstrap_ci(y[rows], p[rows], groups=None, n=200)
+    )
     s = score(y[rows], p[rows], n_boot=0, groups=sent)
     assert np.isnan(s["f1pn_lo"]) and s["n"] == len(rows)
 

@@ -78,7 +78,9 @@ def test_mask_mentions_hides_every_mention_but_pools_the_labelled_span(checkpoin
     (plain,) = hm.encode(tok, [SENT], [39], [44])
     (ex,) = hm.encode(tok, [SENT], [39], [44], mask_mentions=True)
     (first,) = hm.encode(tok, [SENT], [0], [5])
-    assert "mention_mask" not in plain and ex["entity_mask"] == plain["entity_mask"]  # off by default; pooling unchanged
+    assert (
+        "mention_mask" not in plain and ex["entity_mask"] == plain["entity_mask"]
+    )  # off by default; pooling unchanged
     assert ex["mention_mask"] == [int(a or b) for a, b in zip(first["entity_mask"], ex["entity_mask"])]
     (single,) = hm.encode(tok, [SENT], [19], [26], mask_mentions=True)
     assert single["mention_mask"] == single["entity_mask"]  # one mention: same as the labelled span
@@ -88,7 +90,10 @@ def test_mask_mentions_hides_every_mention_but_pools_the_labelled_span(checkpoin
     x = collate([ex], tok.pad_token_id)
     with torch.no_grad():
         for mode in ("masked", "hamam"):
-            every, only_span = model(**x, mode=mode), model(**{k: v for k, v in x.items() if k != "mention_mask"}, mode=mode)
+            every, only_span = (
+                model(**x, mode=mode),
+                model(**{k: v for k, v in x.items() if k != "mention_mask"}, mode=mode),
+            )
             assert not torch.allclose(every, only_span)
         unmasked = model(**x, mode="unmasked")
         assert torch.equal(unmasked, model(**{k: v for k, v in x.items() if k != "mention_mask"}, mode="unmasked"))
@@ -170,7 +175,9 @@ def test_gradient_checkpointing_gives_the_same_loss_and_gradients(checkpoints, f
     grads = []
     for ckpt in (False, True):
         torch.manual_seed(0)  # same head init and the same dropout masks in both runs
-        model, tok = hm.build(checkpoints[family], TrainConfig(backbone=checkpoints[family], msd_k=2, gradient_checkpointing=ckpt))
+        model, tok = hm.build(
+            checkpoints[family], TrainConfig(backbone=checkpoints[family], msd_k=2, gradient_checkpointing=ckpt)
+        )
         model.train()
         assert model.encoder.is_activation_checkpointing == ckpt
         x = collate(exs, tok.pad_token_id, labels=[1, -1, 0])

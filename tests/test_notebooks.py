@@ -1,5 +1,6 @@
 """Notebooks stay chapters: short code cells, no functions defined in them, and no block of code
 repeated across them (the repository's duplicate finder does not read notebooks, so this does)."""
+
 import re
 from collections import defaultdict
 
@@ -16,7 +17,15 @@ def code_cells():
         nb = nbformat.read(path, as_version=4)
         for i, c in enumerate(nb.cells):
             if c.cell_type == "code" and "parameters" not in c.metadata.get("tags", []):
-                yield path.name, i, [line.strip() for line in c.source.splitlines() if line.strip() and not line.strip().startswith("#")]
+                yield (
+                    path.name,
+                    i,
+                    [
+                        line.strip()
+                        for line in c.source.splitlines()
+                        if line.strip() and not line.strip().startswith("#")
+                    ],
+                )
 
 
 def repeated_blocks(cells, window: int = WINDOW) -> dict:

@@ -1,5 +1,6 @@
 """run_all.sh end to end: the smoke profile of every notebook, its failure modes, and that it
 leaves committed files alone. These are the slowest tests (minutes); CI runs them."""
+
 import os
 import shutil
 import subprocess
@@ -14,7 +15,9 @@ NOTEBOOKS = sorted(p.name for p in (ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb
 
 
 def git_dirty() -> str:
-    return subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True).stdout
+    return subprocess.run(
+        ["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT, capture_output=True, text=True
+    ).stdout
 
 
 def test_notebook_sources_are_clean_and_parameterised():
@@ -24,7 +27,9 @@ def test_notebook_sources_are_clean_and_parameterised():
         code = [c for c in nb.cells if c.cell_type == "code"]
         assert all(not c.outputs and c.execution_count is None for c in code), f"{name} has outputs"
         params = [c for c in code if "parameters" in c.metadata.get("tags", [])]
-        assert len(params) == 1 and "profile = " in params[0].source, f"{name}: one tagged parameters cell with `profile`"
+        assert len(params) == 1 and "profile = " in params[0].source, (
+            f"{name}: one tagged parameters cell with `profile`"
+        )
 
 
 def test_run_all_smoke_executes_every_notebook_and_regenerates_figures():
@@ -69,7 +74,12 @@ def test_run_all_stops_at_the_first_failing_notebook_and_keeps_its_copy(sandbox)
     assert r.returncode != 0
     assert "FAILED: 02_fails.ipynb" in r.stderr
     kept = nbformat.read(sandbox / "runs" / "smoke" / "notebooks" / "02_fails.ipynb", as_version=4)
-    assert any(o.output_type == "error" and o.ename == "RuntimeError" for c in kept.cells if c.cell_type == "code" for o in c.outputs)
+    assert any(
+        o.output_type == "error" and o.ename == "RuntimeError"
+        for c in kept.cells
+        if c.cell_type == "code"
+        for o in c.outputs
+    )
     assert not (sandbox / "runs" / "smoke" / "notebooks" / "03_never.ipynb").exists()
     # the injected profile reached the parameters cell of the first notebook
     ok = nbformat.read(sandbox / "runs" / "smoke" / "notebooks" / "01_ok.ipynb", as_version=4)
@@ -82,8 +92,16 @@ def test_run_all_rejects_bad_data_with_one_line(tmp_path):
     lines = (tmp_path / "train_data.csv").read_text(encoding="utf-8").splitlines(keepends=True)
     head, row = lines[0], lines[5].split("\t")
     row[-1] = "5\n"  # label 5: data row 5
-    (tmp_path / "train_data.csv").write_text(head + "".join(lines[1:5]) + "\t".join(row) + "".join(lines[6:]), encoding="utf-8")
-    r = subprocess.run(["./run_all.sh", "--profile", "smoke", "--data-dir", str(tmp_path)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    (tmp_path / "train_data.csv").write_text(
+        head + "".join(lines[1:5]) + "\t".join(row) + "".join(lines[6:]), encoding="utf-8"
+    )
+    r = subprocess.run(
+        ["./run_all.sh", "--profile", "smoke", "--data-dir", str(tmp_path)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode != 0 and "Traceback" not in r.stderr
     err = [line for line in r.stderr.splitlines() if line.strip()]
     assert len(err) == 1 and "train_data.csv: row 5: label must be one of [-1, 0, 1]" in err[0]

@@ -47,7 +47,9 @@ def test_mark_repeated_word_marks_the_rows_occurrence_not_the_first():
 
 
 def test_pair_texts_per_variant():
-    df = pd.DataFrame({"sentence": [SENT, SENT], "entity": ["Путин", "Москву"], "start": [39, 54], "end": [44, 60], "label": [1, -1]})
+    df = pd.DataFrame(
+        {"sentence": [SENT, SENT], "entity": ["Путин", "Москву"], "start": [39, 54], "end": [44, 60], "label": [1, -1]}
+    )
     u, v = sbert.pair_texts(df, "entity")
     assert u == [sbert.mark(SENT, 39, 44), sbert.mark(SENT, 54, 60)] and v == ["Путин", "Москву"]
     assert sbert.pair_texts(df, "dummy") == (u, [sbert.DUMMY] * 2)
@@ -64,7 +66,13 @@ def test_markers_are_single_tokens_around_the_entity_tokens(backbone, span):
     tok = model[0].tokenizer
     a, b = span
     got = tok.tokenize(sbert.mark(SENT, a, b))
-    want = tok.tokenize(SENT[:a]) + [sbert.MARKERS[0]] + tok.tokenize(SENT[a:b]) + [sbert.MARKERS[1]] + tok.tokenize(SENT[b:])
+    want = (
+        tok.tokenize(SENT[:a])
+        + [sbert.MARKERS[0]]
+        + tok.tokenize(SENT[a:b])
+        + [sbert.MARKERS[1]]
+        + tok.tokenize(SENT[b:])
+    )
     assert got == want
     assert tok.tokenize(sbert.DUMMY) == [sbert.DUMMY]
 
@@ -76,7 +84,12 @@ def test_added_token_vectors_are_distinct_and_frozen_like_the_cross_encoder(back
     # as far from each other as two ordinary tokens typically are (mean-resizing makes them ~equal)
     assert torch.pdist(emb[ids]).min() > 0.5 * torch.pdist(emb[10:60]).median()
     assert not emb.requires_grad
-    assert sbert.build(backbone, TrainConfig(backbone=backbone)).get_submodule("0").auto_model.get_input_embeddings().weight.requires_grad
+    assert (
+        sbert.build(backbone, TrainConfig(backbone=backbone))
+        .get_submodule("0")
+        .auto_model.get_input_embeddings()
+        .weight.requires_grad
+    )
 
 
 def test_softmax_fit_and_predict_shapes(backbone):
@@ -138,7 +151,7 @@ def test_build_freezes_the_same_layers_as_the_cross_encoder(backbone):
     enc = st[0].auto_model
     ham, _ = hm.build(backbone, cfg)
     trainable = lambda m: {n for n, p in m.named_parameters() if p.requires_grad}  # noqa: E731
-    assert trainable(enc) == {n[len("encoder."):] for n in trainable(ham) if n.startswith("encoder.")}
+    assert trainable(enc) == {n[len("encoder.") :] for n in trainable(ham) if n.startswith("encoder.")}
     assert not any(n.startswith(("embeddings.", "encoder.layer.0.")) for n in trainable(enc))
     assert any(n.startswith("encoder.layer.1.") for n in trainable(enc))
 
@@ -146,9 +159,14 @@ def test_build_freezes_the_same_layers_as_the_cross_encoder(backbone):
 def test_run_dir_key_follows_config_variant_and_backbone(backbone, tmp_path):
     from lib.config import get_profile
 
-    prof, data = get_profile("smoke"), {s: load_split(s, max_rows=20).assign(fold=0) for s in ("train", "validation", "final")}
+    prof, data = (
+        get_profile("smoke"),
+        {s: load_split(s, max_rows=20).assign(fold=0) for s in ("train", "validation", "final")},
+    )
     cfg = TrainConfig(backbone=backbone)
-    key = lambda **kw: sbert.run_dir(prof, kw.pop("cfg", cfg), data, kw.pop("variant", "softmax-entity"), 1, 8, kw.pop("bb", backbone))  # noqa: E731
+    key = lambda **kw: sbert.run_dir(
+        prof, kw.pop("cfg", cfg), data, kw.pop("variant", "softmax-entity"), 1, 8, kw.pop("bb", backbone)
+    )  # noqa: E731
     assert key() == key()
     assert key(variant="softmax-plain") != key()
     assert key(cfg=TrainConfig(backbone=backbone, freeze_layers=1)) != key()
@@ -165,7 +183,9 @@ def test_e5_encoder_is_the_model_card_recipe(backbone):
     texts = [SENT, "Москва", "Путин похвалил Москву"]
     got = sbert.embed(sbert.e5_encoder(backbone), texts)
     tok, enc = AutoTokenizer.from_pretrained(backbone), AutoModel.from_pretrained(backbone).eval()
-    batch = tok([sbert.E5_PROMPT + t for t in texts], padding=True, truncation=True, max_length=512, return_tensors="pt")
+    batch = tok(
+        [sbert.E5_PROMPT + t for t in texts], padding=True, truncation=True, max_length=512, return_tensors="pt"
+    )
     with torch.no_grad():
         h = enc(**batch).last_hidden_state
     m = batch["attention_mask"].unsqueeze(-1).float()
@@ -175,8 +195,9 @@ def test_e5_encoder_is_the_model_card_recipe(backbone):
 
 
 def test_e5_prescribed_build_tokenises_the_prefix_like_the_full_vocabulary(tmp_path):
-    from lib import e5
     from transformers import AutoTokenizer
+
+    from lib import e5
 
     df = pd.DataFrame({"sentence": [SENT, "Сбербанк сообщил о рекордной прибыли"], "entity": ["Путин", "Сбербанк"]})
     data = {"train": df, "validation": df.iloc[:1], "final": df.iloc[1:]}
@@ -240,38 +261,79 @@ class _FakeKFold:
 
 def _toy(n_train=60, n_val=40, seed=0):
     rng = np.random.default_rng(seed)
-    train = pd.DataFrame({"sentence": [f"s{i // 2}" for i in range(n_train)], "label": rng.choice([-1, 0, 1], n_train), "fold": np.arange(n_train) % 2})
-    val = pd.DataFrame({"sentence": [f"v{i // 2}" for i in range(n_val)], "label": rng.choice([-1, 0, 1], n_val), "sentence_seen_in_train": False})
+    train = pd.DataFrame(
+        {
+            "sentence": [f"s{i // 2}" for i in range(n_train)],
+            "label": rng.choice([-1, 0, 1], n_train),
+            "fold": np.arange(n_train) % 2,
+        }
+    )
+    val = pd.DataFrame(
+        {
+            "sentence": [f"v{i // 2}" for i in range(n_val)],
+            "label": rng.choice([-1, 0, 1], n_val),
+            "sentence_seen_in_train": False,
+        }
+    )
     return rng, train, val
 
 
 def test_collect_uses_only_the_given_folds_and_keeps_names_order():
     rng, train, val = _toy()
     logits = rng.normal(size=(2, len(val), 3))
-    cross = {"CLS cross-encoder": _FakeKFold(rng.normal(size=(len(train), 3)), logits), "HAMAM": _FakeKFold(rng.normal(size=(len(train), 3)), logits + 1)}
+    cross = {
+        "CLS cross-encoder": _FakeKFold(rng.normal(size=(len(train), 3)), logits),
+        "HAMAM": _FakeKFold(rng.normal(size=(len(train), 3)), logits + 1),
+    }
     oof = np.full((len(train), 2), np.nan)
     oof[train["fold"] == 0] = rng.random(((train["fold"] == 0).sum(), 2))
-    bi = {"cosine-anchors": {"oof": oof, "validation": rng.random((1, len(val), 2))},
-          "softmax-entity": {"oof": rng.normal(size=(len(train), 3)), "validation": rng.normal(size=(1, len(val), 3))}}
+    bi = {
+        "cosine-anchors": {"oof": oof, "validation": rng.random((1, len(val), 2))},
+        "softmax-entity": {"oof": rng.normal(size=(len(train), 3)), "validation": rng.normal(size=(1, len(val), 3))},
+    }
     frozen = {"oof": rng.dirichlet(np.ones(3), len(train)), "validation": rng.dirichlet(np.ones(3), len(val))}
     preds, thresholds = sbert.collect(cross, bi, frozen, train, [0])
     assert list(preds) == ["HAMAM", "CLS cross-encoder", "softmax-entity", "cosine-anchors", sbert.E5_FROZEN]
     rows = (train["fold"] == 0).to_numpy()
     from lib.metrics import to_labels
+
     assert np.array_equal(preds["HAMAM"].val, to_labels(logits[0] + 1))  # fold 0 only, not the mean of both
     assert np.array_equal(preds["HAMAM"].oof, to_labels(cross["HAMAM"].oof[rows]))
-    assert all(len(p.oof) == rows.sum() and len(p.val) == len(val) and p.val_scores.shape == (len(val), 2) for p in preds.values())
+    assert all(
+        len(p.oof) == rows.sum() and len(p.val) == len(val) and p.val_scores.shape == (len(val), 2)
+        for p in preds.values()
+    )
     assert set(thresholds) == set(sbert.POLAR)
 
 
 def test_best_is_chosen_on_oof_rows_not_on_validation():
-    scores = pd.DataFrame([
-        {"model": "softmax-entity", "family": sbert.FINE_TUNED, "split": "train OOF", "subset": "all", "f1pn": 0.50},
-        {"model": "softmax-entity", "family": sbert.FINE_TUNED, "split": "validation", "subset": "all", "f1pn": 0.40},
-        {"model": "softmax-plain", "family": sbert.FINE_TUNED, "split": "train OOF", "subset": "all", "f1pn": 0.45},
-        {"model": "softmax-plain", "family": sbert.FINE_TUNED, "split": "validation", "subset": "all", "f1pn": 0.60},
-        {"model": "HAMAM", "family": sbert.CROSS, "split": "train OOF", "subset": "all", "f1pn": 0.90},
-    ])
+    scores = pd.DataFrame(
+        [
+            {
+                "model": "softmax-entity",
+                "family": sbert.FINE_TUNED,
+                "split": "train OOF",
+                "subset": "all",
+                "f1pn": 0.50,
+            },
+            {
+                "model": "softmax-entity",
+                "family": sbert.FINE_TUNED,
+                "split": "validation",
+                "subset": "all",
+                "f1pn": 0.40,
+            },
+            {"model": "softmax-plain", "family": sbert.FINE_TUNED, "split": "train OOF", "subset": "all", "f1pn": 0.45},
+            {
+                "model": "softmax-plain",
+                "family": sbert.FINE_TUNED,
+                "split": "validation",
+                "subset": "all",
+                "f1pn": 0.60,
+            },
+            {"model": "HAMAM", "family": sbert.CROSS, "split": "train OOF", "subset": "all", "f1pn": 0.90},
+        ]
+    )
     assert sbert.best_on_oof(scores) == "softmax-entity"
 
 
@@ -290,7 +352,9 @@ def test_macro_f1_ci_matches_the_metrics_bootstrap(seed):
 def test_score_table_and_comparisons():
     rng, train, val = _toy()
     rows = (train["fold"] == 0).to_numpy()
-    mk = lambda name: sbert.Pred(name, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2)))  # noqa: E731
+    mk = lambda name: sbert.Pred(
+        name, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
+    )  # noqa: E731
     preds = {n: mk(n) for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", sbert.E5_FROZEN)}
     scores = sbert.score_table(val, train, preds, [0], 50)
     assert set(scores["split"]) == {"validation", "train OOF"}
@@ -300,7 +364,11 @@ def test_score_table_and_comparisons():
     assert keys[0] == "hamam_minus_best_sbert" and "fine_tuned_minus_frozen_e5" in keys and "plain_minus_marked" in keys
     assert all(a != b for a, b, _ in sbert.comparisons(preds, best))
     only = {n: preds[n] for n in ("HAMAM", "CLS cross-encoder", sbert.E5_FROZEN)}  # no fine-tuned variant ran
-    assert [k for _, _, k in sbert.comparisons(only, sbert.E5_FROZEN)] == ["hamam_minus_best_sbert", "cls_minus_best_sbert", "hamam_minus_cls"]
+    assert [k for _, _, k in sbert.comparisons(only, sbert.E5_FROZEN)] == [
+        "hamam_minus_best_sbert",
+        "cls_minus_best_sbert",
+        "hamam_minus_cls",
+    ]
     assert len(sbert.retrieval_table(val, preds)) == len(preds) * 2 * 2
 
 
@@ -318,15 +386,18 @@ def test_measured_rates():
 
 @pytest.mark.parametrize("budget, kept", [(1e9, 4), (0, 1)])
 def test_plan_keeps_variants_in_priority_order_within_budget(backbone, budget, kept):
-    from lib.config import get_profile
     from transformers import AutoTokenizer
+
+    from lib.config import get_profile
 
     df = load_split("train", max_rows=60).assign(fold=lambda d: np.arange(len(d)) % 2)
     data = {"train": df, "validation": df.head(20), "final": df.head(10)}
     plan = sbert.plan(get_profile("smoke"), data, [0], AutoTokenizer.from_pretrained(backbone), _Runs(), budget)
     sv = plan[plan["kind"] == "SBERT variant"]
     assert sv["item"].tolist() == list(sbert.VARIANTS) and sv["kept"].sum() == kept
-    assert sv["kept"].tolist() == sorted(sv["kept"].tolist(), reverse=True)  # never a later one without the earlier ones
+    assert sv["kept"].tolist() == sorted(
+        sv["kept"].tolist(), reverse=True
+    )  # never a later one without the earlier ones
     assert plan[plan["kind"] == "fixed"]["kept"].all() and (plan["seconds"] >= 0).all()
     text = sbert.plan_text(plan, get_profile("smoke"), 1)
     assert ("Cut for time" in text) == (kept < 4)
@@ -338,15 +409,32 @@ def test_plan_middle_budget_cuts_the_tail(monkeypatch):
 
     df = load_split("train", max_rows=60).assign(fold=lambda d: np.arange(len(d)) % 2)
     data = {"train": df, "validation": df.head(20), "final": df.head(10)}
-    tpe = {"HAMAM": 60.0, "CLS cross-encoder": 45.0, "softmax-entity": 48.0, "softmax-plain": 46.0, "softmax-dummy": 44.0, "cosine-anchors": 90.0,
-           "encode": 40.0, "entity": 6.0}
+    tpe = {
+        "HAMAM": 60.0,
+        "CLS cross-encoder": 45.0,
+        "softmax-entity": 48.0,
+        "softmax-plain": 46.0,
+        "softmax-dummy": 44.0,
+        "cosine-anchors": 90.0,
+        "encode": 40.0,
+        "entity": 6.0,
+    }
     monkeypatch.setattr(sbert, "token_costs", lambda tok, train: tpe)
     full = sbert.plan(get_profile("smoke"), data, [0], None, _Runs(), 1e9)
     sec = full.set_index("item")["seconds"]
-    budget = full.loc[full["kind"] == "fixed", "seconds"].sum() + sec["softmax-entity"] + sec["softmax-plain"] + 0.5 * sec["softmax-dummy"]
+    budget = (
+        full.loc[full["kind"] == "fixed", "seconds"].sum()
+        + sec["softmax-entity"]
+        + sec["softmax-plain"]
+        + 0.5 * sec["softmax-dummy"]
+    )
     plan = sbert.plan(get_profile("smoke"), data, [0], None, _Runs(), budget)
     assert plan[plan["kind"] == "SBERT variant"].set_index("item")["kept"].to_dict() == {
-        "softmax-entity": True, "softmax-plain": True, "softmax-dummy": False, "cosine-anchors": False}
+        "softmax-entity": True,
+        "softmax-plain": True,
+        "softmax-dummy": False,
+        "cosine-anchors": False,
+    }
     assert plan["total"].iloc[-1] <= budget
 
 
@@ -356,17 +444,43 @@ def test_plan_middle_budget_cuts_the_tail(monkeypatch):
 def test_answer_names_the_oof_choice_and_the_direction():
     rng, train, val = _toy()
     rows = (train["fold"] == 0).to_numpy()
-    preds = {n: sbert.Pred(n, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2)))
-             for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", sbert.E5_FROZEN)}
+    preds = {
+        n: sbert.Pred(
+            n, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
+        )
+        for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", sbert.E5_FROZEN)
+    }
     scores = sbert.score_table(val, train, preds, [0], 50)
     best = sbert.best_on_oof(scores)
     from lib import study
 
-    diffs = pd.concat([study.paired(val, preds[a].val, preds[b].val, 50, f"{a} - {b}").assign(key=k) for a, b, k in sbert.comparisons(preds, best)])
-    throughput = pd.DataFrame({"method": ["HAMAM (cross)", "CLS pair (cross)", "SBERT marked u", "SBERT plain u"], "per_second": [100.0, 150, 140, 300]})
-    cost = pd.DataFrame([{"method": m, "N": n, "ms_per_sentence": v * n} for n in (1, 16) for m, v in
-                         (("HAMAM (cross)", 10), ("CLS pair (cross)", 7), ("SBERT marked u", 7), ("SBERT plain u, cached", 1))])
+    diffs = pd.concat(
+        [
+            study.paired(val, preds[a].val, preds[b].val, 50, f"{a} - {b}").assign(key=k)
+            for a, b, k in sbert.comparisons(preds, best)
+        ]
+    )
+    throughput = pd.DataFrame(
+        {
+            "method": ["HAMAM (cross)", "CLS pair (cross)", "SBERT marked u", "SBERT plain u"],
+            "per_second": [100.0, 150, 140, 300],
+        }
+    )
+    cost = pd.DataFrame(
+        [
+            {"method": m, "N": n, "ms_per_sentence": v * n}
+            for n in (1, 16)
+            for m, v in (
+                ("HAMAM (cross)", 10),
+                ("CLS pair (cross)", 7),
+                ("SBERT marked u", 7),
+                ("SBERT plain u, cached", 1),
+            )
+        ]
+    )
     text = sbert.answer(scores, diffs, best, throughput, cost, 1, "smoke", "test machine")
     assert f"**{sbert.NAMES[best][0].replace(chr(10), ' ')}**" in text and "10.0× faster than HAMAM" in text
     r = diffs[(diffs["key"] == "hamam_minus_best_sbert") & (diffs["subset"] == "all")].iloc[0]
-    assert ("excludes 0" in text.split("**Does a bi-encoder compete?**")[1].split(";")[0]) == (r["lo"] > 0 or r["hi"] < 0)
+    assert ("excludes 0" in text.split("**Does a bi-encoder compete?**")[1].split(";")[0]) == (
+        r["lo"] > 0 or r["hi"] < 0
+    )

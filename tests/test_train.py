@@ -44,7 +44,9 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     assert not np.isnan(res.oof).any() and res.logits["validation"].shape == (prof.n_folds, len(data["validation"]), 3)
     fold0 = res.root / "fold0"
     assert np.array_equal(res.logits["validation"][0], np.load(fold0 / "logits_validation.npy"))
-    assert (fold0 / "checkpoint" / "config.json").is_file() and (fold0 / "checkpoint" / "hamam_head.safetensors").is_file()
+    assert (fold0 / "checkpoint" / "config.json").is_file() and (
+        fold0 / "checkpoint" / "hamam_head.safetensors"
+    ).is_file()
     stamp = (fold0 / "done.json").stat().st_mtime_ns
 
     calls, meta0 = [], (fold0 / "done.json").read_text()
@@ -87,13 +89,19 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     assert T.run_dir(paths, cfg, other, bb) != res.root
 
 
-
 def test_rows_of_a_sentence_share_batches_and_the_shared_encoding_changes_no_logit(smoke):
     prof, data = smoke
     tr = data["train"]
-    bs = T.batches([len(s) for s in tr["sentence"]], 16, True, True, np.random.default_rng(0), tr["sentence"].to_numpy())
+    bs = T.batches(
+        [len(s) for s in tr["sentence"]], 16, True, True, np.random.default_rng(0), tr["sentence"].to_numpy()
+    )
     assert sorted(i for b in bs for i in b) == list(range(len(tr)))
-    split = sum(len({bi for bi, b in enumerate(bs) if i in b}) > 1 for s, idx in tr.groupby("sentence").indices.items() for i in idx[:1] if len(idx) > 1)
+    split = sum(
+        len({bi for bi, b in enumerate(bs) if i in b}) > 1
+        for s, idx in tr.groupby("sentence").indices.items()
+        for i in idx[:1]
+        if len(idx) > 1
+    )
     assert split == 0 or split < 0.2 * tr["sentence"].duplicated().sum()  # a group is cut only at batch edges
     cfg = prof.train_config()
     bb = T.backbones.resolve(cfg.backbone, T.backbone_sentences(cfg.backbone, data))
@@ -126,7 +134,9 @@ def test_gradient_accumulation_equals_one_large_batch(smoke, monkeypatch):
     bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
     params = []
     for accum in (1, 4):
-        cfg = prof.train_config(batch_size=16, grad_accum_steps=accum, warmup_ratio=0.0)
+        cfg = prof.train_config(
+            batch_size=16, grad_accum_steps=accum, warmup_ratio=0.0, precision="fp32"
+        )  # atol assumes fp32
         model, _, run = T.train_model(cfg, bb, tr[~held], tr[held].head(4), "cpu", max_steps=2)
         params.append(T.torch.cat([p.detach().flatten() for p in model.parameters()]))
     assert T.torch.allclose(params[0], params[1], atol=1e-5)
@@ -144,7 +154,9 @@ def test_mask_mentions_reaches_training_through_the_config(smoke):
     assert sum(e["mention_mask"] != e["entity_mask"] for e in enc) >= 1  # smoke train has repeated entities
     assert "mention_mask" not in T.encode_df(tok, tr.head(5), prof.train_config())[0]
     assert "mention_mask" in T.collate(enc[:4], tok.pad_token_id)
-    assert T.run_dir(T.RunPaths("smoke"), cfg, data, bb) != T.run_dir(T.RunPaths("smoke"), prof.train_config(), data, bb)
+    assert T.run_dir(T.RunPaths("smoke"), cfg, data, bb) != T.run_dir(
+        T.RunPaths("smoke"), prof.train_config(), data, bb
+    )
 
 
 def test_bf16_autocast_learns_like_fp32(smoke):
@@ -153,7 +165,9 @@ def test_bf16_autocast_learns_like_fp32(smoke):
     tr = data["train"]
     held = tr["fold"] == 0
     bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
-    run = lambda p, lr: T.train_model(prof.train_config(precision=p, lr=lr, head_lr=lr), bb, tr[~held], tr[held].head(8), "cpu", max_steps=12)[2]  # noqa: E731
+    run = lambda p, lr: T.train_model(
+        prof.train_config(precision=p, lr=lr, head_lr=lr), bb, tr[~held], tr[held].head(8), "cpu", max_steps=12
+    )[2]  # noqa: E731
     fp32, bf16, frozen = run("fp32", 3e-3), run("bf16", 3e-3), run("fp32", 0.0)
     f, b, z = (np.array(r.step_loss) for r in (fp32, bf16, frozen))
     assert bf16.precision == "bf16" and np.abs(f - b).max() < 0.05  # bf16 tracks fp32 step by step ...
