@@ -1,24 +1,31 @@
 #!/usr/bin/env bash
-# Run the whole study: every numbered notebook in notebooks/, in order, under papermill.
+# Run the whole study: train every missing run of the plan (lib/plan.py), then execute every
+# numbered notebook in notebooks/, in order, under papermill; the notebooks only read.
 #
-#   ./run_all.sh [--profile smoke|cpu|paper] [--only NN[,NN...]] [--force] [--data-dir DIR] [--executor serial|ray]
+#   ./run_all.sh [--profile smoke|cpu|paper] [--only NN[,NN...]] [--plan] [--force | --force-runs A,B]
+#                [--data-dir DIR] [--executor serial|ray]
 #
+# --plan lists every run of the plan with its status (cached / missing), an estimated cost and its
+# directory, and exits without training (like `dvc status`). --only restricts both the training and
+# the notebooks to those chapters. --force retrains every selected run; --force-runs only the named
+# ones (names from --plan). --data-dir validates and uses another copy of the RuSentNE-23 files
+# (same file names) instead of data/raw. --executor ray trains all jobs at once as Ray tasks
+# (RAY_ADDRESS: an existing cluster; otherwise a local one); see lib/executors.py.
 # The profile (default: cpu) is injected into each notebook's `parameters` cell. Executed copies
 # go to runs/<profile>/notebooks/, never over the sources. The cpu profile writes the committed
 # figures in figures/ and readable chapter pages in reports/ (HTML with outputs, working offline);
 # other profiles write theirs under runs/<profile>/.
-# --force retrains folds even when cached artifacts match; --data-dir validates and uses another
-# copy of the RuSentNE-23 files (same file names) instead of data/raw. --executor ray trains fold
-# jobs as Ray tasks (RAY_ADDRESS: an existing cluster; otherwise a local one); see lib/executors.py.
 set -euo pipefail
 
-profile=cpu only="" force=False data_dir=""
-usage() { sed -n '2,12p' "$0" | sed 's/^# \{0,1\}//'; }
+profile=cpu only="" force=() data_dir="" plan_only=0
+usage() { sed -n '2,19p' "$0" | sed 's/^# \{0,1\}//'; }
 while [ $# -gt 0 ]; do
   case "$1" in
     --profile) profile=${2:?--profile needs a value}; shift 2 ;;
     --only) only=${2:?--only needs a value}; shift 2 ;;
-    --force) force=True; shift ;;
+    --force) force=(--force); shift ;;
+    --force-runs) force=(--force-runs "${2:?--force-runs needs a value}"); shift 2 ;;
+    --plan) plan_only=1; shift ;;
     --data-dir) data_dir=${2:?--data-dir needs a value}; shift 2 ;;
     --executor) export HAMAM_EXECUTOR=${2:?--executor needs a value}; shift 2 ;;
     -h|--help) usage; exit 0 ;;
@@ -37,6 +44,13 @@ source scripts/setup_env.sh
 # Bad data stops here with one line naming file, row and rule (not a traceback inside a notebook).
 python -m lib.data ${data_dir:+--data-dir "$data_dir"}
 
+plan_args=(--profile "$profile" ${only:+--only "$only"} ${data_dir:+--data-dir "$data_dir"})
+if [ "$plan_only" = 1 ]; then exec python -m lib.plan status "${plan_args[@]}"; fi
+# Train first (every chapter's missing runs at once: on Ray, folds of different chapters in parallel).
+start=$(date +%s)
+python -m lib.plan materialise "${plan_args[@]}" ${force[@]+"${force[@]}"} ${HAMAM_EXECUTOR:+--executor "$HAMAM_EXECUTOR"}
+echo "   plan materialised: $(( $(date +%s) - start ))s"
+
 out="runs/$profile/notebooks"
 mkdir -p "$out"
 shopt -s nullglob
@@ -51,7 +65,7 @@ for nb in "${notebooks[@]}"; do
   start=$(date +%s)
   echo "== $name (profile $profile)"
   if ! papermill "$nb" "$out/$name" --cwd notebooks --progress-bar \
-      -p profile "$profile" -p force "$force" -p data_dir "$data_dir"; then
+      -p profile "$profile" -p data_dir "$data_dir"; then
     echo "FAILED: $name after $(( $(date +%s) - start ))s; the executed copy with the error cell is $out/$name" >&2
     exit 1
   fi

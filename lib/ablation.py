@@ -1,7 +1,7 @@
 """Chapter 04: the multi-sample dropout ablation (K dropout masks over one representation).
 
-Runs are ordinary k-fold runs (`run_kfold`) that differ in `msd_k` / `msd_rate` / `seed`, so a
-setting identical to chapter 02's run is read from its cache instead of retrained.
+Runs are ordinary fold runs of the plan (`04/k<K>-seed<s>`) that differ in `msd_k` / `msd_rate` / `seed`,
+evaluated densely on the inner split and never stopped early, so the learning curve is what is read.
 """
 
 from __future__ import annotations
@@ -12,27 +12,19 @@ import pandas as pd
 from .metrics import f1pn, to_labels
 
 
-def settings(prof) -> list[tuple[int, float]]:
-    base = prof.train.msd_rate
-    return [(k, base) for k in prof.msd_ks] + [(5, r) for r in prof.msd_rates if r != base]
-
-
-def run_all(study, force: bool = False) -> dict:
-    """Train (or read) every (K, rate, seed) on the profile's MSD folds; tables for the chapter."""
-    from .train import run_kfold
+def run_all(study) -> dict:
+    """Read every (K, rate, seed) run of the plan (`04/...`); tables for the chapter."""
+    from . import plan
 
     prof, val = study.prof, study.val
     y_val = val["label"].to_numpy()
-    seeds = [prof.train.seed + i for i in range(prof.msd_seeds)]
+    seeds = plan.msd_seeds(prof)
     folds = list(range(prof.msd_folds))
     records, curves, hist, logits = [], [], [], {}
-    for k, rate in settings(prof):
+    for k, rate in plan.msd_settings(prof):
         for seed in seeds:
-            cfg = prof.train_config(mode=prof.msd_mode, msd_k=k, msd_rate=rate, seed=seed, epochs=prof.msd_epochs)
-            own = cfg != prof.train_config(
-                mode=cfg.mode
-            )  # otherwise it is one of chapter 02's runs: `force` is 02's to use
-            res = run_kfold(prof, cfg, study.data, folds=folds, save_checkpoints=False, force=force and own)
+            name = f"04/k{k}-seed{seed}" if rate == prof.train.msd_rate else f"04/k{k}-rate{rate:g}-seed{seed}"
+            res = study.run(name)
             logits[(k, rate, seed)] = res.ensemble("validation")
             for r in res.runs:
                 records.append(

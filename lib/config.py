@@ -18,6 +18,9 @@ RAW_DIR = ROOT / "data" / "raw"
 MODES = ("unmasked", "masked", "hamam")
 PRECISIONS = ("fp32", "bf16", "fp16", "auto")
 LABELS = (-1, 0, 1)  # negative, neutral, positive; logit column i is label LABELS[i]
+LABEL_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
+LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}  # label -> logit column
+LOSSES = ("ce", "focal", "dice", "two_head")  # lib.losses
 
 
 @dataclass(frozen=True)
@@ -48,9 +51,10 @@ class TrainConfig:
     precision: str = "auto"  # fp32 | bf16 | fp16 | auto (bf16 where the device has bf16 units, else fp32)
     grad_accum_steps: int = 1  # micro-batches per optimiser step (effective batch = batch_size x this)
     gradient_checkpointing: bool = False  # recompute encoder activations in backward (memory for compute; same results)
-    mask_mentions: bool = (
-        False  # the masked copy hides every whole-word mention of the entity string, not only the labelled span
-    )
+    # the masked copy hides every whole-word mention of the entity string, not only the labelled span
+    mask_mentions: bool = False
+    loss: str = "ce"  # ce | focal | dice (self-adjusting) | two_head (polar-vs-neutral + polarity heads): lib.losses
+    focal_gamma: float = 2.0  # loss="focal" only
     seed: int = 13
 
     def __post_init__(self):
@@ -75,6 +79,13 @@ class TrainConfig:
             )
         if self.grad_accum_steps < 1 or self.freeze_layers < 0:
             raise ValueError("grad_accum_steps must be >= 1 and freeze_layers >= 0")
+        if self.batch_size % self.grad_accum_steps:
+            raise ValueError(
+                f"batch_size {self.batch_size} must be a multiple of grad_accum_steps {self.grad_accum_steps} "
+                "(each optimiser step is grad_accum_steps equal micro-batches)"
+            )
+        if self.loss not in LOSSES:
+            raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
 
     def key(self) -> str:
         """Short stable hash of every field: same key -> same model (up to float nondeterminism)."""
@@ -119,10 +130,23 @@ class Profile:
     msd_folds: int = 1
     msd_epochs: int = 4
     msd_mode: str = "hamam"  # the cpu profile ablates on the cheaper unmasked pass (one forward per example)
+    msd_evals_per_epoch: int = 20  # inner-split checks per epoch: enough to read the steps to 95% of the best
     # 05: SBERT (bi-encoder) training
     sbert_epochs: int = 2
     sbert_batch_size: int = 32
     sbert_folds: int | None = None  # None: all n_folds
+    sbert_variants: tuple[str, ...] = ("softmax-entity", "softmax-plain", "softmax-dummy", "cosine-anchors")
+    # 07: the neutral majority: (name, TrainConfig overrides) on `imbalance_folds` folds in `imbalance_mode`
+    imbalance_variants: tuple[tuple[str, tuple], ...] = (
+        ("ce-weight-0.1", (("neutral_weight", 0.1),)),
+        ("ce-weight-1", (("neutral_weight", 1.0),)),
+        ("focal", (("loss", "focal"), ("neutral_weight", 1.0))),
+        ("focal-weight-0.1", (("loss", "focal"), ("neutral_weight", 0.1))),
+        ("dice", (("loss", "dice"), ("neutral_weight", 1.0))),
+        ("two-head", (("loss", "two_head"),)),
+    )
+    imbalance_folds: int = 2
+    imbalance_mode: str = "hamam"
     # 06: validation rows aggregated for the attention statistics (None = all)
     attention_rows: int | None = None
 

@@ -48,7 +48,7 @@ def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 
 
 def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20) -> pd.DataFrame:
     """The k wrong predictions with the highest predicted probability, with their sentences."""
-    from .model import LABELS
+    from .config import LABELS
 
     p = softmax(logits)
     pred = to_labels(logits)

@@ -1,7 +1,7 @@
-"""Where fold jobs run: in this process (`serial`) or as Ray tasks (`ray`), one task per
-(backbone, mode, fold).
+"""Where jobs run: in this process (`serial`) or as Ray tasks (`ray`), one task per job.
 
-A job trains one fold and writes its directory under runs/ (`done.json` last); the driver only
+A job (`lib.train.FoldJob`, `lib.sbert.SbertJob`) trains one fold of one run of the plan and writes its
+directory (`done.json` last, `lib.cache`); it has `execute(data, device)` and `is_done()`. The driver only
 reads what jobs wrote. So a job can run on any node that sees the same runs/ directory and
 backbone cache (shared storage: HAMAM_RUNS_DIR, HAMAM_CACHE_DIR) and has this repository
 installed (`pip install -e .`). With RAY_ADDRESS set, `ray.init` joins that cluster; otherwise it
@@ -13,27 +13,10 @@ Choose the executor with the profile's `executor`, `python -m lib.train --execut
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
-from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from .config import TrainConfig
-
 EXECUTORS = ("serial", "ray")
-
-
-@dataclass(frozen=True)
-class FoldJob:
-    cfg: TrainConfig
-    backbone: str  # resolved path or hub id
-    fold: int
-    fold_dir: str
-    save_checkpoint: bool = True
-    force: bool = False  # retrain even if the fold directory is complete
-
-    def __str__(self) -> str:
-        return f"fold {self.fold} ({Path(self.cfg.backbone).name} {self.cfg.mode})"
 
 
 class FoldJobsFailed(RuntimeError):
@@ -49,7 +32,7 @@ def resolve(explicit: str | None = None, default: str | None = None) -> str:
     return name
 
 
-def run(jobs: list[FoldJob], data: dict, executor: str = "serial", device: str = "auto", cpus: int = 1) -> None:
+def run(jobs: list, data: dict, executor: str = "serial", device: str = "auto", cpus: int = 1) -> None:
     """Train every job. Serially the first failure stops the loop (an ordinary exception); on Ray
     every job runs and FoldJobsFailed names the failed folds after the others finish.
     `device` is the profile's setting ("auto" = CUDA where the process has it, else CPU)."""
@@ -57,28 +40,14 @@ def run(jobs: list[FoldJob], data: dict, executor: str = "serial", device: str =
         return
     if executor == "ray":
         return _run_ray(jobs, data, str(device), cpus)
-    for job in tqdm(jobs, desc=f"{len(jobs)} fold jobs", leave=False):
-        _train(job, data, str(device))
+    for job in tqdm(jobs, desc=f"{len(jobs)} jobs", leave=False):
+        job.execute(data, str(device))
 
 
-def _train(job: FoldJob, data: dict, device: str) -> None:
-    from . import train
-
-    done = Path(job.fold_dir) / "done.json"
-    done.unlink(missing_ok=True)  # a retrain that dies half-way must not leave the old marker beside new files
-    train._train_fold(
-        job.cfg, job.backbone, data, job.fold, Path(job.fold_dir), train.pick_device(device), job.save_checkpoint
-    )
-
-
-def _fold_task(job: FoldJob, data: dict, device: str) -> int:
-    """Body of one Ray task (runs in a worker process, possibly on another node)."""
-    from . import train
-
-    if not job.force and train._cached(Path(job.fold_dir) / "done.json", job.cfg, need_checkpoint=job.save_checkpoint):
-        return job.fold  # finished meanwhile (another driver): never retrained
-    _train(job, data, device)
-    return job.fold
+def _execute(job, data: dict, device: str) -> None:
+    if job.is_done():  # finished meanwhile (another driver or task): never retrained
+        return
+    job.execute(data, device)
 
 
 def connect():
@@ -90,10 +59,10 @@ def connect():
     return ray
 
 
-def _run_ray(jobs: list[FoldJob], data: dict, device: str, cpus: int) -> None:
+def _run_ray(jobs: list, data: dict, device: str, cpus: int) -> None:
     ray = connect()
     use_gpu = ray.cluster_resources().get("GPU", 0) > 0 and (device == "auto" or device.startswith("cuda"))
-    task = ray.remote(_fold_task).options(max_retries=0, **({"num_gpus": 1} if use_gpu else {"num_cpus": cpus}))
+    task = ray.remote(_execute).options(max_retries=0, **({"num_gpus": 1} if use_gpu else {"num_cpus": cpus}))
     data_ref = ray.put(data)  # one copy in the object store, shared by the tasks
     pending = {task.remote(job, data_ref, device): job for job in jobs}
     failed = []

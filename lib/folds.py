@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 from sklearn.model_selection import StratifiedGroupKFold
+
+from . import cache
 
 SUBSETS = ("all", "seen", "unseen")  # validation rows whose sentence is / is not in train
 
@@ -48,30 +49,11 @@ def subset_mask(df: pd.DataFrame, subset: str) -> np.ndarray:
     raise ValueError(f"unknown subset {subset!r}; choose one of {SUBSETS + ('repeated',)}")
 
 
-def prepare(profile, data_dir=None) -> dict[str, pd.DataFrame]:
-    """Load the profile's rows, add `fold` to train and overlap flags to every split; save them.
-
-    The tables land in data/processed/<profile>/ (tab-separated); later chapters read them with
-    `load_prepared`, so every notebook sees the same rows and folds.
-    """
-    from .config import RAW_DIR, RunPaths
-    from .data import load_all
-
-    data_dir = Path(data_dir or RAW_DIR).resolve()
-    splits = load_all(data_dir, max_rows=profile.max_rows)
-    train = splits["train"]
-    train["fold"] = make_folds(train, profile.n_folds, profile.fold_seed)
-    out = {name: add_overlap_flags(df, train) for name, df in splits.items()}
-    folder = RunPaths(profile.name).processed
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / META).unlink(missing_ok=True)  # tables being rewritten are never trusted
-    for name, df in out.items():
-        df.to_csv(folder / f"{name}.tsv", sep="\t", index=False)
-    (folder / META).write_text(json.dumps({"data_dir": str(data_dir), "key": prepared_key(profile, data_dir)}))
-    return out
-
-
-META = "prepared.json"
+def prepare_tables(splits: dict[str, pd.DataFrame], n_folds: int, fold_seed: int) -> dict[str, pd.DataFrame]:
+    """`fold` on train, overlap flags on every split."""
+    train = splits["train"].copy()
+    train["fold"] = make_folds(train, n_folds, fold_seed)
+    return {name: add_overlap_flags(train if name == "train" else df, train) for name, df in splits.items()}
 
 
 def prepared_key(profile, data_dir) -> str:
@@ -80,29 +62,44 @@ def prepared_key(profile, data_dir) -> str:
     import hashlib
 
     from . import data
-    from .backbones import source_digest
 
-    h = hashlib.sha256()
+    raw = hashlib.sha256()
     for name in sorted(data.SPLIT_FILES.values()):
         f = Path(data_dir) / name
-        h.update(f.read_bytes() if f.is_file() else b"missing")
-    h.update(json.dumps([profile.max_rows, profile.n_folds, profile.fold_seed]).encode())
-    h.update(source_digest(data, make_folds, add_overlap_flags, prepare).encode())
-    return h.hexdigest()[:16]
+        raw.update(f.read_bytes() if f.is_file() else b"missing")
+    code = cache.code_digest("lib.data", make_folds, add_overlap_flags, prepare_tables)
+    return cache.key(raw.hexdigest(), profile.max_rows, profile.n_folds, profile.fold_seed, code)
 
 
-def load_prepared(profile) -> dict[str, pd.DataFrame]:
-    """The tables notebook 01 saved; prepared on the spot if 01 has not run for this profile."""
+def prepared_dir(profile, data_dir=None) -> Path:
+    """data/processed/<profile>/<key>/: another copy of the data gets its own tables."""
     from .config import RAW_DIR, RunPaths
-    from .data import SPLIT_FILES
 
-    folder = RunPaths(profile.name).processed
-    meta = json.loads((folder / META).read_text()) if (folder / META).is_file() else {}
-    data_dir = meta.get("data_dir")
-    if data_dir and not Path(data_dir).is_dir():
-        data_dir = None  # prepared elsewhere (another checkout): the vendored data
-    if meta.get("key") != prepared_key(profile, data_dir or RAW_DIR) or not all(
-        (folder / f"{s}.tsv").is_file() for s in SPLIT_FILES
-    ):
-        return prepare(profile, data_dir)  # missing or stale: the raw files, the profile's folds or the code changed
-    return {s: pd.read_csv(folder / f"{s}.tsv", sep="\t", keep_default_na=False) for s in SPLIT_FILES}
+    return RunPaths(profile.name).processed / prepared_key(profile, Path(data_dir or RAW_DIR))
+
+
+class Tables(dict):
+    """split -> prepared table, remembering the directory they were prepared from and their cache folder."""
+
+    def __init__(self, tables: dict, folder: Path, data_dir: Path):
+        super().__init__(tables)
+        self.folder, self.data_dir = folder, data_dir
+
+
+def load_prepared(profile, data_dir=None) -> Tables:
+    """The profile's rows of `data_dir` (default data/raw) with folds and overlap flags, prepared on first use
+    (validating every file: a DataError names file, row and rule) and read from the cache after."""
+    from .config import RAW_DIR
+    from .data import SPLIT_FILES, load_all
+
+    data_dir = Path(data_dir or RAW_DIR).resolve()
+    folder = prepared_dir(profile, data_dir)
+    k = folder.name
+    if not cache.is_complete(folder, k):
+        tables = prepare_tables(load_all(data_dir, max_rows=profile.max_rows), profile.n_folds, profile.fold_seed)
+        with cache.building(folder) as tmp:
+            for name, df in tables.items():
+                df.to_csv(tmp / f"{name}.tsv", sep="\t", index=False)
+            cache.write_meta(tmp, k, data_dir=str(data_dir))
+    tables = {s: pd.read_csv(folder / f"{s}.tsv", sep="\t", keep_default_na=False) for s in SPLIT_FILES}
+    return Tables(tables, folder, data_dir)

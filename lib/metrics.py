@@ -10,10 +10,16 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score
 
+from .config import LABELS
 from .folds import SUBSETS, subset_mask
-from .model import LABELS
 
 CI_METHOD = "sentence-cluster bootstrap"
+
+
+def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
+    """The study's one way to print a number with its CI: 0.483 [0.456, 0.509] (signed: +0.021 [...])."""
+    f = "{:+.3f}" if signed else "{:.3f}"
+    return f.format(v) if lo is None else f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
 
 
 def ci_note(n: int) -> str:

@@ -20,11 +20,11 @@ from torch import nn
 from transformers import AutoModel, AutoTokenizer
 from transformers.utils import logging as hf_logging
 
-from .config import LABELS, TrainConfig
+from . import losses
+from .config import LABEL2ID, LABELS, TrainConfig  # noqa: F401  (LABEL2ID re-exported: defined in config)
 
 hf_logging.disable_progress_bar()  # per-checkpoint "Loading weights" bars drown the notebooks' own progress
 
-LABEL2ID = {lab: i for i, lab in enumerate(LABELS)}
 HEAD_FILE, CONFIG_FILE = "hamam_head.safetensors", "hamam_config.json"
 
 
@@ -140,13 +140,17 @@ class HamamModel(nn.Module):
         self.encoder, self.cfg, self.mask_token_id = encoder, cfg, mask_token_id
         h = encoder.config.hidden_size
         in_dim = 2 * h if cfg.pooling == "entity" else h
-        self.head = MultiSampleDropoutHead(in_dim, h, cfg.msd_k, cfg.msd_rate)
+        self.head = MultiSampleDropoutHead(in_dim, h, cfg.msd_k, cfg.msd_rate, losses.head_outputs(cfg.loss))
         if cfg.freeze_embeddings:
             encoder.get_input_embeddings().weight.requires_grad_(False)
         if cfg.freeze_layers:
             freeze_lower(encoder, cfg.freeze_layers)
         if cfg.gradient_checkpointing:  # recompute layer activations in backward: less memory, ~1/3 more compute
             encoder.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+            if (
+                cfg.freeze_layers or cfg.freeze_embeddings
+            ):  # else it turns on input gradients: backward through frozen layers
+                encoder.disable_input_require_grads()
 
     def forward(
         self,
@@ -157,7 +161,10 @@ class HamamModel(nn.Module):
         output_attentions=False,
         token_type_ids=None,
         mention_mask=None,
+        raw: bool = False,
     ):
+        """(B, 3) logits in LABELS order; `raw`: the head's own outputs, what the training loss reads (they differ
+        only for loss="two_head", whose two sigmoid outputs become 3-class log-probabilities)."""
         mode = mode or self.cfg.mode
         b = input_ids.shape[0]
         hide = entity_mask if mention_mask is None else mention_mask  # what the masked copy replaces
@@ -178,19 +185,19 @@ class HamamModel(nn.Module):
                 hidden = self.encoder(
                     input_ids=uniq[:, :t], attention_mask=uniq[:, t : 2 * t], **extra
                 ).last_hidden_state[inverse]
-                return self._head(hidden, entity_mask, mode, b)
+                return self._head(hidden, entity_mask, mode, b, raw)
         out = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions, **extra
         )
-        logits = self._head(out.last_hidden_state, entity_mask, mode, b)
+        logits = self._head(out.last_hidden_state, entity_mask, mode, b, raw)
         return (logits, out.attentions) if output_attentions else logits
 
-    def _head(self, hidden, entity_mask, mode, b):
+    def _head(self, hidden, entity_mask, mode, b, raw=False):
         rep = pool_entity(hidden, entity_mask) if self.cfg.pooling == "entity" else hidden[:, 0]
-        logits = self.head(rep)
-        if mode == "hamam":
-            logits = (logits[:b] + logits[b:]) / 2
-        return logits
+        out = self.head(rep)
+        if mode == "hamam":  # the two copies' outputs averaged (for two_head: before the sigmoids)
+            out = (out[:b] + out[b:]) / 2
+        return out if raw else losses.as_logits(self.cfg.loss, out)
 
 
 def freeze_lower(encoder: nn.Module, n_layers: int) -> None:
@@ -213,6 +220,7 @@ def class_weights(neutral_weight: float) -> torch.Tensor:
 
 
 def loss_fn(neutral_weight: float) -> nn.CrossEntropyLoss:
+    """The paper's class-weighted cross-entropy (SBERT's SoftmaxLoss uses it too)."""
     return nn.CrossEntropyLoss(weight=class_weights(neutral_weight))
 
 

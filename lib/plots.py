@@ -9,7 +9,8 @@ import numpy as np
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-LABEL_NAMES = {-1: "negative", 0: "neutral", 1: "positive"}
+from .config import LABEL_NAMES  # noqa: F401  (re-exported for the chapters)
+
 LABEL_COLORS = {-1: "#d62728", 0: "#7f7f7f", 1: "#2ca02c"}
 
 

@@ -17,11 +17,7 @@ the best bi-encoder, the budget plan of which variants to fine-tune, figures and
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
 import itertools
-import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,18 +32,15 @@ from sentence_transformers.sentence_transformer.losses import CosineSimilarityLo
 from sentence_transformers.sentence_transformer.modules import Normalize, Pooling, Transformer
 from sentence_transformers.util import batch_to_device, cos_sim
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import backbones
+from . import backbones, cache
 from . import model as hm
-from .config import RunPaths, TrainConfig
-from .folds import subset_mask
-from .metrics import draw_resamples, score, score_subsets, sentence_groups, softmax, to_labels
-from .train import backbone_sentences, batches, data_digest, param_groups, seed_everything
+from .config import LABEL2ID, LABELS, TrainConfig
+from .train import backbone_sentences, batches, data_digest, param_groups, pick_device, seed_everything
 
 MARKERS = ("<e>", "</e>")
 DUMMY = "<dummy>"  # the fixed second text of the 'pair with a dummy token' trick
@@ -152,9 +145,7 @@ def build(backbone_path: str, cfg: TrainConfig, device="cpu") -> SentenceTransfo
 def make_loss(model: SentenceTransformer, objective: str, cfg: TrainConfig):
     if objective == "softmax":  # default features (u, v, |u - v|); the cross-encoder's class weights
         dim = model.get_embedding_dimension()
-        return SoftmaxLoss(
-            model, dim, num_labels=len(hm.LABELS), loss_fct=hm.loss_fn(cfg.neutral_weight).to(model.device)
-        )
+        return SoftmaxLoss(model, dim, num_labels=len(LABELS), loss_fct=hm.loss_fn(cfg.neutral_weight).to(model.device))
     if objective == "cosine":
         return CosineSimilarityLoss(model)
     raise ValueError(f"unknown objective {objective!r}")
@@ -251,109 +242,118 @@ def frozen_logreg(x_train, y_train, neutral_weight: float, seed: int = 0):
 # --- k folds with a cache -----------------------------------------------------------------------
 
 
-def training_source() -> str:
-    """Digest of the code that decides what an SBERT fold model outputs: editing it retrains."""
-    return backbones.source_digest(
-        mark,
-        pair_texts,
-        anchor_pairs,
-        build,
-        make_loss,
-        fit,
-        embed,
-        pair_features,
-        softmax_logits,
-        anchor_scores,
-        _train_fold,
-        batches,
-        param_groups,
+# the code that decides what an SBERT fold model outputs (lib.cache digests it without docstrings)
+TRAINING_CODE = (
+    "lib.sbert:mark",
+    "lib.sbert:marked",
+    "lib.sbert:pair_texts",
+    "lib.sbert:anchor_pairs",
+    "lib.sbert:build",
+    "lib.sbert:make_loss",
+    "lib.sbert:fit",
+    "lib.sbert:embed",
+    "lib.sbert:pair_features",
+    "lib.sbert:softmax_logits",
+    "lib.sbert:anchor_scores",
+    "lib.sbert:train_fold",
+    "lib.train:batches",
+    "lib.train:param_groups",
+    "lib.train:seed_everything",
+    "lib.model:freeze_lower",
+    "lib.model:loss_fn",
+    "lib.model:label_weights",
+    "lib.model:class_weights",
+)
+SBERT_FIELDS = (
+    "backbone",
+    "max_length",
+    "neutral_weight",
+    "freeze_layers",
+    "lr",
+    "head_lr",
+    "weight_decay",
+    "warmup_ratio",
+    "grad_clip",
+    "bucket",
+    "seed",
+)  # the TrainConfig fields an SBERT model reads
+
+
+def sbert_key(cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_size: int, backbone: str) -> str:
+    """The fields it reads, the variant, the schedule, the texts' constants, the data, the backbone build's
+    content digest and the training code."""
+    fields = {f: getattr(cfg, f) for f in SBERT_FIELDS}
+    consts = [variant, epochs, batch_size, MARKERS, DUMMY, ANCHORS]
+    return cache.key(
+        fields, consts, data_digest(data), backbones.content_digest(backbone), cache.code_digest(*TRAINING_CODE)
     )
 
 
-HAMAM_ONLY = ("mask_mentions", "gradient_checkpointing")  # TrainConfig fields no SBERT model reads: not in its key
+@dataclass(frozen=True)
+class SbertJob:
+    """One fold of one SBERT run of the plan (an executor job, like lib.train.FoldJob)."""
+
+    cfg: TrainConfig
+    variant: str
+    backbone: str
+    fold: int
+    fold_dir: str
+    key: str
+    epochs: int
+    batch_size: int
+    force: bool = False
+
+    def __str__(self) -> str:
+        return f"fold {self.fold} (sbert {self.variant})"
+
+    def is_done(self) -> bool:
+        return not self.force and cache.is_complete(Path(self.fold_dir), self.key)
+
+    def execute(self, data: dict, device: str) -> None:
+        train_fold(self, data, pick_device(device))
 
 
-def run_dir(
-    profile, cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_size: int, backbone: str | None = None
-) -> Path:
-    """runs/<profile>/models/sbert-<variant>-<key>-<data>: the key hashes the config, the variant, the
-    schedule, the texts' constants, the backbone build's content digest and the training code."""
-    fields = {k: v for k, v in dataclasses.asdict(cfg).items() if k not in HAMAM_ONLY}
-    blob = json.dumps(
-        [
-            fields,
-            variant,
-            epochs,
-            batch_size,
-            MARKERS,
-            DUMMY,
-            ANCHORS,
-            backbones.content_digest(backbone or cfg.backbone),
-            training_source(),
-        ],
-        sort_keys=True,
-    )
-    key = hashlib.sha1(blob.encode()).hexdigest()[:10]
-    return RunPaths(profile.name).models / f"sbert-{variant}-{key}-{data_digest(data)}"
-
-
-def run_folds(
-    profile,
-    cfg: TrainConfig,
-    data: dict,
-    variant: str,
-    backbone: str,
-    folds,
-    epochs: int,
-    batch_size: int,
-    force: bool = False,
-    device="cpu",
-) -> dict:
-    """Train (or reuse) one SBERT model per fold; returns oof (NaN outside `folds`), validation
-    outputs per fold model (n_folds, n, d), seconds and training pairs seen per fold.
-    d = 3 logits or 2 anchor cosines."""
-    train = data["train"]
-    root = run_dir(profile, cfg, data, variant, epochs, batch_size, backbone)
+def read_folds(root: Path, train: pd.DataFrame, folds) -> dict:
+    """One SBERT run's folds: oof (NaN outside `folds`), validation outputs per fold model (n_folds, n, d), seconds
+    and training pairs seen per fold; d = 3 logits or 2 anchor cosines."""
     oof, vals, seconds, examples = None, [], [], []
-    for k in tqdm(list(folds), desc=f"sbert {variant} folds", leave=False):
-        path = root / f"fold{k}.npz"
-        held = train["fold"].to_numpy() == k
-        if force or not path.is_file():
-            _train_fold(cfg, data, variant, backbone, k, epochs, batch_size, device, path)
-        z = np.load(path)
+    for k in folds:
+        z = np.load(Path(root) / f"fold{k}" / "outputs.npz")
         if oof is None:
             oof = np.full((len(train), z["oof"].shape[1]), np.nan, dtype=np.float32)
-        oof[held] = z["oof"]
+        oof[train["fold"].to_numpy() == k] = z["oof"]
         vals.append(z["validation"])
         seconds.append(float(z["seconds"]))
-        examples.append(int(z["examples"]) if "examples" in z else 0)
+        examples.append(int(z["examples"]))
     return {"oof": oof, "validation": np.stack(vals), "seconds": seconds, "examples": examples, "root": root}
 
 
-def _train_fold(
-    cfg: TrainConfig, data: dict, variant: str, backbone: str, k: int, epochs: int, batch_size: int, device, path: Path
-) -> None:
-    objective, second = VARIANTS[variant]
+def train_fold(job: SbertJob, data: dict, device) -> None:
+    objective, second = VARIANTS[job.variant]
+    cfg, k = job.cfg, job.fold
     train, val = data["train"], data["validation"]
     held = train["fold"].to_numpy() == k
+    path = Path(job.fold_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    cache.invalidate(path)
     t0 = time.perf_counter()
-    model = build(backbone, cfg, device)
+    model = build(job.backbone, cfg, device)
     loss = make_loss(model, objective, cfg)
+    desc = f"{job.variant} fold {k}"
     if objective == "softmax":
         a, b = pair_texts(train[~held], second)
-        y = [hm.LABEL2ID[int(v)] for v in train[~held]["label"]]
-        history = fit(loss, a, b, y, cfg, epochs, batch_size, desc=f"{variant} fold {k}")
+        y = [LABEL2ID[int(v)] for v in train[~held]["label"]]
+        history = fit(loss, a, b, y, cfg, job.epochs, job.batch_size, desc=desc)
         out = {
             s: softmax_logits(loss, *pair_texts(df, second)) for s, df in (("oof", train[held]), ("validation", val))
         }
     else:
         a, b, y = anchor_pairs(train[~held])
-        history = fit(loss, a, b, y, cfg, epochs, batch_size, desc=f"{variant} fold {k}")
+        history = fit(loss, a, b, y, cfg, job.epochs, job.batch_size, desc=desc)
         out = {s: anchor_scores(model, marked(df)) for s, df in (("oof", train[held]), ("validation", val))}
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.stem}.tmp.npz")
-    np.savez(tmp, **out, history=np.asarray(history), seconds=time.perf_counter() - t0, examples=epochs * len(a))
-    os.replace(tmp, path)  # atomic: a half-written fold is never picked up
+    seconds = time.perf_counter() - t0
+    np.savez(path / "outputs.npz", **out, history=np.asarray(history), seconds=seconds, examples=job.epochs * len(a))
+    cache.write_meta(path, job.key, variant=job.variant, fold=k, seconds=seconds)
 
 
 # --- a pretrained bi-encoder, used as its model card prescribes ----------------------------------
@@ -370,10 +370,6 @@ def e5_corpus(data: dict) -> list[str]:
     return backbone_sentences("e5-small", data) + [
         E5_PROMPT + t for df in data.values() for col in ("sentence", "entity") for t in df[col]
     ]
-
-
-def e5_backbone(data: dict, cache_dir=None) -> str:
-    return backbones.resolve("e5-small", e5_corpus(data), cache_dir)
 
 
 def e5_encoder(path: str, device="cpu", max_length: int = E5_MAX_LENGTH) -> SentenceTransformer:
@@ -399,489 +395,15 @@ def frozen_lr_folds(
     x_train: np.ndarray, train: pd.DataFrame, x_val: np.ndarray, folds, neutral_weight: float, seed: int = 0
 ) -> dict:
     """One `frozen_logreg` per fold, fitted on the other folds' rows: OOF probabilities (NaN outside
-    `folds`) and validation probabilities averaged over the fold models. Columns are hm.LABELS."""
+    `folds`) and validation probabilities averaged over the fold models. Columns are LABELS."""
     y, fold = train["label"].to_numpy(), train["fold"].to_numpy()
-    oof, vals = np.full((len(train), len(hm.LABELS)), np.nan), []
+    oof, vals = np.full((len(train), len(LABELS)), np.nan), []
     for k in folds:
         clf = frozen_logreg(x_train[fold != k], y[fold != k], neutral_weight, seed)
-        assert tuple(clf.classes_) == tuple(hm.LABELS)
+        assert tuple(clf.classes_) == tuple(LABELS)
         oof[fold == k] = clf.predict_proba(x_train[fold == k])
         vals.append(clf.predict_proba(x_val))
     return {"oof": oof, "validation": np.mean(vals, axis=0)}
 
 
 # --- predictions per model ----------------------------------------------------------------------
-
-FINE_TUNED, FROZEN, CROSS = "bi-encoder, fine-tuned", "bi-encoder, frozen", "cross-encoder"
-E5_FROZEN = "pretrained e5 + LR"
-NAMES = {  # model -> (label in figures, family)
-    "HAMAM": ("HAMAM", CROSS),
-    "CLS cross-encoder": ("CLS pair\nclassifier", CROSS),
-    "softmax-entity": ("SBERT softmax\nv = entity", FINE_TUNED),
-    "softmax-plain": ("SBERT softmax\nplain u (cacheable)", FINE_TUNED),
-    "softmax-dummy": ("SBERT softmax\nv = dummy", FINE_TUNED),
-    "cosine-anchors": ("SBERT cosine\nto anchors", FINE_TUNED),
-    E5_FROZEN: ("pretrained e5\nfrozen + LR", FROZEN),
-}
-
-SLUGS = {"HAMAM": "hamam", "CLS cross-encoder": "cls", E5_FROZEN: "pretrained_e5_frozen_lr"}
-
-
-def slug(name: str) -> str:
-    """Model name -> key for results.json: 'softmax-entity' -> 'sbert_softmax_entity'."""
-    return SLUGS.get(name) or "sbert_" + name.replace("-", "_")
-
-
-@dataclass
-class Pred:
-    """One model's labels on validation and on the OOF rows (train rows of the folds run), and its
-    (n, 2) validation scores for the POLAR classes (probabilities or cosines)."""
-
-    name: str
-    val: np.ndarray
-    oof: np.ndarray
-    val_scores: np.ndarray
-
-    @property
-    def family(self) -> str:
-        return NAMES[self.name][1]
-
-
-def oof_rows(train: pd.DataFrame, folds) -> np.ndarray:
-    return np.isin(train["fold"].to_numpy(), list(folds))
-
-
-def best_f1_threshold_or_never(scores, y_binary) -> float:
-    """`best_f1_threshold`'s threshold, or +inf (never fire) when there is no positive row to fit on."""
-    return best_f1_threshold(scores, y_binary)[1] if np.any(y_binary) else np.inf
-
-
-def crossfit_polar(scores: np.ndarray, y: np.ndarray, groups, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-    """Labels for rows whose thresholds were chosen without them: sentences are split in two halves,
-    each half is labelled with the best-F1 thresholds of the other. Also returns the thresholds of
-    all rows (what validation is labelled with)."""
-    codes = pd.factorize(pd.Series(list(groups)))[0]
-    half = np.random.default_rng(seed).permutation(codes.max() + 1)[codes] % 2 == 0
-    fit = lambda m: [best_f1_threshold_or_never(scores[m, j], y[m] == c) for j, c in enumerate(POLAR)]  # noqa: E731
-    out = np.zeros(len(y), dtype=int)
-    for h in (half, ~half):
-        out[h] = polar_predict(scores[h], fit(~h))
-    return out, np.asarray(fit(np.ones(len(y), bool)))
-
-
-def collect(
-    cross: dict, bi: dict, frozen: dict | None, train: pd.DataFrame, folds, seed: int = 0
-) -> tuple[dict[str, Pred], dict]:
-    """Pred per model, from the cross-encoders' KFoldResults (ensembles of `folds` only), the SBERT
-    `run_folds` outputs and `frozen_lr_folds`'s. Classifiers predict the argmax; the retrieval
-    variant thresholds its cosines (chosen on OOF rows only, cross-fitted for the OOF labels).
-    Returns (preds in NAMES order, the retrieval thresholds per POLAR class, or {})."""
-    rows = oof_rows(train, folds)
-    polar_cols = [hm.LABEL2ID[c] for c in POLAR]
-    out, thresholds = {}, {}
-    for name, res in cross.items():
-        z = res.ensemble("validation", folds)
-        out[name] = Pred(name, to_labels(z), to_labels(res.oof[rows]), softmax(z)[:, polar_cols])
-    for v, r in bi.items():
-        z = r["validation"].mean(0)
-        if VARIANTS[v][0] == "softmax":
-            out[v] = Pred(v, to_labels(z), to_labels(r["oof"][rows]), softmax(z)[:, polar_cols])
-        else:
-            oof_labels, t = crossfit_polar(
-                r["oof"][rows], train["label"].to_numpy()[rows], train["sentence"].to_numpy()[rows], seed
-            )
-            out[v], thresholds = Pred(v, polar_predict(z, t), oof_labels, z), dict(zip(POLAR, t))
-    if frozen is not None:
-        out[E5_FROZEN] = Pred(
-            E5_FROZEN,
-            to_labels(frozen["validation"]),
-            to_labels(frozen["oof"][rows]),
-            frozen["validation"][:, polar_cols],
-        )
-    return {n: out[n] for n in NAMES if n in out}, thresholds
-
-
-# --- scores -------------------------------------------------------------------------------------
-
-
-def f1_resampled(y, p, counts: np.ndarray, inverse, labels) -> np.ndarray:
-    """Mean per-class F1 over `labels` for every bootstrap resample at once (`counts`, `inverse` as
-    from metrics.draw_resamples); labels (-1, 0, 1) give macro F1, (1, -1) F1pn."""
-    y, p, counts, inverse = np.asarray(y), np.asarray(p), np.atleast_2d(counts), np.asarray(inverse)
-    k, f1 = counts.shape[1], []
-    for c in labels:
-        tp = counts @ np.bincount(inverse, weights=(y == c) & (p == c), minlength=k)
-        denom = counts @ np.bincount(inverse, weights=(y == c).astype(float) + (p == c), minlength=k)
-        f1.append(np.divide(2 * tp, denom, out=np.zeros(len(counts)), where=denom > 0))
-    return np.mean(f1, axis=0)
-
-
-def macro_f1_ci(y, p, *, groups, n: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float]:
-    """`metrics.bootstrap_ci(..., metric=macro_f1)` with the same draws, vectorised."""
-    counts, inverse = draw_resamples(groups, len(y), n, seed)
-    stats = f1_resampled(y, p, counts, inverse, hm.LABELS)
-    return float(np.quantile(stats, alpha / 2)), float(np.quantile(stats, 1 - alpha / 2))
-
-
-def score_table(val: pd.DataFrame, train: pd.DataFrame, preds: dict[str, Pred], folds, n_boot: int) -> pd.DataFrame:
-    """Per model: validation all / seen / unseen and train OOF (rows of `folds`), F1pn and macro F1
-    with sentence-clustered 95% CIs."""
-    rows = oof_rows(train, folds)
-    y_oof, g_oof = train["label"].to_numpy()[rows], sentence_groups(train)[rows]
-    y_val, g_val = val["label"].to_numpy(), sentence_groups(val)
-    out = []
-    for name, p in preds.items():
-        t = score_subsets(val, p.val, n_boot, model=name, family=p.family, split="validation")
-        ci = [
-            macro_f1_ci(y_val[m], p.val[m], groups=g_val[m], n=n_boot)
-            for m in (subset_mask(val, s) for s in t["subset"])
-        ]
-        t["macro_f1_lo"], t["macro_f1_hi"] = [c[0] for c in ci], [c[1] for c in ci]
-        oof = {
-            "model": name,
-            "family": p.family,
-            "split": "train OOF",
-            "subset": "all",
-            **score(y_oof, p.oof, n_boot, groups=g_oof),
-        }
-        oof["macro_f1_lo"], oof["macro_f1_hi"] = macro_f1_ci(y_oof, p.oof, groups=g_oof, n=n_boot)
-        out += t.to_dict("records") + [oof]
-    return pd.DataFrame(out)
-
-
-def best_on_oof(scores: pd.DataFrame, families=(FINE_TUNED, FROZEN)) -> str:
-    """The bi-encoder with the best F1pn on the OOF rows: chosen without looking at validation."""
-    oof = scores[(scores["split"] == "train OOF") & scores["family"].isin(families)]
-    return str(oof.loc[oof["f1pn"].idxmax(), "model"])
-
-
-def get(
-    scores: pd.DataFrame, model: str, subset: str = "all", split: str = "validation", col: str = "f1pn"
-) -> list[float]:
-    """[value, lo, hi] of `col` (f1pn or macro_f1) for one model, split and subset."""
-    r = scores[(scores["model"] == model) & (scores["subset"] == subset) & (scores["split"] == split)].iloc[0]
-    return [float(r[col]), float(r[f"{col}_lo"]), float(r[f"{col}_hi"])]
-
-
-def comparisons(preds: dict[str, Pred], best: str) -> list[tuple[str, str, str]]:
-    """(a, b, key) pairs to compare, a - b: the cross-encoders against the chosen bi-encoder, HAMAM
-    against the CLS pair classifier, fine-tuning against the frozen pretrained encoder, and what
-    the cacheable input and the dummy trick cost against the standard set-up (when they ran)."""
-    out = [
-        ("HAMAM", best, "hamam_minus_best_sbert"),
-        ("CLS cross-encoder", best, "cls_minus_best_sbert"),
-        ("HAMAM", "CLS cross-encoder", "hamam_minus_cls"),
-    ]
-    tuned = [n for n, p in preds.items() if p.family == FINE_TUNED]
-    best_tuned = best if best in tuned else None
-    if tuned and E5_FROZEN in preds:
-        best_tuned = best_tuned or tuned[0]
-        out.append((best_tuned, E5_FROZEN, "fine_tuned_minus_frozen_e5"))
-    for v, key in (("softmax-plain", "plain_minus_marked"), ("softmax-dummy", "dummy_minus_entity")):
-        if v in preds and "softmax-entity" in preds:
-            out.append((v, "softmax-entity", key))
-    return [(a, b, k) for a, b, k in out if a in preds and b in preds and a != b]
-
-
-def retrieval_table(val: pd.DataFrame, preds: dict[str, Pred]) -> pd.DataFrame:
-    """Per model, class and subset: average precision of its class scores (no threshold) and F1 of
-    its three-class labels for that class, beside the class's base rate."""
-    y = val["label"].to_numpy()
-    return pd.DataFrame(
-        [
-            {
-                "model": name,
-                "class": {-1: "negative", 1: "positive"}[c],
-                "subset": sub,
-                "ap": average_precision_score(y[m] == c, p.val_scores[m, j]),
-                "f1": f1_score(y[m] == c, p.val[m] == c, zero_division=0),
-                "base_rate": float(np.mean(y[m] == c)),
-            }
-            for name, p in preds.items()
-            for j, c in enumerate(POLAR)
-            for sub in ("all", "unseen")
-            for m in [subset_mask(val, sub)]
-        ]
-    )
-
-
-# --- the time budget: which SBERT variants to fine-tune -------------------------------------------
-
-OVERHEAD_S = 60  # setup, the prescribed e5 build (first run), bootstraps and figures: a rough allowance
-
-
-def measured_rates(res) -> dict:
-    """Training examples/s (evaluations excluded) and prediction rows/s (the held-out evaluations)
-    of a KFoldResult's fold runs, as recorded when they were trained (chapter 02's, on this machine)."""
-    runs = res.runs
-    train_s = sum(r["seconds"] - r["eval_seconds"] for r in runs)
-    pred_rows = sum(r["inner_rows"] * len(r["history"]) for r in runs)
-    pred_s = sum(r["eval_seconds"] for r in runs)
-    return {
-        "train_examples_per_s": sum(r["train_examples"] for r in runs) / train_s,
-        "predict_rows_per_s": pred_rows / pred_s if pred_s > 0 else sum(r["train_examples"] for r in runs) / train_s,
-    }
-
-
-def token_costs(tokenizer, train: pd.DataFrame) -> dict[str, float]:
-    """Tokens through the encoder per training row, per method, on `train` (markers count 1 each;
-    special tokens included). HAMAM encodes each distinct sentence once (unmasked copy, rows of a
-    sentence share a batch) plus every row's half-masked copy."""
-    s = np.array([len(x) for x in tokenizer(list(train["sentence"]))["input_ids"]], dtype=float)
-    e = np.array([len(x) for x in tokenizer(list(train["entity"]))["input_ids"]], dtype=float)
-    anchor = np.mean([len(tokenizer(a)["input_ids"]) for a in ANCHORS.values()])
-    first = ~train["sentence"].duplicated().to_numpy()
-    return {
-        "HAMAM": (s.sum() + s[first].sum()) / len(s),
-        "CLS cross-encoder": float(np.mean(s + e)),  # (sentence, entity) pair
-        "softmax-entity": float(np.mean(s + 2 + e)),
-        "softmax-plain": float(np.mean(s + e)),
-        "softmax-dummy": float(np.mean(s + 2 + 3)),  # v = <s> <dummy> </s> (DUMMY is one added token)
-        "cosine-anchors": float(np.mean(2 * (s + 2 + anchor))),
-        "encode": float(np.mean(s)),
-        "entity": float(np.mean(e)),
-    }
-
-
-def plan(prof, data: dict, folds, tokenizer, hamam_res, budget_s: float, bench_tokens: float = 0.0) -> pd.DataFrame:
-    """Estimated seconds of each piece of the chapter on this machine, and which fine-tuned SBERT
-    variants fit `budget_s`: VARIANTS in priority order, kept while the running total fits (the
-    first one always). Rates are chapter 02's HAMAM runs in tokens/s (`measured_rates` x
-    `token_costs`), so a method's cost scales with the tokens it encodes; the same layers are frozen.
-    The pretrained e5 line assumes an e5-small-sized backbone (true for `cpu`; in `smoke` it is a guess).
-    Estimates are for fresh runs: cached folds make the chapter faster, never change the plan."""
-    train, val, final = data["train"], data["validation"], data["final"]
-    tpe, rate = token_costs(tokenizer, train), measured_rates(hamam_res)
-    train_tok_s, pred_tok_s = rate["train_examples_per_s"] * tpe["HAMAM"], rate["predict_rows_per_s"] * tpe["HAMAM"]
-    fold = train["fold"].to_numpy()
-    part = float(np.mean([(fold != k).sum() for k in folds]))
-    held = float(np.mean([(fold == k).sum() for k in folds]))
-    cfg = prof.config_for(prof.backbones[0])
-    fit_rows, inner = part * (1 - cfg.inner_val), part * cfg.inner_val
-    evals = cfg.epochs * cfg.evals_per_epoch
-    n = len(list(folds))
-    cls = (
-        n
-        * tpe["CLS cross-encoder"]
-        * (cfg.epochs * fit_rows / train_tok_s + (inner * evals + held + len(val) + len(final)) / pred_tok_s)
-    )
-    sents = pd.concat([train, val])
-    e5 = (
-        sents["sentence"].nunique() * (tpe["encode"] + 3) + sents["entity"].nunique() * (tpe["entity"] + 3)
-    ) / pred_tok_s + n * 10  # + a logistic regression per fold
-    rows = [
-        {"item": "HAMAM (chapter 02's fold models, from its cache)", "kind": "fixed", "seconds": 0.0},
-        {"item": f"CLS pair classifier ({n} fold(s), {cfg.epochs} epochs)", "kind": "fixed", "seconds": cls},
-        {"item": "pretrained e5: encode sentences and entities, LR per fold", "kind": "fixed", "seconds": e5},
-        {"item": "cost benchmark", "kind": "fixed", "seconds": bench_tokens / pred_tok_s},
-        {"item": "setup, bootstraps, figures (allowance)", "kind": "fixed", "seconds": float(OVERHEAD_S)},
-    ]
-    for v in VARIANTS:
-        sec = n * tpe[v] * (prof.sbert_epochs * part / train_tok_s + (held + len(val)) / pred_tok_s)
-        rows.append({"item": v, "kind": "SBERT variant", "seconds": sec})
-    df = pd.DataFrame(rows)
-    df["total"] = df["seconds"].cumsum()
-    first = df.index[df["kind"] == "SBERT variant"][0]
-    df["kept"] = (
-        (df["kind"] == "fixed") | (df.index == first) | ((df["total"] <= budget_s) & (df["kind"] == "SBERT variant"))
-    )
-    # a variant after a cut one is cut too (the priority order is kept)
-    sv = df["kind"] == "SBERT variant"
-    df.loc[sv, "kept"] = df.loc[sv, "kept"].cummin()
-    df["total"] = df["seconds"].where(df["kept"], 0).cumsum()
-    df.attrs.update(rate, tokens_per_example=tpe, budget_s=budget_s)
-    return df
-
-
-def plan_text(df: pd.DataFrame, prof, n_folds: int) -> str:
-    """One paragraph: what the plan keeps and cuts, and why, from its numbers."""
-    sv = df[df["kind"] == "SBERT variant"]
-    kept, cut, a = sv[sv["kept"]], sv[~sv["kept"]], df.attrs
-    text = (
-        f"Rates of chapter 02's HAMAM fold runs on this machine: {a['train_examples_per_s']:.1f} training examples/s and "
-        f"{a['predict_rows_per_s']:.1f} predicted rows/s, at {a['tokens_per_example']['HAMAM']:.0f} encoded tokens per example. "
-        f"Scaled by the tokens each method encodes, one fine-tuned SBERT variant ({prof.sbert_epochs} epoch(s), {n_folds} fold(s), "
-        "with its OOF and validation predictions) costs about "
-        + ", ".join(f"{r.item} {r.seconds / 60:.1f} min" for r in sv.itertuples())
-        + f". With the kept variants the chapter should take about {df['total'].iloc[-1] / 60:.1f} min (budget {a['budget_s'] / 60:.0f} min). "
-        f"Fine-tuned here: {', '.join(kept['item'])}. "
-    )
-    fixed = df.loc[df["kind"] == "fixed", "seconds"].sum()
-    if df["total"].iloc[-1] > a["budget_s"]:
-        text += (
-            f"That is over the budget even with one variant: the fixed pieces alone take about {fixed / 60:.1f} min on this "
-            "machine (one variant is always run, or the chapter would have no fine-tuned bi-encoder). "
-        )
-    if len(cut):
-        return text + (
-            f"Cut for time, in the priority order of `lib.sbert.VARIANTS`: {', '.join(cut['item'])} (together about "
-            f"{cut['seconds'].sum() / 60:.1f} min more); raise `budget_minutes` in the parameters cell to run them."
-        )
-    return text + "Nothing had to be cut."
-
-
-# --- figures ------------------------------------------------------------------------------------
-
-
-def plot_scores(axes, scores: pd.DataFrame, best: str):
-    """Validation F1pn and macro F1 (all / unseen rows) per model with CIs; the OOF-chosen bi-encoder starred."""
-    from . import plots
-
-    shown = scores[(scores["split"] == "validation") & scores["subset"].isin(["all", "unseen"])].copy()
-    shown["name"] = shown["model"].map(lambda n: NAMES[n][0] + (" ★" if n == best else ""))
-    for ax, col in zip(axes, ("f1pn", "macro_f1")):
-        plots.ci_bars(ax, shown, x="name", hue="subset", y=col, lo=f"{col}_lo", hi=f"{col}_hi")
-        ax.set_xlabel("")
-        ax.tick_params(axis="x", labelsize=8)
-        ax.legend(title="validation rows", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axes[0].set_title("Validation F1pn (official metric)")
-    axes[1].set_title("Validation macro F1 (3 classes)")
-
-
-def plot_diffs(ax, diffs: pd.DataFrame):
-    """Paired differences a - b with their 95% CIs, one line per comparison and subset."""
-    d = diffs.iloc[::-1].reset_index(drop=True)
-    colors = {"all": "C0", "unseen": "C1"}
-    for i, r in d.iterrows():
-        ax.errorbar(
-            r["diff"],
-            i,
-            xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]],
-            fmt="o",
-            color=colors.get(r["subset"], "C2"),
-            capsize=3,
-        )
-    ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(range(len(d)), [f"{r.comparison} ({r.subset})" for r in d.itertuples()], fontsize=8)
-    ax.set_xlabel("F1pn difference a − b (paired, sentence-clustered 95% CI)")
-
-
-def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds: dict | None = None):
-    """Per POLAR class: precision-recall curve of each model's class score over validation rows,
-    the class's base rate and, for the retrieval variant, its OOF-chosen operating point."""
-    from . import plots
-
-    y = val["label"].to_numpy()
-    for ax, (j, c) in zip(axes, enumerate(POLAR)):
-        for name in models:
-            s = preds[name].val_scores[:, j]
-            prec, rec, _ = precision_recall_curve(y == c, s)
-            ax.plot(
-                rec, prec, label=f"{NAMES[name][0].replace(chr(10), ' ')} (AP {average_precision_score(y == c, s):.2f})"
-            )
-        if thresholds and "cosine-anchors" in preds:
-            hit, pos = preds["cosine-anchors"].val_scores[:, j] >= thresholds[c], y == c
-            ax.scatter(
-                [(hit & pos).sum() / max(1, pos.sum())],
-                [(hit & pos).sum() / max(1, hit.sum())],
-                s=70,
-                color="black",
-                zorder=3,
-                label="cosine at the OOF threshold",
-            )
-        ax.axhline(np.mean(y == c), color="grey", lw=0.8, ls="--", label="base rate")
-        ax.set(
-            title=f"{plots.LABEL_NAMES[c]}: rank validation rows by score",
-            xlabel="recall",
-            ylabel="precision",
-            xlim=(0, 1),
-            ylim=(0, 1.02),
-        )
-    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
-
-
-# --- the answer ---------------------------------------------------------------------------------
-
-
-def _fmt(v) -> str:
-    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
-
-
-def _verdict(r, a: str, b: str) -> str:
-    ci = f"{r['diff']:+.3f}, paired 95% CI [{r['lo']:+.3f}, {r['hi']:+.3f}]"
-    if r["lo"] > 0:
-        return f"{a} is ahead of {b} ({ci}, excludes 0)"
-    if r["hi"] < 0:
-        return f"{b} is ahead of {a} ({ci}, excludes 0)"
-    return f"{a} − {b} = {ci}: includes 0, no difference distinguishable here"
-
-
-def answer(
-    scores: pd.DataFrame,
-    diffs: pd.DataFrame,
-    best: str,
-    throughput: pd.DataFrame,
-    cost: pd.DataFrame,
-    n_folds: int,
-    profile: str,
-    hardware: str,
-) -> str:
-    """The chapter's answer in Markdown, every number from the tables passed in."""
-    flat = {n: NAMES[n][0].replace("\n", " ") for n in NAMES}
-    d = {(r.key, r.subset): r for _, r in diffs.iterrows()}
-    models = list(dict.fromkeys(scores["model"]))
-    oof = scores[scores["split"] == "train OOF"].set_index("model")["f1pn"]
-    bis = [m for m in models if NAMES[m][1] != CROSS]
-    lines = [
-        f"**Validation F1pn** ({profile} profile, ensembles of the same {n_folds} fold model(s) on every side; all rows / unseen-sentence rows; "
-        "sentence-clustered 95% CIs):",
-        "",
-    ]
-    lines += [
-        f"- {flat[m]}: {_fmt(get(scores, m))} / {_fmt(get(scores, m, 'unseen'))}; macro F1 {get(scores, m, col='macro_f1')[0]:.3f}; "
-        f"train OOF {oof[m]:.3f}" + (" ← best bi-encoder on OOF" if m == best else "")
-        for m in models
-    ]
-    lines += [
-        "",
-        f"**Choice of the bi-encoder.** Among {', '.join(flat[m] for m in bis)}, the best F1pn on the OOF rows "
-        f"(train rows of the fold(s) used, never validation) is **{flat[best]}** ({oof[best]:.3f}); its validation F1pn is "
-        f"{_fmt(get(scores, best))}.",
-        "",
-    ]
-    h = d.get(("hamam_minus_best_sbert", "all"))
-    lines.append(
-        f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, 'HAMAM', flat[best])}; on unseen-sentence rows "
-        f"{_verdict(d[('hamam_minus_best_sbert', 'unseen')], 'HAMAM', flat[best])}."
-    )
-    what = {
-        "cls_minus_best_sbert": "Pair classifier vs the chosen bi-encoder",
-        "hamam_minus_cls": "HAMAM vs the plain pair classifier",
-        "fine_tuned_minus_frozen_e5": "Fine-tuning vs the frozen pretrained encoder",
-        "plain_minus_marked": "What caching costs (plain u vs marked u)",
-        "dummy_minus_entity": "The dummy trick (v = dummy vs v = entity)",
-    }
-    for key, text in what.items():
-        if (key, "all") in d:
-            r = d[(key, "all")]
-            a, b = (flat[x] for x in r.comparison.split(" - "))
-            lines.append(f"- {text}: {_verdict(r, a, b)} (all rows).")
-    tp = throughput.set_index("method")["per_second"]
-    c = cost.set_index(["method", "N"])["ms_per_sentence"]
-    nmax, nmin = cost["N"].max(), cost["N"].min()
-    lines += [
-        "",
-        f"**Cost** (measured in one run on {hardware}; ratios are what carries over): scoring validation rows, HAMAM "
-        f"{tp['HAMAM (cross)']:.0f} rows/s, CLS pair {tp['CLS pair (cross)']:.0f} rows/s, SBERT with marked sentences "
-        f"{tp['SBERT marked u']:.0f} rows/s ({tp['SBERT marked u'] / tp['HAMAM (cross)']:.1f}× HAMAM), SBERT with plain sentences "
-        f"{tp['SBERT plain u']:.0f} rows/s ({tp['SBERT plain u'] / tp['HAMAM (cross)']:.1f}×). {nmax} new entities in a sentence whose "
-        f"embedding is cached: HAMAM {c['HAMAM (cross)', nmax]:.1f} ms, marked SBERT {c['SBERT marked u', nmax]:.1f} ms, cached plain SBERT "
-        f"{c['SBERT plain u, cached', nmax]:.1f} ms per sentence ({c['HAMAM (cross)', nmax] / c['SBERT plain u, cached', nmax]:.1f}× faster than "
-        f"HAMAM; at N = {nmin}: {c['HAMAM (cross)', nmin] / c['SBERT plain u, cached', nmin]:.1f}×). Marking the entity takes that advantage "
-        "away: the marked sentence changes with every entity and is re-encoded N times, as in a cross-encoder. The pretrained e5 + LR "
-        "has the plain bi-encoder's cost profile (same encoder size, one embedding per sentence and per entity).",
-    ]
-    verdict = (
-        "HAMAM is the better choice on accuracy"
-        if h["lo"] > 0
-        else f"{flat[best]} is the better choice on accuracy as well"
-        if h["hi"] < 0
-        else "on accuracy the two are not distinguishable here"
-    )
-    lines += [
-        "",
-        f"**When to use which.** {verdict[0].upper() + verdict[1:]}. A bi-encoder pays off only where sentence embeddings are "
-        "computed once and reused for many entities (plain u), i.e. without entity markers, at the accuracy the plain variant and the "
-        "frozen encoder show above.",
-    ]
-    return "\n".join(lines)

@@ -4,8 +4,6 @@ small text/table builders the chapters share (paired comparisons, CI formatting,
 from __future__ import annotations
 
 import json
-import os
-import platform
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,10 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import backbones, plots
+from . import plots
 from .config import DEFAULT_PROFILE, Profile, RunPaths, get_profile
 from .folds import load_prepared, subset_mask
-from .metrics import ci_note, paired_bootstrap_diff, sentence_groups
+from .metrics import (
+    ci_note,
+    fmt,  # noqa: F401  (the chapters' CI formatter)
+    paired_bootstrap_diff,
+    sentence_groups,
+)
+from .train import hardware  # noqa: F401  (the chapters' hardware line)
 
 
 @dataclass
@@ -40,9 +44,21 @@ class Study:
         return self.data["final"]
 
     def backbone_dir(self, name: str) -> str:
-        from .train import backbone_sentences
+        from . import plan
 
-        return backbones.resolve(name, backbone_sentences(name, self.data), self.paths.cache)
+        return plan.backbone_dir(self.prof, name, self.data, build=True)
+
+    def run(self, name: str, folds=None):
+        """A run of the plan, read from the cache (`lib.plan.read`)."""
+        from . import plan
+
+        return plan.read(self.prof, self.data, name, folds)
+
+    def label(self, name: str) -> str:
+        """The run's one display name, the same in every chapter and figure."""
+        from . import plan
+
+        return plan.get(self.prof, name).label
 
     def n_layers(self, name: str) -> int:
         from transformers import AutoConfig
@@ -56,41 +72,24 @@ class Study:
         )
 
 
-def setup(profile: str = DEFAULT_PROFILE, **overrides) -> Study:
-    """Profile, output folders, the prepared tables, the device and the plot style, in one call."""
+def setup(
+    profile: str = DEFAULT_PROFILE, chapter: str | None = None, data_dir: str | None = None, **overrides
+) -> Study:
+    """Profile, output folders, the prepared tables of `data_dir` (default data/raw), the device and the plot
+    style, in one call. With `chapter`, the runs of the plan that chapter reads are trained first where missing
+    (and it says so), so the chapter itself only reads."""
+    from . import plan
     from .train import pick_device
 
     prof = get_profile(profile, **overrides)
     plots.setup()
-    return Study(prof, RunPaths(prof.name).make(), load_prepared(prof), pick_device(prof.device))
-
-
-def hardware() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            return f"{torch.cuda.get_device_name(0)} GPU, {cpu}"
-        cores = torch.get_num_threads()
-    except ImportError:
-        cores = os.cpu_count()
-    return f"{cpu}, {cores} CPU threads, no GPU"
+    data = load_prepared(prof, data_dir or None)
+    if chapter:
+        plan.materialise(prof, data, chapters=[chapter])
+    return Study(prof, RunPaths(prof.name).make(), data, pick_device(prof.device))
 
 
 # --- comparisons and text -----------------------------------------------------------------------
-
-
-def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f.format(v) if lo is None else f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
 
 
 def paired(df: pd.DataFrame, pred_a, pred_b, n: int, name: str = "a - b", subsets=("all", "unseen")) -> pd.DataFrame:

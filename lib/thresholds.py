@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import precision_recall_fscore_support
 
+from .config import LABEL2ID, LABELS
 from .folds import subset_mask
-from .metrics import draw_resamples, f1pn, f1pn_resampled, softmax
-from .model import LABEL2ID, LABELS
+from .metrics import draw_resamples, f1pn, f1pn_resampled, fmt, softmax
 
 NEG, NEU, POS = LABEL2ID[-1], LABEL2ID[0], LABEL2ID[1]
 
@@ -102,19 +102,17 @@ def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -
     return pd.DataFrame(rows)
 
 
-def weight_study(study, weights, folds, mode: str, force: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Retrain with each neutral class weight on `folds`; per weight: argmax vs OOF-chosen threshold
-    on validation (paired clustered CI), and the validation sweep for the figure."""
+def weight_study(study, weights) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Chapter 03's runs `03/weight-<w>` (the plan's); per weight: argmax vs OOF-chosen threshold on validation
+    (paired clustered CI), and the validation sweep for the figure."""
     from .metrics import to_labels
     from .study import paired
-    from .train import run_kfold
 
     prof, train, val = study.prof, study.train, study.val
     y_oof, y_val = train["label"].to_numpy(), val["label"].to_numpy()
     rows, sweeps = [], []
     for w in weights:
-        cfg = prof.train_config(mode=mode, neutral_weight=w, epochs=prof.weight_epochs or prof.train.epochs)
-        res = run_kfold(prof, cfg, study.data, folds=folds, force=force)
+        res = study.run(f"03/weight-{w:g}")
         held = res.oof_rows(train)
         z_val = res.ensemble("validation")
         t, after = tune_then_apply("threshold", y_oof[held], res.oof[held], z_val)
@@ -144,7 +142,7 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, n_folds: 
     w = weights[weights["subset"] == "all"].set_index("neutral_weight")
 
     def gain(r):
-        return f"{r['gain']:+.3f} [{r['gain_lo']:+.3f}, {r['gain_hi']:+.3f}]"
+        return fmt(r["gain"], r["gain_lo"], r["gain_hi"], signed=True)
 
     span_arg, span_thr = (
         w["f1pn_argmax"].max() - w["f1pn_argmax"].min(),

@@ -1,13 +1,11 @@
-"""Training: one fold (AdamW, warm-up + linear decay, clipping, early stopping on held-out F1pn),
-and the k-fold driver with its artifact cache (a fold whose artifacts match the config is reused).
+"""Training: one model (AdamW, warm-up + linear decay, clipping, early stopping on held-out F1pn), one fold
+job with its cached directory (`lib.cache`), and reading k folds back. Which runs exist is `lib.plan`'s.
 """
 
 from __future__ import annotations
 
 import copy
-import functools
 import hashlib
-import json
 import random
 import re
 import time
@@ -20,25 +18,19 @@ import torch
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
-from . import backbones, executors
+from . import backbones, cache, losses
 from . import model as hm
-from .config import Profile, RunPaths, TrainConfig
+from .config import LABEL2ID, LABELS, TrainConfig
+from .device import autocast, hardware, pick_device, resolve_precision  # noqa: F401  (re-exported)
 from .metrics import f1pn, to_labels
 
 SPLITS_PREDICTED = ("validation", "final")
-ARTIFACT_VERSION = 3  # bump when what a fold directory holds changes: older folds are retrained
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def pick_device(name: str = "auto") -> torch.device:
-    if name != "auto":
-        return torch.device(name)
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 # --- batches ------------------------------------------------------------------------------------
@@ -88,7 +80,7 @@ def collate(examples: list[dict], pad_id: int, pad_to: int | None = None, labels
     if men is not None:
         out["mention_mask"] = men
     if labels is not None:
-        out["labels"] = torch.tensor([hm.LABEL2ID[int(y)] for y in labels], dtype=torch.long)
+        out["labels"] = torch.tensor([LABEL2ID[int(y)] for y in labels], dtype=torch.long)
     return out
 
 
@@ -103,31 +95,6 @@ def encode_df(tokenizer, df: pd.DataFrame, cfg: TrainConfig) -> list[dict]:
         entities=ents,
         mask_mentions=cfg.mask_mentions,
     )
-
-
-def resolve_precision(precision: str, device) -> str:
-    """`auto` -> bf16 where the device computes it natively (CUDA with bf16, CPUs with AVX512-BF16/AMX), else fp32.
-
-    On a CPU without bf16 units autocast emulates bf16 and runs many times slower than fp32."""
-    if precision != "auto":
-        return precision
-    device = torch.device(device)
-    if device.type == "cuda":
-        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return "fp32"
-    return "bf16" if ("avx512_bf16" in flags or "amx_bf16" in flags) else "fp32"
-
-
-def autocast(device, precision: str):
-    """Mixed precision around one forward (never around the optimiser step: autocast caches its
-    low-precision weight copies for the life of the context, so a context around the whole loop
-    would keep serving the weights of the first step)."""
-    device = torch.device(device)
-    dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(precision)
-    return torch.autocast(device.type, dtype=dtype, enabled=dtype is not None)
 
 
 @torch.no_grad()
@@ -221,7 +188,9 @@ def train_model(
     )
     opt = torch.optim.AdamW(groups_opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    loss_fn = hm.loss_fn(cfg.neutral_weight).to(device)
+    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma)
+    # a weighted mean is a ratio of sums: micro-batch pieces are scaled by their share of the batch's row weight
+    row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(device)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
     run, best_state, bad, step, t0, running = FoldRun(precision=precision), None, 0, 0, time.perf_counter(), []
@@ -231,7 +200,7 @@ def train_model(
             model.train()
             opt.zero_grad(set_to_none=True)
             step_loss = 0.0
-            batch_weight = loss_fn.weight[torch.as_tensor([hm.LABEL2ID[int(v)] for v in y_tr[b]])].sum()
+            batch_weight = row_weight[torch.as_tensor([LABEL2ID[int(v)] for v in y_tr[b]], device=device)].sum()
             for part in (b[i : i + micro] for i in range(0, len(b), micro)):
                 x = {
                     k: v.to(device)
@@ -239,10 +208,8 @@ def train_model(
                 }
                 y = x.pop("labels")
                 with autocast(device, precision):
-                    logits = model(**x)
-                # weighted CE is a ratio of sums: scale each piece by its share of the batch's weight
-                w = loss_fn.weight[y].sum() / batch_weight
-                loss = loss_fn(logits.float(), y) * w
+                    out = model(**x, raw=True)
+                loss = loss_fn(out.float(), y) * (row_weight[y].sum() / batch_weight)
                 scaler.scale(loss).backward()
                 step_loss += loss.item()
             scaler.unscale_(opt)
@@ -303,41 +270,75 @@ def data_digest(data: dict) -> str:
     return h.hexdigest()[:8]
 
 
-@functools.cache
-def training_source() -> str:
-    """Digest of the code that decides what a fold model becomes: editing the loop or the model
-    retrains; editing a notebook's plotting does not."""
-    return backbones.source_digest(
-        hm,
-        inner_split,
-        train_model,
-        _train_fold,
-        batches,
-        collate,
-        encode_df,
-        predict,
-        autocast,
-        resolve_precision,
-        param_groups,
-        seed_everything,
+# the code that decides what a fold model becomes (lib.cache digests it without docstrings)
+TRAINING_CODE = (
+    "lib.model",
+    "lib.losses",
+    "lib.train:seed_everything",
+    "lib.train:batches",
+    "lib.train:collate",
+    "lib.train:encode_df",
+    "lib.device:resolve_precision",
+    "lib.device:autocast",
+    "lib.train:predict",
+    "lib.train:param_groups",
+    "lib.train:inner_split",
+    "lib.train:train_model",
+    "lib.train:train_fold",
+    "lib.metrics:f1pn",
+    "lib.metrics:to_labels",
+    "lib.metrics:_checked_logits",
+)
+
+
+def fold_key(cfg: TrainConfig, data: dict, backbone_path: str) -> str:
+    """The config, the data (rows, labels, folds), the backbone build's content digest and the training code."""
+    return cache.key(
+        asdict(cfg), data_digest(data), backbones.content_digest(backbone_path), cache.code_digest(*TRAINING_CODE)
     )
 
 
-def run_dir(paths: RunPaths, cfg: TrainConfig, data: dict, backbone_path: str | None = None) -> Path:
-    """runs/<profile>/models/<backbone>-<mode>-<key>: the key hashes the config, the data (rows,
-    labels, folds), the backbone build's content digest and the training code."""
-    slug = re.sub(
-        r"[^A-Za-z0-9]+", "-", Path(cfg.backbone).name if Path(cfg.backbone).is_dir() else cfg.backbone
-    ).strip("-")
-    ingredients = [
-        cfg.key(),
-        data_digest(data),
-        backbones.content_digest(backbone_path or cfg.backbone),
-        training_source(),
-        str(ARTIFACT_VERSION),
-    ]
-    key = hashlib.sha1("|".join(ingredients).encode()).hexdigest()[:12]
-    return paths.models / f"{slug}-{cfg.mode}-{key}"
+def run_dir(models: Path, cfg: TrainConfig, key: str) -> Path:
+    """<models>/<backbone>-<mode>-<key>/fold<k>/."""
+    name = Path(cfg.backbone).name if Path(cfg.backbone).is_dir() else cfg.backbone
+    return Path(models) / f"{re.sub(r'[^A-Za-z0-9]+', '-', name).strip('-')}-{cfg.mode}-{key}"
+
+
+def fold_complete(fold_dir: Path, key: str, need_checkpoint: bool = False) -> bool:
+    if need_checkpoint and not (Path(fold_dir) / "checkpoint" / hm.CONFIG_FILE).is_file():
+        return False  # trained without a checkpoint (logits only); a later reader needs one
+    return cache.is_complete(fold_dir, key)
+
+
+@dataclass(frozen=True)
+class FoldJob:
+    """One fold of one HAMAM run: what an executor trains (in this process or as a Ray task)."""
+
+    cfg: TrainConfig
+    backbone: str  # resolved path or hub id
+    fold: int
+    fold_dir: str
+    key: str
+    save_checkpoint: bool = True
+    force: bool = False  # retrain even if the fold directory is complete
+
+    def __str__(self) -> str:
+        return f"fold {self.fold} ({Path(self.cfg.backbone).name} {self.cfg.mode})"
+
+    def is_done(self) -> bool:
+        return not self.force and fold_complete(Path(self.fold_dir), self.key, self.save_checkpoint)
+
+    def execute(self, data: dict, device: str) -> None:
+        train_fold(
+            self.cfg,
+            self.backbone,
+            data,
+            self.fold,
+            Path(self.fold_dir),
+            pick_device(device),
+            self.save_checkpoint,
+            self.key,
+        )
 
 
 @dataclass
@@ -362,192 +363,60 @@ class KFoldResult:
         """Train rows whose fold was run (the rows `oof` covers)."""
         return np.isin(train["fold"].to_numpy(), self.folds)
 
-
-def fold_jobs(
-    profile: Profile, cfg: TrainConfig, data: dict, folds, save_checkpoints: bool = True, force: bool = False
-) -> tuple[Path, list]:
-    """The run directory of (profile, cfg, data) and a job for each fold it lacks."""
-    paths = RunPaths(profile.name).make()
-    backbone = backbones.resolve(cfg.backbone, backbone_sentences(cfg.backbone, data), paths.cache)
-    root = run_dir(paths, cfg, data, backbone)
-    todo = [
-        k for k in folds if force or not _cached(root / f"fold{k}" / "done.json", cfg, need_checkpoint=save_checkpoints)
-    ]
-    return root, [executors.FoldJob(cfg, backbone, k, str(root / f"fold{k}"), save_checkpoints, force) for k in todo]
-
-
-def run_kfold(
-    profile: Profile,
-    cfg: TrainConfig,
-    data: dict,
-    folds=None,
-    save_checkpoints: bool = True,
-    force: bool = False,
-    device=None,
-    executor=None,
-) -> KFoldResult:
-    """Train (or reuse) every fold; write checkpoint, OOF logits and validation/final logits per fold.
-
-    Folds run in this process or as Ray tasks (`executor`, default the profile's; see lib.executors)."""
-    folds = list(range(profile.n_folds)) if folds is None else list(folds)
-    root, jobs = fold_jobs(profile, cfg, data, folds, save_checkpoints, force)
-    executors.run(
-        jobs, data, executors.resolve(executor, profile.executor), device or profile.device, profile.executor_cpus
-    )
-    return read_kfold(cfg, data, root, folds)
+    def checkpoint(self, fold: int) -> Path:
+        return self.root / f"fold{fold}" / "checkpoint"
 
 
 def read_kfold(cfg: TrainConfig, data: dict, root: Path, folds) -> KFoldResult:
     """Gather the fold directories under `root` (written by this process or by any worker)."""
     train = data["train"]
-    oof = np.full((len(train), len(hm.LABELS)), np.nan, dtype=np.float32)
+    oof = np.full((len(train), len(LABELS)), np.nan, dtype=np.float32)
     logits = {s: [] for s in SPLITS_PREDICTED}
     runs = []
     for k in folds:
         fold_dir = root / f"fold{k}"
-        meta = json.loads((fold_dir / "done.json").read_text())
         held = train["fold"].to_numpy() == k
         oof[held] = np.load(fold_dir / "logits_oof.npy")
         for s in SPLITS_PREDICTED:
             logits[s].append(np.load(fold_dir / f"logits_{s}.npy"))
-        runs.append(meta)
-    return KFoldResult(cfg, folds, oof, {s: np.stack(v) for s, v in logits.items()}, runs, root)
+        runs.append(cache.read_meta(fold_dir))
+    return KFoldResult(cfg, list(folds), oof, {s: np.stack(v) for s, v in logits.items()}, runs, root)
 
 
-def is_cached(profile: Profile, cfg: TrainConfig, data: dict, fold: int, need_checkpoint: bool = False) -> bool:
-    """Whether `run_kfold` would reuse this fold instead of training it."""
-    return not fold_jobs(profile, cfg, data, [fold], need_checkpoint)[1]
-
-
-def _cached(done: Path, cfg: TrainConfig, need_checkpoint: bool = False) -> bool:
-    if not done.is_file():
-        return False
-    if need_checkpoint and not (done.parent / "checkpoint" / hm.CONFIG_FILE).is_file():
-        return False  # trained by a chapter that kept no checkpoint (04); a later reader needs one
-    meta = json.loads(done.read_text())
-    return meta.get("config") == asdict(cfg) and meta.get("version") == ARTIFACT_VERSION
-
-
-def _train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint: bool) -> None:
+def train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint: bool, key: str) -> None:
     """Early stopping looks only at an inner split of the training part; the held-out fold is
     predicted once by the chosen checkpoint, so OOF logits are really out of sample."""
+    fold_dir.mkdir(parents=True, exist_ok=True)
+    cache.invalidate(fold_dir)
     train = data["train"]
     held = train["fold"].to_numpy() == k
     part = train[~held]
     inner = inner_split(part, cfg.inner_val, cfg.seed + k)
     model, tok, run = train_model(cfg, backbone, part[~inner], part[inner], device, desc=f"fold {k}")
-    fold_dir.mkdir(parents=True, exist_ok=True)
     prec = run.precision
     np.save(
         fold_dir / "logits_oof.npy",
         predict(model, encode_df(tok, train[held], cfg), tok.pad_token_id, device, precision=prec),
     )
     for s in SPLITS_PREDICTED:
-        np.save(
-            fold_dir / f"logits_{s}.npy",
-            predict(model, encode_df(tok, data[s], cfg), tok.pad_token_id, device, precision=prec),
-        )
+        enc = encode_df(tok, data[s], cfg)
+        np.save(fold_dir / f"logits_{s}.npy", predict(model, enc, tok.pad_token_id, device, precision=prec))
     if save_checkpoint:
         hm.save(model, tok, fold_dir / "checkpoint")
-    meta = {
-        "version": ARTIFACT_VERSION,
-        "config": asdict(cfg),
-        "fold": k,
-        "backbone_path": backbone,
-        "backbone_digest": backbones.content_digest(backbone),
-        "inner_rows": int(inner.sum()),
+    cache.write_meta(
+        fold_dir,
+        key,
+        config=asdict(cfg),
+        fold=k,
+        backbone_path=backbone,
+        backbone_digest=backbones.content_digest(backbone),
+        inner_rows=int(inner.sum()),
+        hardware=hardware(),
         **asdict(run),
-    }
-    (fold_dir / "done.json").write_text(json.dumps(meta))  # written last: its presence means the fold is complete
-
-
-# --- one job from the command line --------------------------------------------------------------
-
-CLI_EPILOG = """Trains exactly the fold directories the notebooks read (same keys, same cache), so a Slurm array
-or any scheduler can fill the cache and the notebooks then only read it. Example:
-  python -m lib.train --profile paper --backbone xlm-roberta-large --mode hamam --folds 0,1 --lr 1e-5
-Every TrainConfig field below defaults to the profile's value. --backbone and --mode take comma-separated
-lists: every (backbone, mode, fold) becomes one job, so with --executor ray they all run at once:
-  python -m lib.train --profile paper --backbone xlm-roberta-large,google/rembert --mode hamam,masked,unmasked --executor ray"""
-
-
-def _cli_parser():
-    import argparse
-    import dataclasses
-    import typing
-
-    from .config import PROFILES
-
-    ap = argparse.ArgumentParser(
-        prog="python -m lib.train",
-        description="Train (or reuse) k-fold HAMAM models for one (profile, backbone, mode).",
-        epilog=CLI_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    ap.add_argument("--folds", default=None, help="comma-separated fold ids (default: the profile's main folds)")
-    ap.add_argument("--force", action="store_true", help="retrain even when a matching fold is cached")
-    ap.add_argument("--no-checkpoints", action="store_true", help="keep logits only")
-    ap.add_argument(
-        "--executor",
-        choices=executors.EXECUTORS,
-        default=None,
-        help="where fold jobs run (default: the profile's; RAY_ADDRESS picks a Ray cluster)",
-    )
-    cfg = ap.add_argument_group("TrainConfig fields (override the profile's)")
-    hints = typing.get_type_hints(TrainConfig)
-    for f in dataclasses.fields(TrainConfig):
-        kind = hints[f.name]
-        conv = (lambda s: s.lower() in ("1", "true", "yes")) if kind is bool else kind
-        cfg.add_argument(
-            f"--{f.name}",
-            type=conv,
-            default=argparse.SUPPRESS,
-            metavar=kind.__name__.upper(),
-            help=f"default: the profile's ({f.default!r} in TrainConfig)",
-        )
-    return ap
 
 
-def main(argv=None) -> int:
-    import sys
+if __name__ == "__main__":  # the command line trains runs of the plan: see lib.plan
+    from lib.plan import main
 
-    from .config import get_profile
-    from .folds import load_prepared
-
-    ap = _cli_parser()
-    args = vars(ap.parse_args(argv))  # unknown options exit 2, naming them
-    profile, folds, force, no_ckpt, executor = (
-        args.pop(k) for k in ("profile", "folds", "force", "no_checkpoints", "executor")
-    )
-    try:
-        prof = get_profile(profile)
-        names, modes = (
-            list(dict.fromkeys(args.pop(k, getattr(prof.train, k)).split(","))) for k in ("backbone", "mode")
-        )  # no job twice
-        cfgs = [prof.config_for(b, **args, mode=m) for b in names for m in modes]
-        fold_ids = prof.main_folds if folds is None else [int(k) for k in folds.split(",")]
-        bad = [k for k in fold_ids if not 0 <= k < prof.n_folds]
-        if bad:
-            raise ValueError(f"--folds: {bad} not in 0..{prof.n_folds - 1}")
-        executor = executors.resolve(executor, prof.executor)
-    except ValueError as e:
-        print(f"python -m lib.train: {e}", file=sys.stderr)
-        return 2
-    data = load_prepared(prof)
-    planned = [(cfg, *fold_jobs(prof, cfg, data, fold_ids, not no_ckpt, force)) for cfg in cfgs]
-    try:
-        executors.run([j for _, _, jobs in planned for j in jobs], data, executor, prof.device, prof.executor_cpus)
-    except executors.FoldJobsFailed as e:
-        print(f"python -m lib.train: {e}", file=sys.stderr)
-        return 1
-    for cfg, root, _ in planned:
-        for r in read_kfold(cfg, data, root, fold_ids).runs:
-            print(
-                f"{cfg.backbone} {cfg.mode} fold {r['fold']}: {r['steps']} steps, best early-stopping F1pn {r['best_f1pn']:.3f}, {r['seconds']:.0f}s -> {root / ('fold%d' % r['fold'])}"
-            )
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
+    raise SystemExit(main(prog="python -m lib.train"))

@@ -10,10 +10,10 @@ from lib.config import RAW_DIR
 def smoke():
     """The smoke profile and its prepared tables (one module's tests share them)."""
     from lib.config import get_profile
-    from lib.folds import prepare
+    from lib.folds import load_prepared
 
     prof = get_profile("smoke")
-    return prof, prepare(prof)
+    return prof, load_prepared(prof)
 
 
 @pytest.fixture(autouse=True)

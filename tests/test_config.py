@@ -34,6 +34,9 @@ def test_key_is_stable_and_sensitive_to_every_field():
         "pooling": ("cls", {"mode": "unmasked"}),
         "precision": "fp32",
         "inner_val": 0.2,
+        "loss": "focal",
+        "batch_size": 64,  # must stay a multiple of grad_accum_steps
+        "grad_accum_steps": 2,
     }  # checked fields
     for f in dataclasses.fields(TrainConfig):
         value = getattr(a, f.name)

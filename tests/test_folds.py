@@ -70,14 +70,11 @@ def test_prepared_tables_are_rebuilt_when_an_ingredient_changes_and_reused_other
 
     monkeypatch.setattr(config.RunPaths, "processed", property(lambda self: tmp_path / "processed" / self.profile))
     prof = dataclasses.replace(get_profile("smoke"), max_rows=None)
-    folds.prepare(prof, raw_copy)
-    stamp = lambda: (tmp_path / "processed" / "smoke" / "train.tsv").stat().st_mtime_ns  # noqa: E731
+    first = folds.load_prepared(prof, raw_copy)
+    stamp = lambda: (first.folder / "train.tsv").stat().st_mtime_ns  # noqa: E731
     before = stamp()
-    folds.load_prepared(prof)
-    assert stamp() == before  # nothing changed: the tables are read, not rebuilt
-    t = folds.load_prepared(dataclasses.replace(prof, n_folds=3))
-    assert stamp() != before and set(t["train"]["fold"]) == {0, 1, 2}  # another fold count
-    before = stamp()
+    assert folds.load_prepared(prof, raw_copy).folder == first.folder and stamp() == before  # read, not rebuilt
+    t = folds.load_prepared(dataclasses.replace(prof, n_folds=3), raw_copy)
+    assert t.folder != first.folder and set(t["train"]["fold"]) == {0, 1, 2}  # another fold count
     (raw_copy / "train_data.csv").write_text((raw_copy / "train_data.csv").read_text().replace("\t1\n", "\t0\n", 1))
-    folds.load_prepared(dataclasses.replace(prof, n_folds=3))
-    assert stamp() != before  # the raw file changed (it was prepared from raw_copy, and is re-read from there)
+    assert folds.load_prepared(prof, raw_copy).folder != first.folder  # the raw file changed

@@ -4,8 +4,9 @@ import pytest
 import torch
 from sklearn.metrics import f1_score
 
+from lib import backbones, sbert
 from lib import model as hm
-from lib import sbert
+from lib import sbert_report as report
 from lib.backbones import build_tiny_random
 from lib.config import TrainConfig
 from lib.data import load_split
@@ -156,23 +157,6 @@ def test_build_freezes_the_same_layers_as_the_cross_encoder(backbone):
     assert any(n.startswith("encoder.layer.1.") for n in trainable(enc))
 
 
-def test_run_dir_key_follows_config_variant_and_backbone(backbone, tmp_path):
-    from lib.config import get_profile
-
-    prof, data = (
-        get_profile("smoke"),
-        {s: load_split(s, max_rows=20).assign(fold=0) for s in ("train", "validation", "final")},
-    )
-    cfg = TrainConfig(backbone=backbone)
-    key = lambda **kw: sbert.run_dir(
-        prof, kw.pop("cfg", cfg), data, kw.pop("variant", "softmax-entity"), 1, 8, kw.pop("bb", backbone)
-    )  # noqa: E731
-    assert key() == key()
-    assert key(variant="softmax-plain") != key()
-    assert key(cfg=TrainConfig(backbone=backbone, freeze_layers=1)) != key()
-    assert key(bb=str(tmp_path)) != key()  # another backbone build (no content.sha: its path)
-
-
 # --- the pretrained e5 as prescribed ---------------------------------------------------------------
 
 
@@ -201,7 +185,7 @@ def test_e5_prescribed_build_tokenises_the_prefix_like_the_full_vocabulary(tmp_p
 
     df = pd.DataFrame({"sentence": [SENT, "Сбербанк сообщил о рекордной прибыли"], "entity": ["Путин", "Сбербанк"]})
     data = {"train": df, "validation": df.iloc[:1], "final": df.iloc[1:]}
-    tok = AutoTokenizer.from_pretrained(sbert.e5_backbone(data, tmp_path))
+    tok = AutoTokenizer.from_pretrained(backbones.resolve("e5-small", sorted(set(sbert.e5_corpus(data))), tmp_path))
     img = e5.read_image(e5.image_path())
     full = e5.tokenizer_from_pieces(img.pieces, e5.compile_charsmap(img.norm_map))
     for t in list(df["sentence"]) + list(df["entity"]):
@@ -235,7 +219,7 @@ def test_crossfit_polar_labels_each_half_with_the_other_halfs_thresholds():
     y = rng.choice([-1, 0, 1], n)
     scores = np.stack([(y == -1) + rng.normal(0, 0.8, n), (y == 1) + rng.normal(0, 0.8, n)], 1)
     groups = np.arange(n) // 2
-    labels, t_all = sbert.crossfit_polar(scores, y, groups, seed=3)
+    labels, t_all = report.crossfit_polar(scores, y, groups, seed=3)
     assert labels.shape == (n,) and set(labels) <= {-1, 0, 1}
     assert np.allclose(t_all, [sbert.best_f1_threshold(scores[:, j], y == c)[1] for j, c in enumerate(sbert.POLAR)])
     # changing the scores of one half moves that half's thresholds, so only the *other* half's labels may change
@@ -243,12 +227,12 @@ def test_crossfit_polar_labels_each_half_with_the_other_halfs_thresholds():
     half = np.random.default_rng(3).permutation(codes.max() + 1)[codes] % 2 == 0
     moved = scores.copy()
     moved[half] += rng.normal(0, 3, moved[half].shape)
-    again, _ = sbert.crossfit_polar(moved, y, groups, seed=3)
+    again, _ = report.crossfit_polar(moved, y, groups, seed=3)
     assert (again[half] != labels[half]).any()  # its own scores moved
     fit_on_half = [sbert.best_f1_threshold(moved[half, j], y[half] == c)[1] for j, c in enumerate(sbert.POLAR)]
     assert np.array_equal(again[~half], sbert.polar_predict(scores[~half], fit_on_half))
     # no positive row of a class to fit on: that class never fires
-    assert sbert.best_f1_threshold_or_never(np.ones(5), np.zeros(5, bool)) == np.inf
+    assert report.best_f1_threshold_or_never(np.ones(5), np.zeros(5, bool)) == np.inf
 
 
 class _FakeKFold:
@@ -292,8 +276,8 @@ def test_collect_uses_only_the_given_folds_and_keeps_names_order():
         "softmax-entity": {"oof": rng.normal(size=(len(train), 3)), "validation": rng.normal(size=(1, len(val), 3))},
     }
     frozen = {"oof": rng.dirichlet(np.ones(3), len(train)), "validation": rng.dirichlet(np.ones(3), len(val))}
-    preds, thresholds = sbert.collect(cross, bi, frozen, train, [0])
-    assert list(preds) == ["HAMAM", "CLS cross-encoder", "softmax-entity", "cosine-anchors", sbert.E5_FROZEN]
+    preds, thresholds = report.collect(cross, bi, frozen, train, [0])
+    assert list(preds) == ["HAMAM", "CLS cross-encoder", "softmax-entity", "cosine-anchors", report.E5_FROZEN]
     rows = (train["fold"] == 0).to_numpy()
     from lib.metrics import to_labels
 
@@ -311,30 +295,36 @@ def test_best_is_chosen_on_oof_rows_not_on_validation():
         [
             {
                 "model": "softmax-entity",
-                "family": sbert.FINE_TUNED,
+                "family": report.FINE_TUNED,
                 "split": "train OOF",
                 "subset": "all",
                 "f1pn": 0.50,
             },
             {
                 "model": "softmax-entity",
-                "family": sbert.FINE_TUNED,
+                "family": report.FINE_TUNED,
                 "split": "validation",
                 "subset": "all",
                 "f1pn": 0.40,
             },
-            {"model": "softmax-plain", "family": sbert.FINE_TUNED, "split": "train OOF", "subset": "all", "f1pn": 0.45},
             {
                 "model": "softmax-plain",
-                "family": sbert.FINE_TUNED,
+                "family": report.FINE_TUNED,
+                "split": "train OOF",
+                "subset": "all",
+                "f1pn": 0.45,
+            },
+            {
+                "model": "softmax-plain",
+                "family": report.FINE_TUNED,
                 "split": "validation",
                 "subset": "all",
                 "f1pn": 0.60,
             },
-            {"model": "HAMAM", "family": sbert.CROSS, "split": "train OOF", "subset": "all", "f1pn": 0.90},
+            {"model": "HAMAM", "family": report.CROSS, "split": "train OOF", "subset": "all", "f1pn": 0.90},
         ]
     )
-    assert sbert.best_on_oof(scores) == "softmax-entity"
+    assert report.best_on_oof(scores) == "softmax-entity"
 
 
 @pytest.mark.parametrize("seed", range(3))
@@ -344,98 +334,32 @@ def test_macro_f1_ci_matches_the_metrics_bootstrap(seed):
     rng = np.random.default_rng(seed)
     n = 150
     y, p, g = rng.choice([-1, 0, 1], n), rng.choice([-1, 0, 1], n), rng.integers(0, 40, n)
-    assert np.allclose(sbert.macro_f1_ci(y, p, groups=g, n=200), bootstrap_ci(y, p, groups=g, metric=macro_f1, n=200))
+    assert np.allclose(report.macro_f1_ci(y, p, groups=g, n=200), bootstrap_ci(y, p, groups=g, metric=macro_f1, n=200))
     counts, inverse = draw_resamples(g, n, 50, 0)
-    assert np.allclose(sbert.f1_resampled(y, p, counts, inverse, (1, -1)), f1pn_resampled(y, p, counts, inverse))
+    assert np.allclose(report.f1_resampled(y, p, counts, inverse, (1, -1)), f1pn_resampled(y, p, counts, inverse))
 
 
 def test_score_table_and_comparisons():
     rng, train, val = _toy()
     rows = (train["fold"] == 0).to_numpy()
-    mk = lambda name: sbert.Pred(
+    mk = lambda name: report.Pred(
         name, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
     )  # noqa: E731
-    preds = {n: mk(n) for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", sbert.E5_FROZEN)}
-    scores = sbert.score_table(val, train, preds, [0], 50)
+    preds = {n: mk(n) for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", report.E5_FROZEN)}
+    scores = report.score_table(val, train, preds, [0], 50)
     assert set(scores["split"]) == {"validation", "train OOF"}
     assert (scores["f1pn_lo"] <= scores["f1pn"] + 1e-9).all() and (scores["macro_f1_lo"] <= scores["macro_f1_hi"]).all()
-    best = sbert.best_on_oof(scores)
-    keys = [k for _, _, k in sbert.comparisons(preds, best)]
+    best = report.best_on_oof(scores)
+    keys = [k for _, _, k in report.comparisons(preds, best)]
     assert keys[0] == "hamam_minus_best_sbert" and "fine_tuned_minus_frozen_e5" in keys and "plain_minus_marked" in keys
-    assert all(a != b for a, b, _ in sbert.comparisons(preds, best))
-    only = {n: preds[n] for n in ("HAMAM", "CLS cross-encoder", sbert.E5_FROZEN)}  # no fine-tuned variant ran
-    assert [k for _, _, k in sbert.comparisons(only, sbert.E5_FROZEN)] == [
+    assert all(a != b for a, b, _ in report.comparisons(preds, best))
+    only = {n: preds[n] for n in ("HAMAM", "CLS cross-encoder", report.E5_FROZEN)}  # no fine-tuned variant ran
+    assert [k for _, _, k in report.comparisons(only, report.E5_FROZEN)] == [
         "hamam_minus_best_sbert",
         "cls_minus_best_sbert",
         "hamam_minus_cls",
     ]
-    assert len(sbert.retrieval_table(val, preds)) == len(preds) * 2 * 2
-
-
-# --- the budget plan ----------------------------------------------------------------------------
-
-
-class _Runs:
-    runs = [{"train_examples": 1000, "seconds": 110.0, "eval_seconds": 10.0, "inner_rows": 100, "history": [0] * 5}]
-
-
-def test_measured_rates():
-    r = sbert.measured_rates(_Runs())
-    assert r == {"train_examples_per_s": 10.0, "predict_rows_per_s": 50.0}
-
-
-@pytest.mark.parametrize("budget, kept", [(1e9, 4), (0, 1)])
-def test_plan_keeps_variants_in_priority_order_within_budget(backbone, budget, kept):
-    from transformers import AutoTokenizer
-
-    from lib.config import get_profile
-
-    df = load_split("train", max_rows=60).assign(fold=lambda d: np.arange(len(d)) % 2)
-    data = {"train": df, "validation": df.head(20), "final": df.head(10)}
-    plan = sbert.plan(get_profile("smoke"), data, [0], AutoTokenizer.from_pretrained(backbone), _Runs(), budget)
-    sv = plan[plan["kind"] == "SBERT variant"]
-    assert sv["item"].tolist() == list(sbert.VARIANTS) and sv["kept"].sum() == kept
-    assert sv["kept"].tolist() == sorted(
-        sv["kept"].tolist(), reverse=True
-    )  # never a later one without the earlier ones
-    assert plan[plan["kind"] == "fixed"]["kept"].all() and (plan["seconds"] >= 0).all()
-    text = sbert.plan_text(plan, get_profile("smoke"), 1)
-    assert ("Cut for time" in text) == (kept < 4)
-
-
-def test_plan_middle_budget_cuts_the_tail(monkeypatch):
-    """A budget between 'one variant' and 'all' keeps a prefix of VARIANTS."""
-    from lib.config import get_profile
-
-    df = load_split("train", max_rows=60).assign(fold=lambda d: np.arange(len(d)) % 2)
-    data = {"train": df, "validation": df.head(20), "final": df.head(10)}
-    tpe = {
-        "HAMAM": 60.0,
-        "CLS cross-encoder": 45.0,
-        "softmax-entity": 48.0,
-        "softmax-plain": 46.0,
-        "softmax-dummy": 44.0,
-        "cosine-anchors": 90.0,
-        "encode": 40.0,
-        "entity": 6.0,
-    }
-    monkeypatch.setattr(sbert, "token_costs", lambda tok, train: tpe)
-    full = sbert.plan(get_profile("smoke"), data, [0], None, _Runs(), 1e9)
-    sec = full.set_index("item")["seconds"]
-    budget = (
-        full.loc[full["kind"] == "fixed", "seconds"].sum()
-        + sec["softmax-entity"]
-        + sec["softmax-plain"]
-        + 0.5 * sec["softmax-dummy"]
-    )
-    plan = sbert.plan(get_profile("smoke"), data, [0], None, _Runs(), budget)
-    assert plan[plan["kind"] == "SBERT variant"].set_index("item")["kept"].to_dict() == {
-        "softmax-entity": True,
-        "softmax-plain": True,
-        "softmax-dummy": False,
-        "cosine-anchors": False,
-    }
-    assert plan["total"].iloc[-1] <= budget
+    assert len(report.retrieval_table(val, preds)) == len(preds) * 2 * 2
 
 
 # --- answer text --------------------------------------------------------------------------------
@@ -445,19 +369,19 @@ def test_answer_names_the_oof_choice_and_the_direction():
     rng, train, val = _toy()
     rows = (train["fold"] == 0).to_numpy()
     preds = {
-        n: sbert.Pred(
+        n: report.Pred(
             n, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
         )
-        for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", sbert.E5_FROZEN)
+        for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", report.E5_FROZEN)
     }
-    scores = sbert.score_table(val, train, preds, [0], 50)
-    best = sbert.best_on_oof(scores)
+    scores = report.score_table(val, train, preds, [0], 50)
+    best = report.best_on_oof(scores)
     from lib import study
 
     diffs = pd.concat(
         [
             study.paired(val, preds[a].val, preds[b].val, 50, f"{a} - {b}").assign(key=k)
-            for a, b, k in sbert.comparisons(preds, best)
+            for a, b, k in report.comparisons(preds, best)
         ]
     )
     throughput = pd.DataFrame(
@@ -478,8 +402,8 @@ def test_answer_names_the_oof_choice_and_the_direction():
             )
         ]
     )
-    text = sbert.answer(scores, diffs, best, throughput, cost, 1, "smoke", "test machine")
-    assert f"**{sbert.NAMES[best][0].replace(chr(10), ' ')}**" in text and "10.0× faster than HAMAM" in text
+    text = report.answer(scores, diffs, best, throughput, cost, 1, "smoke", "test machine")
+    assert f"**{report.NAMES[best][0].replace(chr(10), ' ')}**" in text and "10.0× faster than HAMAM" in text
     r = diffs[(diffs["key"] == "hamam_minus_best_sbert") & (diffs["subset"] == "all")].iloc[0]
     assert ("excludes 0" in text.split("**Does a bi-encoder compete?**")[1].split(";")[0]) == (
         r["lo"] > 0 or r["hi"] < 0

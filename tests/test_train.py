@@ -1,9 +1,12 @@
+import dataclasses
 import json
 import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
 
+from lib import device, plan
 from lib import train as T
 
 
@@ -36,11 +39,18 @@ def test_training_is_deterministic_for_a_seed(smoke):
     assert runs[0].step_loss == runs[1].step_loss and len(runs[0].step_loss) == 6
 
 
+def _train(prof, data, cfg, checkpoints=True, **kw):
+    """A one-off fold run through the plan's code path (lib.plan.train_runs), read back."""
+    run = plan.Run("test/run", "fold", "test", (), cfg, tuple(range(prof.n_folds)), checkpoints)
+    res = plan.train_runs(prof, data, [run], **kw)[0]
+    return T.read_kfold(cfg, data, res.root, run.folds)
+
+
 def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monkeypatch):
     prof, data = smoke
-    monkeypatch.setattr(T.RunPaths, "__post_init__", lambda self: setattr(self, "root", tmp_path / self.profile))
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
     cfg = prof.train_config(epochs=1, msd_k=2)
-    res = T.run_kfold(prof, cfg, data)
+    res = _train(prof, data, cfg)
     assert not np.isnan(res.oof).any() and res.logits["validation"].shape == (prof.n_folds, len(data["validation"]), 3)
     fold0 = res.root / "fold0"
     assert np.array_equal(res.logits["validation"][0], np.load(fold0 / "logits_validation.npy"))
@@ -51,42 +61,33 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
 
     calls, meta0 = [], (fold0 / "done.json").read_text()
     # a stand-in for training: records the call and puts fold 0's marker back (a retrain removes it first)
-    monkeypatch.setattr(T, "_train_fold", lambda *a, **k: (calls.append(a), (a[4] / "done.json").write_text(meta0)))
-    again = T.run_kfold(prof, cfg, data)
+    # (the job's method, not train_fold: train_fold's code is part of the key)
+    monkeypatch.setattr(
+        T.FoldJob, "execute", lambda job, *a: (calls.append(job.fold), (Path(job.fold_dir) / "done.json").write_text(meta0))
+    )
+    again = _train(prof, data, cfg)
     assert calls == [] and np.array_equal(again.oof, res.oof)  # nothing retrained
     assert (fold0 / "done.json").stat().st_mtime_ns == stamp
 
     # a fold without its checkpoint is retrained only when a checkpoint is asked for
     shutil.rmtree(fold0 / "checkpoint")
-    T.run_kfold(prof, cfg, data, save_checkpoints=False)
+    _train(prof, data, cfg, checkpoints=False)
     assert calls == []
-    T.run_kfold(prof, cfg, data)
-    assert [a[3] for a in calls] == [0]  # fold 0 only
+    _train(prof, data, cfg)
+    assert calls == [0]  # fold 0 only
     calls.clear()
 
-    # a done.json written for another config (or artifact version) is not trusted
+    # a done.json written under another key (another config, data, backbone or code) is not trusted
     meta = json.loads((fold0 / "done.json").read_text())
-    meta["config"]["lr"] = 123.0
+    meta["key"] = "another-key"
     (fold0 / "done.json").write_text(json.dumps(meta))
     (fold0 / "checkpoint").mkdir()
     (fold0 / "checkpoint" / "hamam_config.json").write_text("{}")
-    T.run_kfold(prof, cfg, data)
-    assert [a[3] for a in calls] == [0]
+    _train(prof, data, cfg)
+    assert calls == [0]
     calls.clear()
-
-    # every ingredient of the key moves the run directory: config, backbone build, training code, data
-    paths, bb = T.RunPaths(prof.name), T.backbones.resolve(cfg.backbone, T.backbone_sentences(cfg.backbone, data))
-    assert T.run_dir(paths, cfg, data, bb) == res.root  # unchanged ingredients hit
-    assert T.run_dir(paths, prof.train_config(epochs=1, msd_k=3), data, bb) != res.root
-    monkeypatch.setattr(T.backbones, "content_digest", lambda path: "another-build")
-    assert T.run_dir(paths, cfg, data, bb) != res.root
-    monkeypatch.undo()
-    monkeypatch.setattr(T.RunPaths, "__post_init__", lambda self: setattr(self, "root", tmp_path / self.profile))
-    monkeypatch.setattr(T, "training_source", lambda: "edited training loop")
-    assert T.run_dir(paths, cfg, data, bb) != res.root
-    monkeypatch.undo()
-    other = {**data, "train": data["train"].assign(label=np.roll(data["train"]["label"].to_numpy(), 1))}
-    assert T.run_dir(paths, cfg, other, bb) != res.root
+    _train(prof, data, cfg, force=True)  # force retrains every fold of the run
+    assert calls == [0, 1]
 
 
 def test_rows_of_a_sentence_share_batches_and_the_shared_encoding_changes_no_logit(smoke):
@@ -108,7 +109,7 @@ def test_rows_of_a_sentence_share_batches_and_the_shared_encoding_changes_no_log
     model, tok = T.hm.build(bb, cfg)
     enc = T.encode_df(tok, tr.sort_values("sentence"), cfg)
     a = T.predict(model, enc, tok.pad_token_id, "cpu")
-    model.cfg = T.replace(cfg, group_sentences=False)
+    model.cfg = dataclasses.replace(cfg, group_sentences=False)
     assert np.array_equal(a, T.predict(model, enc, tok.pad_token_id, "cpu"))
 
 
@@ -154,9 +155,7 @@ def test_mask_mentions_reaches_training_through_the_config(smoke):
     assert sum(e["mention_mask"] != e["entity_mask"] for e in enc) >= 1  # smoke train has repeated entities
     assert "mention_mask" not in T.encode_df(tok, tr.head(5), prof.train_config())[0]
     assert "mention_mask" in T.collate(enc[:4], tok.pad_token_id)
-    assert T.run_dir(T.RunPaths("smoke"), cfg, data, bb) != T.run_dir(
-        T.RunPaths("smoke"), prof.train_config(), data, bb
-    )
+    assert T.fold_key(cfg, data, bb) != T.fold_key(prof.train_config(), data, bb)
 
 
 def test_bf16_autocast_learns_like_fp32(smoke):
@@ -176,7 +175,7 @@ def test_bf16_autocast_learns_like_fp32(smoke):
 
 def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, tmp_path):
     cpuinfo = tmp_path / "cpuinfo"
-    monkeypatch.setattr(T, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else T.Path(p))
+    monkeypatch.setattr(device, "Path", lambda p: cpuinfo if p == "/proc/cpuinfo" else T.Path(p))
     cpuinfo.write_text("flags : fpu avx2 fma\n")
     assert T.resolve_precision("auto", "cpu") == "fp32"
     cpuinfo.write_text("flags : fpu avx2 avx512_bf16 amx_bf16\n")
@@ -184,13 +183,15 @@ def test_auto_precision_is_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, t
     assert T.resolve_precision("fp16", "cpu") == "fp16"
 
 
-def test_cli_trains_the_folds_the_notebooks_read(smoke, tmp_path, monkeypatch, capsys):
+def test_cli_trains_named_runs_of_the_plan(smoke, tmp_path, monkeypatch, capsys):
     prof, data = smoke
-    monkeypatch.setattr(T.RunPaths, "__post_init__", lambda self: setattr(self, "root", tmp_path / self.profile))
-    assert T.main(["--profile", "smoke", "--folds", "1", "--epochs", "1", "--msd_k", "2", "--no-checkpoints"]) == 0
-    cfg = prof.train_config(epochs=1, msd_k=2)
-    assert T.is_cached(prof, cfg, data, 1) and not T.is_cached(prof, cfg, data, 0)
-    assert T.main(["--profile", "smoke", "--mode", "half"]) == 2
-    assert "mode must be one of" in capsys.readouterr().err
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    argv = ["--profile", "smoke", "--runs", "04/k1-seed13", "--folds", "0"]
+    assert plan.main(argv, prog="python -m lib.train") == 0  # lib.train's command line is the plan's
+    assert plan.resolve(prof, plan.get(prof, "04/k1-seed13"), data).done == [0]
+    assert plan.main(argv, prog="python -m lib.train") == 0
+    assert "every run cached" in capsys.readouterr().out
+    assert plan.main(["--profile", "smoke", "--runs", "02/no-such-run"]) == 2
+    assert "no run '02/no-such-run'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        T.main(["--profile", "smoke", "--no_such_field", "1"])
+        plan.main(["--profile", "smoke", "--no_such_option", "1"])
