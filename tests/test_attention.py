@@ -5,6 +5,7 @@ import torch
 from transformers import BertConfig, BertModel
 
 from lib import attention as A
+from lib import attention_report as R
 from lib import model as hm
 from lib.backbones import build_tiny_random, corpus_words, word_tokenizer
 from lib.config import TrainConfig
@@ -38,7 +39,8 @@ def backbones(tmp_path_factory):
     )
     BertModel(cfg).save_pretrained(root / "word")
     word_tokenizer(vocab).save_pretrained(root / "word")
-    # an e5-like XLM-R backbone: sentencepiece unigram pieces, <s> </s> <mask>, offsets that start at the space before a word
+    # an e5-like XLM-R backbone: sentencepiece unigram pieces, <s> </s> <mask>, offsets that start at the space
+    # before a word
     build_unigram_xlmr(sents, root / "unigram")
     return {f: str(root / f) for f in FAMILIES}
 
@@ -95,40 +97,75 @@ def frame(rows):
 # --- lexicon ------------------------------------------------------------------------------------
 
 
-def test_context_words_skip_the_entity_span_and_non_words():
-    assert A.context_words(SENT, *SPAN) == [
-        "путин",
-        "встретился",
-        "с",
-        "путиным",
-        "а",
-        "назвал",
-        "ужасный",
-        "провал",
-        "ошибкой",
-    ]
-    assert "путин" not in A.context_words("Путин, 2024!", 0, 5)
+def test_context_words_keep_lowercase_words_outside_the_entity_span():
+    # "Путин"/"Путиным" (capitalised), "с", "а" (short) and the span drop out; the rest is lowercased, once each
+    assert A.context_words(SENT, *SPAN) == {"встретился", "назвал", "ужасный", "провал", "ошибкой"}
+    assert A.context_words("путин сказал 2024 г. из-за ковид-19", 0, 5) == {"сказал", "из-за"}
+    # a sentence-initial word counts only where it is written in lower case
+    assert A.context_words("Ужасный провал, а провал ужасный", 100, 101) == {"провал", "ужасный"}
+    assert A.context_words("Ужасный провал", 100, 101) == {"провал"}
+    # with part-of-speech tags (by token start), only content words: nouns, adjectives, verbs, adverbs
+    tags = {0: "NOUN", 7: "ADP", 11: "ADJ"}
+    assert A.context_words("провал для всех", 100, 101, tags) == {"провал", "всех"}
 
 
-def test_lexicon_ranks_polar_words_against_neutral_on_a_synthetic_corpus():
+def test_pos_tags_mark_content_and_function_words():
+    s = "Иванов получил отличный приз для команды."
+    tags = A.pos_tags([s, s])[s]
+    at = {w: tags[s.index(w)] for w in ("получил", "отличный", "приз", "для")}
+    assert at == {"получил": "VERB", "отличный": "ADJ", "приз": "NOUN", "для": "ADP"}
+
+
+def lexicon_frame(n=20):
+    """n sentences per label; two neutral ones also use the polar words (so their z is finite)."""
     rows = []
-    for i in range(10):
-        rows.append((f"Иванов ужасный провал {i} сказал", 0, 6, -1))  # entity "Иванов" only in polar rows
-        rows.append(("Иванов отличный успех сказал", 0, 6, 1))
-        rows.append(("Иванов сказал встреча", 0, 6, 0))
-        rows.append(("Иванов сказал совещание", 0, 6, 0))
-    rows.append(("Иванов редкий сказал", 0, 6, -1))  # seen once: below min_count
-    lex = A.sentiment_lexicon(frame(rows), k=2, min_count=3)
-    neg, pos = lex[lex["label"] == -1], lex[lex["label"] == 1]
-    assert set(neg["word"]) == {"ужасный", "провал"} and set(pos["word"]) == {"отличный", "успех"}
-    # neutral and shared words, the entity, numbers and rare words never enter
-    assert not {"сказал", "встреча", "иванов", "редкий"} & set(lex["word"])
-    assert (lex["log_odds"] > 0).all() and (lex["count"] >= 3).all()
-    assert neg["z"].is_monotonic_decreasing
-    # smoothed: frequent and consistent beats rare, at equal exclusivity
-    rows2 = rows + [(f"Петров частый {i}", 0, 6, -1) for i in range(30)]
-    top = A.sentiment_lexicon(frame(rows2), k=1)
-    assert top[top["label"] == -1]["word"].item() == "частый"
+    for i in range(n):
+        year = f"в {2000 + i} году"
+        # positive: lowercase polar words, a preposition, a proper name and a lowercase entity (the span)
+        rows.append((f"правительство получило отличный приз для команды от Samsung {year}.", 0, 13, 1))
+        neg = f"Иванов и Петров получили ужасный провал {year}."
+        rows += [(neg, 0, 6, -1), (neg, neg.index("Петров"), neg.index("Петров") + 6, -1)]  # 2 rows, 1 sentence
+        extra = "отличный приз для команды и ужасный провал" if i < 2 else "письмо"
+        rows.append((f"Иванов получил {extra} {year}.", 0, 6, 0))
+    return frame(rows)
+
+
+def test_lexicon_keeps_lowercase_polar_words_and_drops_names_entities_and_function_words():
+    lex = A.sentiment_lexicon(lexicon_frame(), min_count=3)
+    words = dict(zip(lex["word"], lex["label"]))
+    assert {w: words.get(w) for w in ("отличный", "приз", "команды", "ужасный", "провал")} == {
+        "отличный": 1,
+        "приз": 1,
+        "команды": 1,
+        "ужасный": -1,
+        "провал": -1,
+    }
+    assert "samsung" not in words  # a proper name: always capitalised, though always in positive rows
+    assert "правительство" not in words  # only ever the entity span of positive rows
+    assert "для" not in words  # a preposition: not a content word
+    assert not {"году", "иванов", "петров"} & set(words)  # in every label's rows, or names
+    row = lex.set_index("word").loc["ужасный"]
+    assert (row["count"], row["neutral_count"]) == (20, 2)  # a sentence counts a word once per label
+    assert (lex["z"] > 1.96).all() and (lex["count"] >= 3).all() and (lex["log_odds"] > 0).all()
+    assert lex[lex["label"] == 1]["z"].is_monotonic_decreasing and list(lex["label"]) == sorted(lex["label"])
+    assert lex.attrs["tested"][1] >= 5
+    # without the part-of-speech filter the preposition gets in; names and the entity span still do not
+    loose = set(A.sentiment_lexicon(lexicon_frame(), min_count=3, content_only=False)["word"])
+    assert "для" in loose and not {"samsung", "правительство"} & loose
+    # too few sentences, or not significant: out
+    assert A.sentiment_lexicon(lexicon_frame(), min_count=21).empty
+    strict = A.sentiment_lexicon(lexicon_frame(), min_count=3, z_min=50)
+    assert strict.empty and list(strict.columns) == ["word", "label", "count", "neutral_count", "log_odds", "z"]
+
+
+def test_lexicon_prior_lets_frequent_consistent_words_outrank_rare_exclusive_ones():
+    rows = [(f"Иванов частый {i} раз сказал", 0, 6, -1) for i in range(30)]
+    rows += [(f"Иванов редкий {i} раз", 0, 6, -1) for i in range(3)]
+    rows += [(f"Иванов частый сказал {i} раз", 0, 6, 0) for i in range(3)]
+    rows += [(f"Иванов сказал {i} раз", 0, 6, 0) for i in range(40)]
+    lex = A.sentiment_lexicon(frame(rows), min_count=3, content_only=False)
+    neg = lex[lex["label"] == -1]
+    assert neg["word"].iloc[0] == "частый"  # 30 of 33 vs 3 of 43 outranks 3 of 3 vs 0 of 43
 
 
 # --- token groups -------------------------------------------------------------------------------
@@ -285,47 +322,43 @@ def test_example_view_feeds_bertviz(backbones):
 
     model, tok = load(backbones["wordpiece"], attn_implementation="eager")
     (ex,) = hm.encode(tok, [SENT], [SPAN[0]], [SPAN[1]])
-    att, tokens = A.example_view(model, tok, ex, "masked", decimals=2)
+    att, tokens = R.example_view(model, tok, ex, "masked", decimals=2)
     cfg = model.encoder.config
     assert len(att) == cfg.num_hidden_layers and att[0].shape == (1, cfg.num_attention_heads, len(tokens), len(tokens))
     assert [t == tok.mask_token for t in tokens] == [bool(m) for m in ex["entity_mask"]]
     assert att[0].dtype == torch.float64 and torch.equal(att[0], torch.round(att[0], decimals=2))
-    raw, _ = A.example_view(model, tok, ex, "masked")
+    raw, _ = R.example_view(model, tok, ex, "masked")
     assert torch.allclose(raw[-1].sum(-1), torch.ones(1, cfg.num_attention_heads, len(tokens)), atol=1e-5)
     assert torch.allclose(raw[-1].double(), att[-1], atol=0.0051)
     assert "bertviz" in head_view(att, tokens, html_action="return").data
     assert "bertviz" in model_view(att, tokens, html_action="return").data
 
 
+def spans(sentences, entities):
+    """A frame with the first occurrence of each entity as the span."""
+    starts = [s.index(e) for s, e in zip(sentences, entities)]
+    return pd.DataFrame({"sentence": sentences, "entity": entities, "start": starts})
+
+
 def test_pick_examples_prefers_readable_correct_confident_rows():
-    df = pd.DataFrame(
-        {
-            "sentence": ["a b", "Путин и Путин", "x", "y", "z", "w"],
-            "entity": ["a", "Путин", "x", "y", "z", "w"],
-            "label": [-1, 0, -1, 1, 0, -1],
-        }
-    )
-    n_tokens = [20, 20, 20, 20, 20, 200]
-    pred = [-1, 0, -1, 1, 0, -1]
-    score = [0.5, 0.9, 0.8, 0.7, 0.6, 0.99]
-    got = A.pick_examples(df, n_tokens, pred, score)
-    # row 1 is the only repeated entity, so it is not spent on "neutral"; row 5 is confident but too long
-    assert got == {"negative": 2, "positive": 3, "neutral": 4, "repeated entity": 1}
+    sents = ["a b", "Путин и Путин", "Путин и путин", "Путин и Путинский", "x", "y", "z", "w"]
+    df = spans(sents, ["a", "Путин", "Путин", "Путин", "x", "y", "z", "w"])
+    df = df.assign(end=df["start"] + df["entity"].str.len(), label=[-1, 0, 0, 0, -1, 1, 0, -1])
+    n_tokens = [20, 20, 20, 20, 20, 20, 20, 200]
+    pred = [-1, 0, 0, 0, -1, 1, 0, -1]
+    score = [0.5, 0.8, 0.95, 0.95, 0.8, 0.7, 0.6, 0.99]
+    got = R.pick_examples(df, n_tokens, pred, score)
+    # the study's "repeated" (lib.folds.subset_mask: whole word, case-sensitive) is row 1 only, though rows
+    # 2 and 3 are more confident; it is not spent on "neutral"; row 7 is confident but too long
+    assert got == {"negative": 4, "positive": 5, "neutral": 2, "repeated entity": 1}
     assert list(got) == ["negative", "positive", "neutral", "repeated entity"]
-    # a wrong prediction is used only when no correct one exists
     # boilerplate repeating its words is not readable: the other repeated-entity row wins despite its score
-    df3 = pd.concat(
-        [
-            df,
-            pd.DataFrame(
-                {"sentence": ["Фото: Reuters Фото: Reuters Фото: Reuters"], "entity": ["Reuters"], "label": [0]}
-            ),
-        ],
-        ignore_index=True,
-    )
-    got3 = A.pick_examples(df3, n_tokens + [20], pred + [0], score + [1.0])
-    assert got3["repeated entity"] == 1
-    got2 = A.pick_examples(df, n_tokens, [-1, 0, 1, 1, 0, -1], score)  # row 2 now wrong
+    boiler = "Фото: Reuters Фото: Reuters Фото: Reuters"
+    extra = spans([boiler], ["Reuters"]).assign(end=13, label=0)
+    df3 = pd.concat([df, extra], ignore_index=True)
+    assert R.pick_examples(df3, n_tokens + [20], pred + [0], score + [1.0])["repeated entity"] == 1
+    # a wrong prediction is used only when no correct one exists
+    got2 = R.pick_examples(df, n_tokens, [-1, 0, 0, 0, 1, 1, 0, -1], score)  # row 4 now wrong
     assert got2["negative"] == 0
 
 
@@ -383,17 +416,17 @@ def test_head_gain_and_difference_panels():
     h = A.head_gain(scan, "entity", "sentiment")
     assert (h["layer"], h["head"], h["after"]) == (4, 1, 1.0) and h["n"] == 2 * 3
     assert h["gain"] == pytest.approx(1.0 - scan.grid("initial", "unmasked", "entity", "sentiment").loc[4, 1])
-    tune = A.diff_panels(scan, "finetuning")
+    tune = R.diff_panels(scan, "finetuning")
     assert len(tune) == 2 * 2 * 4
     d = tune["from entity · unmasked", "→ sentiment"]
     assert (d.loc[[1, 2]] == 0).all().all() and d.loc[4, 1] == pytest.approx(h["gain"])  # frozen layers do not move
-    mask = A.diff_panels(scan, "masking")["from [CLS] · initial", "→ entity"]
+    mask = R.diff_panels(scan, "masking")["from [CLS] · initial", "→ entity"]
     assert np.allclose(
         mask, scan.grid("initial", "masked", "cls", "entity") - scan.grid("initial", "unmasked", "cls", "entity")
     )
     with pytest.raises(ValueError):
-        A.diff_panels(scan, "other")
-    panels = A.mass_panels(scan, "cls")
+        R.diff_panels(scan, "other")
+    panels = R.mass_panels(scan, "cls")
     assert list(dict.fromkeys(r for r, _ in panels)) == [f"{m} · {c}" for m, c in A.CONDITIONS]
 
 
@@ -421,8 +454,13 @@ def test_headline_and_answer_on_a_made_up_scan():
     assert nums["06.attribution.entity_share.finetuned"][0] == pytest.approx(
         scan.results["fine-tuned", "unmasked"]["attribution"][:, 0].mean()
     )
-    text = A.answer(scan, nums, profile="cpu", backbone="e5-small", lexicon_size=7)
+    text = R.answer(scan, nums, profile="cpu", backbone="e5-small", lexicon_size=7)
     assert "layers 1–2 frozen" in text and "trained layers 3–4" in text and "7 lexicon words" in text
+    h = A.head_gain(scan, "entity", "sentiment")
+    assert f"the largest of the {h['n']} changes, layer {h['layer']} head {h['head']}" in text  # a selected maximum
+    # it points at committed files only, never at the git-ignored runs/ folder
+    assert "`figures/06_layer_head_masses.csv`" in text and "`reports/06_attention.html`" in text
+    assert "runs/" not in text
     assert "nan" not in text.lower() and "Smoke profile" not in text
     assert f"{nums['06.entity_to_sentiment.trained_layers.finetuned_minus_initial'][0]:+.3f}" in text
     # nothing frozen, no attribution (initial-only scans): the text adapts instead of failing
@@ -431,7 +469,7 @@ def test_headline_and_answer_on_a_made_up_scan():
         free.results["fine-tuned", mode]["attribution"][:] = np.nan
     nums0 = A.headline(free, n_boot=20)
     assert "06.frozen_layers.max_abs_change" not in nums0 and "06.attribution.entity_share.finetuned" not in nums0
-    text0 = A.answer(free, nums0, profile="smoke", backbone="tiny", lexicon_size=3)
+    text0 = R.answer(free, nums0, profile="smoke", backbone="tiny", lexicon_size=3)
     assert (
         "All layers were fine-tuned" in text0 and "Smoke profile" in text0 and "Attention vs attribution" not in text0
     )
@@ -450,7 +488,7 @@ def test_tables_from_a_scan():
     assert np.allclose(ag[(ag["model"] == "fine-tuned") & (ag["mode"] == "masked")]["input x gradient"].sum(), 1)
     sp = A.spearman_summary(scan)
     assert set(sp.index.get_level_values("model")) == {"fine-tuned"} and (sp["rows"] == 40).all()
-    mm = A.mean_mass_table(scan, scan.trained)
+    mm = R.mean_mass_table(scan, scan.trained)
     assert np.allclose(mm.sum(1), 1) and mm.shape == (8, 4)
 
 
@@ -458,7 +496,7 @@ def test_sample_rows_and_layers_to_show():
     assert list(A.sample_rows(5, None)) == list(range(5)) and list(A.sample_rows(5, 9)) == list(range(5))
     s = A.sample_rows(100, 10)
     assert len(s) == 10 == len(set(s)) and list(s) == sorted(s) and list(A.sample_rows(100, 10)) == list(s)
-    assert A.show_layers(12, 6) == [6, 9, 12] and A.show_layers(2, 0) == [1, 2] and A.show_layers(1, 0) == [1]
+    assert R.show_layers(12, 6) == [6, 9, 12] and R.show_layers(2, 0) == [1, 2] and R.show_layers(1, 0) == [1]
 
 
 # --- the pieces that touch a model ------------------------------------------------------------------
@@ -494,7 +532,7 @@ def test_load_models_and_run_scan(backbones, tmp_path):
     nums = A.headline(scan, n_boot=20)
     assert nums["06.frozen_layers.max_abs_change"][0] < 1e-6  # layer 1 really is the same in both models
     assert abs(nums["06.entity_to_sentiment.trained_layers.finetuned_minus_initial"][0]) > 0
-    assert "layers 1–1 frozen" in A.answer(scan, nums, profile="cpu", backbone="word", lexicon_size=2)
+    assert "layers 1–1 frozen" in R.answer(scan, nums, profile="cpu", backbone="word", lexicon_size=2)
     other = tmp_path / "other"
     build_tiny_random(OTHERS * 5, other, vocab_size=60)
     with pytest.raises(ValueError, match="tokenizers differ"):
@@ -505,8 +543,8 @@ def test_token_table_matches_the_example_view(backbones):
     model, tok = load(backbones["wordpiece"], attn_implementation="eager")
     (ex,) = A.encode_groups(tok, frame([(SENT, *SPAN, -1)]), 128, LEXICON)
     for mode in A.COPIES:
-        t = A.token_table(model, tok, ex, mode)
-        att, tokens = A.example_view(model, tok, ex, mode)
+        t = R.token_table(model, tok, ex, mode)
+        att, tokens = R.example_view(model, tok, ex, mode)
         assert list(t["token"]) == tokens and list(t["group"]) == [A.GROUPS[g] for g in ex["groups"]]
         assert np.allclose(t[["attention (entity → token)", "|input x gradient|"]].sum(), 1)
         ent = torch.tensor(ex["entity_mask"], dtype=torch.float32)
@@ -517,20 +555,20 @@ def test_token_table_matches_the_example_view(backbones):
 def test_show_limits_the_embedded_layers(backbones):
     model, tok = load(backbones["word"], attn_implementation="eager")
     (ex,) = hm.encode(tok, [SENT], [SPAN[0]], [SPAN[1]])
-    view = A.example_view(model, tok, ex, "unmasked")
-    full = A.show(view, "head", html_action="return").data
-    one = A.show(view, "head", layers=[3], html_action="return").data
+    view = R.example_view(model, tok, ex, "unmasked")
+    full = R.show(view, "head", html_action="return").data
+    one = R.show(view, "head", layers=[3], html_action="return").data
     assert "bertviz" in one and len(one) < len(full)
-    assert "bertviz" in A.show(view, "model", layers=[2, 3], html_action="return").data
+    assert "bertviz" in R.show(view, "model", layers=[2, 3], html_action="return").data
     with pytest.raises(ValueError):
-        A.show(view, "neuron")
+        R.show(view, "neuron")
 
 
 # --- figures: readable with 12 layers x 12 heads, no text drawn over other text -------------------------
 
 
-def overlapping_text(fig, pad=0.5):
-    """Pairs of drawn, non-empty texts whose boxes overlap by more than `pad` pixels."""
+def drawn_texts(fig):
+    """(text, window extent, font size in points) of every drawn, non-empty text of the figure."""
     from matplotlib.text import Text
 
     drawn, orig = [], Text.draw
@@ -538,17 +576,23 @@ def overlapping_text(fig, pad=0.5):
     def draw(self, renderer):
         orig(self, renderer)
         if self.get_visible() and self.get_text().strip():
-            drawn.append((self.get_text(), self.get_window_extent(renderer)))
+            drawn.append((self.get_text(), self.get_window_extent(renderer), self.get_fontsize()))
 
     Text.draw = draw
     try:
         fig.canvas.draw()
     finally:
         Text.draw = orig
+    return drawn
+
+
+def overlapping_text(fig, pad=0.5):
+    """Pairs of drawn, non-empty texts whose boxes overlap by more than `pad` pixels."""
+    drawn = drawn_texts(fig)
     return [
         (ta, tb)
-        for i, (ta, a) in enumerate(drawn)
-        for tb, b in drawn[i + 1 :]
+        for i, (ta, a, _) in enumerate(drawn)
+        for tb, b, _ in drawn[i + 1 :]
         if a.x0 < b.x1 - pad and b.x0 < a.x1 - pad and a.y0 < b.y1 - pad and b.y0 < a.y1 - pad
     ]
 
@@ -563,47 +607,114 @@ def test_the_overlap_check_sees_overlaps():
     plt.close(fig)
 
 
-def test_chapter_figures_have_no_overlapping_text_at_12_layers_by_12_heads():
+TOKENS = (
+    ["<s>", "▁Президент", "▁России", "▁Владимир", "▁Путин", "▁назвал", "▁ужасн", "ым", "▁провал"]
+    + [f"▁слово{i}" for i in range(21)]
+    + [".", "</s>"]
+)
+TOKEN_GROUPS = (
+    ["special", "other", "other", "other", "entity", "other", "sentiment", "sentiment", "sentiment"]
+    + ["other"] * 22
+    + ["special"]
+)
+NAMES = ("negative", "positive", "neutral", "repeated entity")
+
+
+def fake_view(seed=0):
+    """A 12-layer, 12-head attention tuple over TOKENS whose sink tokens take most of the weight."""
+    g = torch.Generator().manual_seed(seed)
+    logits = torch.randn(12, 1, 12, 32, 32, generator=g)
+    logits[..., [0, 31]] += 4.0
+    return tuple(torch.softmax(logits, -1)), TOKENS
+
+
+def chapter_figures(scan, groups=TOKEN_GROUPS):
+    """Every figure the chapter draws, as the notebook draws them."""
+    from lib import plots
+
+    table = pd.DataFrame(
+        {"token": TOKENS, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32}
+    )
+    diff = R.diff_panels(scan, "finetuning")
+    tiny = {k: v.iloc[:2, :2] * 1e-4 for k, v in R.diff_panels(scan, "masking").items()}
+    lex = pd.DataFrame({"word": [f"слово{i}" for i in range(30)], "z": np.linspace(5, 2, 30)})
+    return {
+        "mass": plots.layer_head_grid(R.mass_panels(scan, "entity"), "Attention mass from the entity tokens", frozen=6),
+        "diff": plots.layer_head_grid(diff, "fine-tuned − initial", diverging=True, frozen=6, cbar_label="Δ mass"),
+        "tiny diff": plots.layer_head_grid(tiny, "smoke-sized", diverging=True),
+        "profile": plots.layer_profile(scan.layer_profile(), 6),
+        "lexicon": plots.lexicon_bars({-1: lex.iloc[:15], 1: lex.iloc[15:]}),
+        "attribution": plots.attribution_summary(A.agreement(scan), A.spearman_long(scan)),
+        "example": R.example_maps({c: fake_view() for c in A.CONDITIONS}, groups, R.show_layers(12, 6), "negative"),
+        "heads": R.head_maps(
+            {(n, *c): fake_view() for n in NAMES for c in A.CONDITIONS}, {n: groups for n in NAMES}, 9, 4, "Layer 9"
+        ),
+        "tokens": R.token_bars({(n, m): table for n in NAMES for m in A.COPIES}),
+    }
+
+
+def test_chapter_figures_are_readable_at_12_layers_by_12_heads():
     import matplotlib.pyplot as plt
 
     from lib import plots
 
     plots.setup()
-    scan = fake_scan(n=30, layers=12, heads=12, freeze=6)
-    tokens = (
-        ["<s>", "▁Президент", "▁России", "▁Владимир", "▁Путин", "▁назвал", "▁ужасн", "ым", "▁провал"]
-        + [f"▁слово{i}" for i in range(21)]
-        + [".", "</s>"]
-    )
-    groups = (
-        ["special", "other", "other", "other", "entity", "other", "sentiment", "sentiment", "sentiment"]
-        + ["other"] * 22
-        + ["special"]
-    )
-    torch.manual_seed(0)
-    view = lambda: (tuple(torch.softmax(torch.randn(12, 1, 12, 32, 32), -1)), tokens)  # noqa: E731
-    names = ("negative", "positive", "neutral", "repeated entity")
-    table = pd.DataFrame(
-        {"token": tokens, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32}
-    )
-    figs = {
-        "mass": plots.layer_head_grid(A.mass_panels(scan, "entity"), "Attention mass from the entity tokens", frozen=6),
-        "diff": plots.layer_head_grid(
-            A.diff_panels(scan, "finetuning"), "fine-tuned − initial", diverging=True, frozen=6, cbar_label="Δ mass"
-        ),
-        "tiny diff": plots.layer_head_grid(
-            {k: v.iloc[:2, :2] * 1e-4 for k, v in A.diff_panels(scan, "masking").items()}, "smoke-sized", diverging=True
-        ),
-        "profile": plots.layer_profile(scan.layer_profile(), 6),
-        "example": plots.example_maps(
-            {c: view() for c in A.CONDITIONS}, groups, A.show_layers(12, 6), "negative (label -1)"
-        ),
-        "heads": plots.head_maps(
-            {(n, *c): view() for n in names for c in A.CONDITIONS}, {n: groups for n in names}, 9, 4, "Layer 9, head 4"
-        ),
-        "attribution": plots.attribution_summary(A.agreement(scan), A.spearman_long(scan)),
-        "tokens": plots.token_bars({(n, m): table for n in names for m in A.COPIES}),
-    }
-    for name, fig in figs.items():
+    for name, fig in chapter_figures(fake_scan(n=30, layers=12, heads=12, freeze=6)).items():
+        R.readable(fig)
+        texts = drawn_texts(fig)
         assert overlapping_text(fig) == [], name
+        small = [(t, size) for t, _, size in texts if size < R.MIN_PT]
+        assert not small, (name, small[:5])
+        renderer = fig.canvas.get_renderer()
+        for ax in fig.axes:  # an axes legend sits beside its data, not on it
+            if ax.get_legend() is not None:
+                leg, box = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+                assert leg.x0 >= box.x1 - 1 or leg.x1 <= box.x0 + 1 or leg.y0 >= box.y1 - 1, name
+        plt.close(fig)
+
+
+def test_sink_free_colour_scale():
+    att = np.array([[0.9, 0.06, 0.04], [0.7, 0.2, 0.1], [0.5, 0.1, 0.4]])
+    assert R.sink_free_vmax(att, ["special", "other", "sentiment"]) == pytest.approx(0.4)
+    assert R.sink_free_vmax(att, ["entity", "other", "special"]) == pytest.approx(0.9)
+    assert R.sink_free_vmax(att, ["special"] * 3) == pytest.approx(0.9)  # nothing else: the whole map
+    assert R.sink_free_vmax(np.zeros((2, 2)), ["other"] * 2) > 0
+
+
+def test_example_maps_have_a_colour_bar_each_scaled_without_the_sinks():
+    import matplotlib.pyplot as plt
+
+    views = {c: fake_view(i) for i, c in enumerate(A.CONDITIONS)}
+    fig = R.example_maps(views, TOKEN_GROUPS, [6, 12], "negative")
+    maps = [ax for ax in fig.axes if ax.get_images() and ax.get_label() != "<colorbar>"]
+    bars = [ax for ax in fig.axes if ax.get_label() == "<colorbar>"]
+    assert len(maps) == len(bars) == 4 * 2
+    for ax, (cond, layer) in zip(maps, [(c, layer) for c in A.CONDITIONS for layer in (6, 12)]):
+        att = views[cond][0][layer - 1][0].mean(0).numpy()
+        im = ax.get_images()[0]
+        assert im.norm.vmax == pytest.approx(R.sink_free_vmax(att, TOKEN_GROUPS))
+        assert im.norm.vmax < att.max()  # the sinks are clipped
+    assert "<s>, </s> left out" in fig.get_suptitle()
+    plt.close(fig)
+
+
+def test_the_legend_names_only_the_token_groups_drawn():
+    import matplotlib.pyplot as plt
+
+    def legend_texts(fig):
+        return {t.get_text() for leg in fig.legends for t in leg.get_texts()}
+
+    no_lexicon = ["other" if g == "sentiment" else g for g in TOKEN_GROUPS]
+    views = {c: fake_view() for c in A.CONDITIONS}
+    with_words, without = R.example_maps(views, TOKEN_GROUPS, [12], "a"), R.example_maps(views, no_lexicon, [12], "b")
+    assert any("lexicon word" in t for t in legend_texts(with_words))
+    assert not any("lexicon word" in t for t in legend_texts(without))
+    assert any("entity" in t for t in legend_texts(without)) and any("special" in t for t in legend_texts(without))
+    table = pd.DataFrame(
+        {"token": TOKENS, "group": no_lexicon, "attention (entity → token)": 0.1, "|input x gradient|": 0.1}
+    )
+    bars = R.token_bars({("a", "masked"): table})
+    texts = legend_texts(bars)
+    assert len(bars.legends) == 1 and "|input x gradient|" in texts and not any("lexicon" in t for t in texts)
+    for fig in (with_words, without, bars):
         plt.close(fig)
