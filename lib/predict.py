@@ -1,0 +1,111 @@
+"""Apply the headline model to new text: the fold ensemble of a run of the plan and its OOF-chosen decision rule.
+
+    python -m lib.predict --profile cpu --input FILE.tsv --output OUT.tsv [--run 02/hamam] [--rule threshold]
+
+FILE.tsv has the competition's columns (sentence, entity, entity_tag, entity_pos_start_rel, entity_pos_end_rel;
+a label column is ignored) and is validated like the raw data: a bad row stops with one line naming file, row
+and rule. OUT.tsv is the input plus `label` and the three class probabilities (the fold models' logits
+averaged, then softmax). The neutral threshold is chosen on the run's clean out-of-fold rows, never on
+validation, exactly as chapter 02 chooses it.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from . import plan
+from . import thresholds as th
+from .config import LABEL_NAMES, LABELS, get_profile
+from .metrics import softmax, to_labels
+
+RULES = ("threshold", "argmax")
+
+
+def decision_rule(result, train: pd.DataFrame, rule: str = "threshold"):
+    """(rule name, parameter) chosen on the run's out-of-fold rows."""
+    if rule == "argmax":
+        return "argmax", None
+    held = result.oof_rows(train)
+    return rule, th.choose(train["label"].to_numpy()[held], result.oof[held], rule)
+
+
+def apply_rule(logits: np.ndarray, rule: str, param) -> np.ndarray:
+    return to_labels(logits) if rule == "argmax" else th.RULES[rule](logits, param)
+
+
+def ensemble_logits(result, df: pd.DataFrame, device: str = "auto", batch_size: int = 64) -> np.ndarray:
+    """The mean of the fold models' logits on `df` (checkpoints from the run's cache)."""
+    from . import model as hm
+    from .device import pick_device, resolve_precision
+    from .train import encode_df, predict
+
+    dev = pick_device(device)
+    out = []
+    for k in tqdm(result.folds, desc="fold models", leave=False):
+        model, tok = hm.load(result.checkpoint(k), str(dev))
+        precision = resolve_precision(model.cfg.precision, dev)
+        enc = encode_df(tok, df, model.cfg)
+        out.append(predict(model, enc, tok.pad_token_id, dev, batch_size, precision=precision))
+    return np.mean(out, axis=0)
+
+
+def predict_file(
+    profile: str, input_path, output_path, run: str = "02/hamam", rule: str = "threshold", device: str = "auto"
+) -> pd.DataFrame:
+    from .data import read_split_file
+    from .folds import load_prepared
+
+    df = read_split_file(input_path, labeled=False)  # a bad file stops here, naming file, row and rule
+    prof = get_profile(profile)
+    data = load_prepared(prof)
+    res = plan.resolve(prof, plan.get(prof, run), data)
+    missing = [k for k in res.run.folds if k not in res.done]
+    if missing or not all((res.root / f"fold{k}" / "checkpoint").is_dir() for k in res.run.folds):
+        raise FileNotFoundError(
+            f"run {run} ({profile} profile) is not trained (folds {missing or 'without checkpoints'})"
+            f": python -m lib.train --profile {profile} --runs {run}"
+        )
+    result = plan.read(prof, data, run)
+    name, param = decision_rule(result, data["train"], rule)
+    logits = ensemble_logits(result, df, device)
+    p = softmax(logits)
+    out = df.rename(columns={"start": "entity_pos_start_rel", "end": "entity_pos_end_rel"})
+    out["label"] = apply_rule(logits, name, param)
+    for i, lab in enumerate(LABELS):
+        out[f"p_{LABEL_NAMES[lab]}"] = p[:, i].round(5)
+    Path(output_path).parent.mkdir(parents=True, exist_ok=True)
+    out.to_csv(output_path, sep="\t", index=False)
+    return out
+
+
+def main(argv=None) -> int:
+    import argparse
+
+    from .config import PROFILES
+    from .data import DataError
+
+    ap = argparse.ArgumentParser(prog="python -m lib.predict", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
+    ap.add_argument("--input", required=True, help="tab-separated file in the competition's columns")
+    ap.add_argument("--output", required=True)
+    ap.add_argument("--run", default="02/hamam", help="a fold run of the plan (default: the headline)")
+    ap.add_argument("--rule", default="threshold", choices=RULES, help="decision rule (threshold chosen on OOF rows)")
+    ap.add_argument("--device", default="auto")
+    args = ap.parse_args(argv)
+    try:
+        out = predict_file(args.profile, args.input, args.output, args.run, args.rule, args.device)
+    except (DataError, FileNotFoundError, KeyError) as e:
+        print(f"python -m lib.predict: {e.args[0] if e.args else e}", file=sys.stderr)
+        return 1
+    shares = out["label"].value_counts(normalize=True).round(3).to_dict()
+    print(f"{len(out)} rows -> {args.output}; label shares {shares}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
