@@ -21,10 +21,24 @@ def setup() -> None:
     )
 
 
+CHECKS = "figure_checks.json"  # beside the figures: what lib.figcheck found in each saved figure
+
+
 def save(fig, name: str, folder: Path) -> Path:
+    """Save a chapter figure, after checking its text (fonts >= 8 pt, no overlaps, legends off the data): the
+    problems found are recorded in `figure_checks.json` beside it, which the smoke-run test requires empty."""
+    import json
+
+    from .figcheck import text_problems
+
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
+    problems = text_problems(fig)
+    checks = folder / CHECKS
+    record = json.loads(checks.read_text()) if checks.is_file() else {}
+    record[name] = problems
+    checks.write_text(json.dumps(dict(sorted(record.items())), indent=1, ensure_ascii=False) + "\n")
     # fixed metadata so an unchanged figure is byte-identical across runs
     fig.savefig(path, metadata={"Software": None})
     return path

@@ -1,6 +1,7 @@
 """run_all.sh end to end: the smoke profile of every notebook, its failure modes, and that it
 leaves committed files alone. These are the slowest tests (minutes); CI runs them."""
 
+import json
 import os
 import shutil
 import subprocess
@@ -44,6 +45,13 @@ def test_run_all_smoke_executes_every_notebook_and_regenerates_figures():
         assert not errors
         figures = list((ROOT / "runs" / "smoke" / "figures").glob(f"{name[:2]}_*.png"))
         assert figures and all(f.stat().st_mtime >= start for f in figures), f"{name}: no fresh figure"
+    checks = json.loads((ROOT / "runs" / "smoke" / "figures" / "figure_checks.json").read_text())
+    assert {n[:2] for n in checks} >= {name[:2] for name in NOTEBOOKS}  # every chapter's figures were checked
+    assert not {n: p for n, p in checks.items() if p}, "figures with text problems (lib.figcheck)"
+    plan_listing = subprocess.run(
+        ["./run_all.sh", "--plan", "--profile", "smoke"], cwd=ROOT, capture_output=True, text=True
+    )
+    assert plan_listing.returncode == 0 and "missing" not in plan_listing.stdout  # every run of the plan cached
     assert git_dirty() == before  # no committed file (sources, committed figures) changed
 
 
@@ -60,7 +68,7 @@ def sandbox(tmp_path):
 def _notebook(path, source):
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    params = nbformat.v4.new_code_cell('profile = "cpu"\nforce = False\ndata_dir = ""')
+    params = nbformat.v4.new_code_cell('profile = "cpu"\ndata_dir = ""')
     params.metadata["tags"] = ["parameters"]
     nb.cells = [params, nbformat.v4.new_code_cell(source)]
     nbformat.write(nb, path)
@@ -112,3 +120,24 @@ def test_run_all_rejects_unknown_arguments():
     assert r.returncode == 2 and "unknown profile" in r.stderr
     r = subprocess.run(["./run_all.sh", "--executor", "dask"], cwd=ROOT, capture_output=True, text=True)
     assert r.returncode == 2 and "unknown executor 'dask'" in r.stderr
+
+
+def test_run_all_only_with_a_data_dir_trains_and_reads_that_copy(sandbox, raw_copy, tmp_path):
+    """`./run_all.sh --only 02 --data-dir X` trains chapter 02's runs on X and the chapter reads X, not what
+    chapter 01 prepared last."""
+    _notebook(
+        sandbox / "notebooks" / "02_reads.ipynb",
+        "from lib import study\n"
+        "S = study.setup(profile, data_dir=data_dir)\n"
+        "print('rows', len(S.train), S.data.data_dir)",
+    )
+    env = {**os.environ, "HAMAM_RUNS_DIR": str(tmp_path / "runs")}
+    cmd = ["./run_all.sh", "--profile", "smoke", "--only", "02", "--data-dir", str(raw_copy)]
+    r = subprocess.run(cmd, cwd=sandbox, capture_output=True, text=True, timeout=900, env=env)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert "fold job(s) to train" in r.stdout  # chapter 02's runs, trained on the copy
+    out = nbformat.read(sandbox / "runs" / "smoke" / "notebooks" / "02_reads.ipynb", as_version=4)
+    text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
+    assert f"rows 40 {raw_copy.resolve()}" in text
+    listing = subprocess.run([*cmd, "--plan"], cwd=sandbox, capture_output=True, text=True, timeout=600, env=env)
+    assert listing.returncode == 0 and "02/hamam" in listing.stdout and "missing" not in listing.stdout
