@@ -296,12 +296,12 @@ def hf_state_dict(image: Image, keep_ids: list[int] | None = None) -> dict:
         "embeddings.LayerNorm.weight": t["emb.ln.w"],
         "embeddings.LayerNorm.bias": t["emb.ln.b"],
     }
-    for l in range(image.header["layers"]):
+    for layer in range(image.header["layers"]):
         for short, long in LAYER_MAP.items():
-            w, b = t[f"l{l}.{short}.w"], t[f"l{l}.{short}.b"]
+            w, b = t[f"l{layer}.{short}.w"], t[f"l{layer}.{short}.b"]
             out = b.shape[0]
-            sd[f"encoder.layer.{l}.{long}.weight"] = w if short in ("aln", "oln") else w.reshape(out, -1)
-            sd[f"encoder.layer.{l}.{long}.bias"] = b
+            sd[f"encoder.layer.{layer}.{long}.weight"] = w if short in ("aln", "oln") else w.reshape(out, -1)
+            sd[f"encoder.layer.{layer}.{long}.bias"] = b
     return {k: torch.from_numpy(np.ascontiguousarray(v, dtype=np.float32)) for k, v in sd.items()}
 
 

@@ -67,7 +67,8 @@ class Study:
 
     def describe(self) -> str:
         return (
-            f"profile {self.prof.name}: {len(self.train)} train / {len(self.val)} validation / {len(self.final)} final rows, "
+            f"profile {self.prof.name}: {len(self.train)} train / {len(self.val)} validation / "
+            f"{len(self.final)} final rows, "
             f"{self.prof.n_folds} folds, device {self.device}, {hardware()}"
         )
 

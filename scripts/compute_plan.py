@@ -9,8 +9,8 @@ mean tokens per row (e5-small's tokenizer, a proxy for the others) x passes (2 f
 epochs, divided by a sustained rate (`--tflops`, default 50 TFLOP/s: about 5% of an H100's dense
 bf16 peak, since batches of 16-32 rows of ~40 tokens leave a GPU mostly idle; measure your own with
 one fold and rescale). For scale, the script also prints the rate the cpu profile's e5-small runs
-reached on this machine by the same arithmetic. Prediction and evaluation add roughly a third (3 forward passes' worth over
-held-out, validation and final rows per fold are small next to training).
+reached on this machine by the same arithmetic. Prediction and evaluation add roughly a third (3 forward
+passes' worth over held-out, validation and final rows per fold are small next to training).
 """
 
 from __future__ import annotations
@@ -34,13 +34,13 @@ def measured(profile: str, data: dict) -> list[dict]:
     left by older code sit under other keys and are skipped): wall seconds, per epoch (as far as it
     ran), examples/s."""
     from lib.config import RunPaths, TrainConfig
-    from lib.train import run_dir
+    from lib.train import fold_key
 
     rows, paths = [], RunPaths(profile)
     for done in sorted(paths.models.glob("*/fold*/done.json")):
         d = json.loads(done.read_text())
         try:
-            current = run_dir(paths, TrainConfig(**d["config"]), data, d["backbone_path"]) == done.parent.parent
+            current = fold_key(TrainConfig(**d["config"]), data, d["backbone_path"]) == d["key"]
         except (TypeError, KeyError, ValueError):  # written by older code (other fields or rules)
             current = False
         if not current:
@@ -89,7 +89,8 @@ def main() -> None:
     mean_tokens = float(np.mean([len(x) for x in tok(list(S.train["sentence"]))["input_ids"]]))
     rows_per_fold = len(S.train) * (1 - 1 / paper.n_folds) * (1 - paper.train.inner_val)
     print(
-        f"\nESTIMATE for the paper profile at {args.tflops:.0f} TFLOP/s sustained ({mean_tokens:.1f} tokens per row, {rows_per_fold:.0f} training rows per fold):"
+        f"\nESTIMATE for the paper profile at {args.tflops:.0f} TFLOP/s sustained ({mean_tokens:.1f} tokens per row, "
+        f"{rows_per_fold:.0f} training rows per fold):"
     )
     plan, total = [], 0.0
     for b, params in PAPER_BACKBONES.items():
@@ -123,7 +124,8 @@ def main() -> None:
             for r in e5.itertuples()
         ]
         print(
-            f"for scale: the cpu profile's e5-small runs reached {np.mean(rate):.2f} TFLOP/s by this arithmetic (all layers counted; 6 of 12 were frozen, so the true rate is lower)"
+            f"for scale: the cpu profile's e5-small runs reached {np.mean(rate):.2f} TFLOP/s by this arithmetic "
+            "(all layers counted, frozen or not)"
         )
 
 

@@ -115,4 +115,4 @@ def test_shared_storage_directories_must_be_absolute(monkeypatch, tmp_path):
     assert RunPaths("smoke").cache == backbone_cache() == tmp_path / "cache"  # backbones.resolve's default too
     monkeypatch.setenv("HAMAM_CACHE_DIR", "relative/cache")
     with pytest.raises(ValueError, match="HAMAM_CACHE_DIR='relative/cache' must be an absolute path"):
-        RunPaths("smoke").cache
+        _ = RunPaths("smoke").cache

@@ -17,7 +17,9 @@ def test_bucketing_covers_every_index_once_and_pads_less():
     plain = T.batches(lengths, 32, shuffle=True, bucket=False, rng=np.random.default_rng(1))
     for bs in (bucketed, plain):
         assert sorted(i for b in bs for i in b) == list(range(1000))
-    padded = lambda bs: sum(len(b) * max(lengths[b]) for b in bs)
+    def padded(bs):
+        return sum(len(b) * max(lengths[b]) for b in bs)
+
     assert padded(bucketed) < 0.7 * padded(plain)
 
 
@@ -62,9 +64,11 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     calls, meta0 = [], (fold0 / "done.json").read_text()
     # a stand-in for training: records the call and puts fold 0's marker back (a retrain removes it first)
     # (the job's method, not train_fold: train_fold's code is part of the key)
-    monkeypatch.setattr(
-        T.FoldJob, "execute", lambda job, *a: (calls.append(job.fold), (Path(job.fold_dir) / "done.json").write_text(meta0))
-    )
+    def stand_in(job, *a):
+        calls.append(job.fold)
+        (Path(job.fold_dir) / "done.json").write_text(meta0)
+
+    monkeypatch.setattr(T.FoldJob, "execute", stand_in)
     again = _train(prof, data, cfg)
     assert calls == [] and np.array_equal(again.oof, res.oof)  # nothing retrained
     assert (fold0 / "done.json").stat().st_mtime_ns == stamp
@@ -164,9 +168,9 @@ def test_bf16_autocast_learns_like_fp32(smoke):
     tr = data["train"]
     held = tr["fold"] == 0
     bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
-    run = lambda p, lr: T.train_model(
-        prof.train_config(precision=p, lr=lr, head_lr=lr), bb, tr[~held], tr[held].head(8), "cpu", max_steps=12
-    )[2]  # noqa: E731
+    def run(p, lr):
+        cfg = prof.train_config(precision=p, lr=lr, head_lr=lr)
+        return T.train_model(cfg, bb, tr[~held], tr[held].head(8), "cpu", max_steps=12)[2]
     fp32, bf16, frozen = run("fp32", 3e-3), run("bf16", 3e-3), run("fp32", 0.0)
     f, b, z = (np.array(r.step_loss) for r in (fp32, bf16, frozen))
     assert bf16.precision == "bf16" and np.abs(f - b).max() < 0.05  # bf16 tracks fp32 step by step ...
