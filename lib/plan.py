@@ -14,7 +14,7 @@ chapters' folds at once); chapters then only read (`read`). Command line:
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -109,7 +109,8 @@ def runs(prof: Profile) -> list[Run]:
             )
         )
     for name, overrides in prof.imbalance_variants:
-        cfg = config(prof, mode=prof.imbalance_mode, **dict(overrides))
+        epochs = prof.imbalance_epochs or prof.train.epochs
+        cfg = config(prof, mode=prof.imbalance_mode, epochs=epochs, **dict(overrides))
         out.append(Run(f"07/{name}", "fold", name, ("07",), cfg, tuple(range(prof.imbalance_folds))))
     return out
 
@@ -344,23 +345,25 @@ def status(prof: Profile, data: dict, chapters=None) -> list[dict]:
     for run in select(prof, chapters):
         res = resolve(prof, run, data)
         where = str(res.root) if res.root else "(after its backbone is built)"
-        if where in seen and res.root is not None and run.kind in ("fold", "sbert"):
-            seen[where]["name"] += f" = {run.name}"  # one artifact, two names: listed once
+        same = (run.kind, json.dumps(asdict(run.cfg), sort_keys=True) if run.cfg else run.name, run.variant)
+        if same in seen:  # one artifact, two names: listed once
+            seen[same]["name"] += f" = {run.name}"
             continue
         if not res.missing:
             state = "cached"
         else:
-            state = f"missing {len(res.missing)}/{len(run.folds)} folds" if run.kind != "backbone" else "missing"
+            state = f"missing {len(res.missing)}/{len(run.folds)} folds" if run.kind in ("fold", "sbert") else "missing"
         cost = estimate(res, data, rates, prof.device)
         row = {
             "name": run.name,
             "kind": run.kind,
             "status": state,
             "folds": ",".join(map(str, run.folds)),
-            "estimate": "-" if state == "cached" else "not measured" if cost is None else f"{cost / 60:.0f} min",
+            "seconds": cost,
             "dir": where,
+            "estimate": "-" if state == "cached" else "not measured" if cost is None else f"{cost / 60:.0f} min",
         }
-        seen[where] = row
+        seen[same] = row
         rows.append(row)
     return rows
 
@@ -424,6 +427,13 @@ def main(argv=None, prog: str = "python -m lib.plan") -> int:
         width = max(len(r["name"]) for r in rows)
         for r in rows:
             print(f"{r['name']:<{width}}  {r['kind']:<8}  {r['status']:<20}  {r['estimate']:>12}  {r['dir']}")
+        missing = [r for r in rows if r["status"] != "cached"]
+        known = sum(r["seconds"] or 0 for r in missing)
+        unknown = sum(r["seconds"] is None for r in missing)
+        print(
+            f"{len(rows) - len(missing)} of {len(rows)} cached; the missing ones: ~{known / 60:.0f} min measured "
+            f"on this machine" + (f", {unknown} not measured yet" if unknown else "")
+        )
         return 0
     force = True if args.force else set(_split(args.force_runs) or [])
     try:
