@@ -44,3 +44,16 @@ def write_submission(labels, path: Path, name: str = "submission.txt") -> Path:
     with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED) as z:
         z.writestr(name, "".join(f"{int(x)}\n" for x in labels))
     return path
+
+
+def score_rows(study) -> list[dict]:
+    """Chapter 02's reference rows on validation: the organisers' predictions and TF-IDF + logistic regression
+    (with the profile's neutral weight)."""
+    from .metrics import score_subsets
+
+    val, n = study.val, study.prof.bootstrap
+    organisers = organisers_baseline()[val["row"].to_numpy()]
+    tfidf = tfidf_logreg(study.train, neutral_weight=study.prof.train.neutral_weight).predict(entity_text(val))
+    rows = score_subsets(val, organisers, n, model="organisers' RuBERT baseline", split="validation")
+    rows2 = score_subsets(val, tfidf, n, model="TF-IDF + logistic regression", split="validation")
+    return rows.to_dict("records") + rows2.to_dict("records")

@@ -9,11 +9,12 @@ measure how often and how far the prediction moves. A context-driven model shoul
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import LABELS
+from .config import LABEL_NAMES, LABELS
 from .metrics import draw_resamples, f1pn, f1pn_resampled, sentence_groups, softmax, to_labels
 
 MEASURES = ("flip_rate", "dp_pos", "dp_neg", "f1pn_original", "f1pn_swapped", "f1pn_delta")
@@ -183,3 +184,116 @@ def effects_by(copies, df, orig_logits, swap_logits, by: str, n_boot=1000, seed=
         flat = {f"{m}{s}": v for m in MEASURES for s, v in zip(("", "_lo", "_hi"), r[m])}
         out.append({by: value, "n_rows": r["n_rows"], "n_copies": r["n_copies"], **flat})
     return pd.DataFrame(out).sort_values(by, ignore_index=True)
+
+
+# --- predicting the copies with a run's saved fold models ---------------------------------------------------
+
+
+def predict_copies(result, df: pd.DataFrame, device, folds=None, mode=None, batch_size: int = 64, chunk: int = 1024):
+    """Fold-ensemble logits of a k-fold run on the rows of `df` (copies, or any rows with sentence, start, end
+    and entity): each fold's saved checkpoint is loaded, predicts every row, and the logits are averaged over
+    `folds` (default: the run's), as `KFoldResult.ensemble` averages the saved validation logits.
+
+    `mode`: None (the run's own), "unmasked" / "masked" (a HAMAM model's pass alone) or "hamam"; or a tuple of
+    these, then {mode: logits} with each fold model loaded once. A tuple with both passes and "hamam" gets
+    "hamam" as the passes' mean, which is what the model computes in its one forward of both (not for
+    loss two_head: its passes are averaged before a non-linear map), so it costs no third forward.
+    Rows go through in length order, `chunk` at a time (little padding; the bar counts rows and shows rows/s).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import model as hm
+    from . import train as T
+    from .device import resolve_precision
+
+    folds = list(result.folds if folds is None else folds)
+    if not folds or set(folds) - set(result.folds):
+        raise ValueError(f"folds {folds} must be a non-empty subset of the run's folds {result.folds}")
+    modes = tuple(mode) if isinstance(mode, (tuple, list)) else (mode,)
+    derive = "hamam" in modes and {"unmasked", "masked"} <= set(modes) and result.cfg.loss != "two_head"
+    todo = [m for m in modes if not (derive and m == "hamam")]
+    sums = {m: np.zeros((len(df), len(LABELS))) for m in todo}
+    device = torch.device(device)
+    bar = tqdm(
+        total=len(folds) * len(todo) * len(df),
+        unit="row",
+        desc=f"{Path(result.root).name} {'+'.join(m or result.cfg.mode for m in modes)}",
+    )
+    for k in folds if len(df) else []:
+        model, tok = hm.load(result.checkpoint(k), device)
+        enc = T.encode_df(tok, df, model.cfg)
+        prec = resolve_precision(model.cfg.precision, device)
+        lengths = np.array([len(e["input_ids"]) for e in enc])
+        same = pd.factorize(pd.Series([tuple(e["input_ids"]) for e in enc]))[0]  # identical rows side by side
+        order = np.lexsort((same, lengths))
+        for m in todo:
+            for part in np.array_split(order, max(1, -(-len(order) // chunk))):
+                z = T.predict(model, [enc[i] for i in part], tok.pad_token_id, device, batch_size, m, prec)
+                sums[m][part] += z
+                bar.update(len(part))
+        del model
+    bar.close()
+    out = {m: (s / len(folds)).astype(np.float32) for m, s in sums.items()}
+    if derive:
+        out["hamam"] = (out["unmasked"] + out["masked"]) / 2
+    return out if isinstance(mode, (tuple, list)) else out[mode]
+
+
+# --- tables and the figure ------------------------------------------------------------------------------------
+
+
+def effects_table(logits: dict, copies: pd.DataFrame, df: pd.DataFrame, n_boot=1000, seed=0) -> pd.DataFrame:
+    """One row per model and copy set ("all" copies, and the `fits` subset): n_rows, n_copies and every
+    measure with its CI (columns m, m_lo, m_hi). `logits`: {model: (original rows' logits, copies' logits)}."""
+    out = []
+    for name, (orig, swap) in logits.items():
+        for which, subset in (("all", None), ("fits", copies["fits"].to_numpy(bool))):
+            r = swap_effects(orig, swap, copies, df, n_boot, seed, subset)
+            flat = {f"{m}{s}": v for m in MEASURES for s, v in zip(("", "_lo", "_hi"), r[m])}
+            out.append({"model": name, "copies": which, "n_rows": r["n_rows"], "n_copies": r["n_copies"], **flat})
+    return pd.DataFrame(out)
+
+
+FIGURE_MEASURES = {
+    "flip_rate": "share of copies whose label flips",
+    "dp_pos": f"mean |Δ p({LABEL_NAMES[1]})|",
+    "dp_neg": f"mean |Δ p({LABEL_NAMES[-1]})|",
+}
+
+
+def effects_figure(table: pd.DataFrame, title: str = ""):
+    """Points with 95% CI bars, one panel per measure in FIGURE_MEASURES, models as rows (top to bottom in
+    table order), the copy sets ("all", "fits") side by side; the legend below the panels."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    models, sets = list(dict.fromkeys(table["model"])), list(dict.fromkeys(table["copies"]))
+    colors = sns.color_palette(n_colors=len(sets))
+    fig, axes = plt.subplots(
+        1,
+        len(FIGURE_MEASURES),
+        figsize=(3.3 * len(FIGURE_MEASURES) + 1.6, 0.45 * len(models) + 1.6),
+        sharey=True,
+        layout="constrained",
+    )
+    for ax, (m, label) in zip(np.atleast_1d(axes), FIGURE_MEASURES.items()):
+        for j, (which, color) in enumerate(zip(sets, colors)):
+            sub = table[table["copies"] == which].set_index("model").reindex(models)
+            y = np.arange(len(models)) + 0.3 * (j - (len(sets) - 1) / 2)
+            err = [sub[m] - sub[f"{m}_lo"], sub[f"{m}_hi"] - sub[m]]
+            n = int(sub["n_copies"].max())
+            ax.errorbar(sub[m], y, xerr=err, fmt="o", ms=4, capsize=2, lw=1, color=color, label=f"{which} ({n} copies)")
+        ax.set_yticks(range(len(models)), models, fontsize=9)
+        ax.set_ylim(len(models) - 0.5, -0.5)
+        ax.set_xlim(-0.03 * ax.get_xlim()[1], ax.get_xlim()[1])  # points at 0 stay visible
+        ax.grid(axis="y", visible=False)
+        ax.tick_params(axis="x", labelsize=8)
+        ax.set_xlabel(label, fontsize=9)
+    handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
+    fig.legend(
+        handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, title="copies", title_fontsize=8
+    )
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig

@@ -208,3 +208,54 @@ def test_real_validation_scales():
     assert len(c) == 5 * len(val)  # every validation tag has a large pool
     assert all(s[a:b] == e for s, a, b, e in zip(c["sentence"], c["start"], c["end"], c["entity"]))
     assert 0.05 < c["fits"].mean() < 0.95
+
+
+def test_effects_table_and_figure(setup, df):
+    from lib.figcheck import text_problems
+    from lib.swap import FIGURE_MEASURES, effects_figure, effects_table
+
+    c, orig = setup
+    swap = orig[c["row"]] + np.random.default_rng(4).normal(scale=2, size=(len(c), 3))
+    t = effects_table({"a": (orig, swap), "b": (orig, orig[c["row"]])}, c, df, n_boot=50)
+    assert list(zip(t["model"], t["copies"])) == [("a", "all"), ("a", "fits"), ("b", "all"), ("b", "fits")]
+    assert t["n_copies"].tolist() == [len(c), int(c["fits"].sum())] * 2
+    assert t.loc[0, "flip_rate"] == swap_effects(orig, swap, c, df, n_boot=50)["flip_rate"][0]
+    assert (t.loc[2:, ["flip_rate", "dp_pos", "dp_neg"]] == 0).all().all()
+    fig = effects_figure(t, "test")
+    assert text_problems(fig) == [] and len(fig.axes) == len(FIGURE_MEASURES)
+
+
+def test_predict_copies_is_the_fold_ensemble(smoke, tmp_path, monkeypatch):
+    """Predicting the original rows through the loaded checkpoints gives the logits saved at training time."""
+    from lib import plan
+    from lib.swap import predict_copies
+
+    prof, data = smoke
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    plan.materialise(prof, data, names=["02/unmasked", "02/hamam"], executor="serial", quiet=True)
+    unmasked, hamam = (plan.read(prof, data, name) for name in ("02/unmasked", "02/hamam"))
+    folds, val = unmasked.folds, data["validation"]
+    assert set(folds) <= set(hamam.folds) and len(folds) == 2
+    z = predict_copies(unmasked, val, "cpu", folds, batch_size=16, chunk=50)  # several chunks
+    np.testing.assert_allclose(z, unmasked.ensemble("validation", folds), atol=1e-5)
+    np.testing.assert_allclose(
+        predict_copies(unmasked, val, "cpu", [1]), unmasked.ensemble("validation", [1]), atol=1e-5
+    )
+
+    passes = predict_copies(hamam, val, "cpu", folds, mode=("unmasked", "masked", "hamam"))
+    assert set(passes) == {"unmasked", "masked", "hamam"}
+    np.testing.assert_allclose(passes["hamam"], hamam.ensemble("validation", folds), atol=1e-5)  # mean of passes
+    head = val.iloc[:40]
+    np.testing.assert_allclose(predict_copies(hamam, head, "cpu", folds, mode="hamam"), passes["hamam"][:40], atol=1e-5)
+    np.testing.assert_allclose(
+        predict_copies(hamam, head, "cpu", folds, mode="masked"), passes["masked"][:40], atol=1e-5
+    )
+    assert not np.allclose(passes["unmasked"], passes["masked"], atol=1e-3)
+
+    copies = counterfactual_copies(val, data["train"], n=2, seed=13)
+    zc = predict_copies(unmasked, copies, "cpu", folds)
+    assert len(copies) > len(val) and zc.shape == (len(copies), 3) and np.isfinite(zc).all()
+    assert not np.allclose(zc, z[copies["row"]], atol=1e-4)  # another name, another prediction
+    assert predict_copies(unmasked, copies.iloc[:0], "cpu", folds).shape == (0, 3)
+    with pytest.raises(ValueError, match="subset of the run's folds"):
+        predict_copies(unmasked, val, "cpu", [7])
