@@ -8,8 +8,9 @@ Two questions, wall clock, each method including its tokenisation:
 - N new entities in a sentence whose embedding is cached: the cross-encoders and the marked
   bi-encoder re-read the sentence N times; the plain bi-encoder encodes only the N entity strings
   and applies its classifier to (cached u, v, |u - v|).
-Timing does not depend on trained weights, so freshly built models are timed. Repeats are
-interleaved across methods (a burst of other load hits them alike) and the best run is kept.
+Timing does not depend on trained weights, so freshly built models are timed. Repeats (>= 3) are
+interleaved across methods (a burst of other load hits them alike); every timing is kept and each method is
+reported as its median run with the min and max of its runs (`aggregate`).
 """
 
 from __future__ import annotations
@@ -77,16 +78,16 @@ def sample_sentences(df: pd.DataFrame, k: int, n_max: int, seed: int = 0) -> lis
     return [pool[i] for i in rng.choice(len(pool), size=min(k, len(pool)), replace=False)]
 
 
-def planned_tokens(tokens_per_example: dict, rows: int, sentences: int, ns=NS, repeat: int = 2) -> float:
+def planned_tokens(tokens_per_example: dict, rows: int, sentences: int, ns=NS, repeat: int = 3) -> float:
     """Tokens `run` will push through an encoder (HAMAM-equivalent work), for the time budget."""
     t = tokens_per_example
     per_row = t["HAMAM"] + t["CLS cross-encoder"] + t["softmax-entity"] + t["softmax-plain"] + t["encode"]
     per_entity = t["HAMAM"] + t["CLS cross-encoder"] + t["softmax-entity"] + t["entity"]
-    return repeat * rows * per_row + (repeat + 1) * sentences * sum(ns) * per_entity
+    return repeat * rows * per_row + repeat * sentences * sum(ns) * per_entity
 
 
 class Scorers:
-    """Freshly built HAMAM, CLS pair classifier and SBERT (softmax head) over one backbone."""
+    """Freshly built HAMAM, CLS cross-encoder (CLS-pooled pair classifier) and SBERT (softmax head), one backbone."""
 
     def __init__(self, backbone: str, cfg_hamam, cfg_cls, cfg_sbert, device="cpu"):
         self.device, self.cfg_hamam, self.cfg_cls = device, cfg_hamam, cfg_cls
@@ -131,22 +132,46 @@ class Scorers:
         }
 
 
+def aggregate(times: dict, keys=("method",)) -> pd.DataFrame:
+    """{key (or tuple of keys): [seconds of each timing run]} -> one row per key with the median, min and max
+    seconds and the number of runs."""
+    rows = []
+    for k, ts in times.items():
+        ts = np.asarray(ts, dtype=float)
+        k = k if isinstance(k, tuple) else (k,)
+        rows.append(
+            {
+                **dict(zip(keys, k)),
+                "seconds": float(np.median(ts)),
+                "seconds_min": float(ts.min()),
+                "seconds_max": float(ts.max()),
+                "repeats": len(ts),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
 def run(
-    scorers: Scorers, val: pd.DataFrame, rows: int = 256, sentences: int = 8, ns=NS, repeat: int = 2, seed: int = 13
+    scorers: Scorers, val: pd.DataFrame, rows: int = 256, sentences: int = 8, ns=NS, repeat: int = 3, seed: int = 13
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(throughput per method, ms per sentence for N new entities per method and N)."""
+    """(throughput per method, ms per sentence for N new entities per method and N): each the median of `repeat`
+    interleaved timing runs, with their min and max."""
+    if repeat < 3:
+        raise ValueError(f"repeat must be >= 3 to report a spread (min, median, max), got {repeat}")
     sample = sample_rows(val, rows, seed)
     jobs = scorers.jobs(sample)
     for _, _, fn in jobs.values():  # warm-up
         fn()
-    best = {}
+    times = {}
     for _ in range(repeat):
         for name, (_, _, fn) in jobs.items():
-            best[name] = min(best.get(name, np.inf), clock(fn))
-    throughput = pd.DataFrame(
-        [{"method": k, "items": n, "unit": unit, "seconds": best[k]} for k, (n, unit, _) in jobs.items()]
-    )
-    throughput["per_second"] = throughput["items"] / throughput["seconds"]
+            times.setdefault(name, []).append(clock(fn))
+    throughput = aggregate(times)
+    throughput.insert(1, "items", [jobs[m][0] for m in throughput["method"]])
+    throughput.insert(2, "unit", [jobs[m][1] for m in throughput["method"]])
+    throughput["per_second"] = throughput["items"] / throughput["seconds"]  # at the median run
+    throughput["per_second_min"] = throughput["items"] / throughput["seconds_max"]
+    throughput["per_second_max"] = throughput["items"] / throughput["seconds_min"]
 
     sents = sample_sentences(val, sentences, max(ns), seed)
     scorers.cache = {s: sbert.embed(scorers.st, [s]) for s in sents}  # the cache the plain bi-encoder scores against
@@ -154,40 +179,87 @@ def run(
     fns = scorers.per_entity()
     for fn in fns.values():  # warm-up
         [fn(df) for df in batch[min(ns)]]
-    best = {}
-    for _ in range(repeat + 1):
+    times = {}
+    for _ in range(repeat):
         for n in ns:
             for method, fn in fns.items():
-                best[method, n] = min(best.get((method, n), np.inf), clock(lambda: [fn(df) for df in batch[n]]))
-    cost = pd.DataFrame([{"method": m, "N": n, "ms_per_sentence": 1000 * t / len(sents)} for (m, n), t in best.items()])
+                times.setdefault((method, n), []).append(clock(lambda fn=fn, dfs=batch[n]: [fn(df) for df in dfs]))
+    cost = aggregate(times, keys=("method", "N"))
+    for col, sec in (("ms_per_sentence", "seconds"), ("ms_min", "seconds_min"), ("ms_max", "seconds_max")):
+        cost[col] = 1000 * cost[sec] / len(sents)
+    cost = cost.drop(columns=["seconds", "seconds_min", "seconds_max"])
     cost.attrs["sentences"] = len(sents)
     throughput.attrs["rows"] = len(sample)
     return throughput, cost
 
 
-def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS):
-    """Left: items/s per method (bars, labelled); right: ms per sentence vs N (log-log), legend outside."""
-    import seaborn as sns
+# bench method -> (the model it times, by chapter 05's model key; what of it is timed)
+METHODS = {
+    "HAMAM (cross)": ("HAMAM", ""),
+    "CLS pair (cross)": ("CLS cross-encoder", ""),
+    "SBERT marked u": ("softmax-entity", ""),
+    "SBERT plain u": ("softmax-plain", ""),
+    "SBERT encode sentences": ("softmax-plain", ": distinct sentences only"),
+    "SBERT plain u, cached": ("softmax-plain", ", sentence cached"),
+}
+DEFAULT_LABELS = {
+    "HAMAM": "HAMAM",
+    "CLS cross-encoder": "CLS cross-encoder",
+    "softmax-entity": "SBERT softmax-entity",
+    "softmax-plain": "SBERT softmax-plain",
+}
+
+
+def method_model(method: str, labels: dict | None = None) -> str:
+    """The display name of the model a timed method runs (`labels`: chapter 05's key -> display name)."""
+    return {**DEFAULT_LABELS, **(labels or {})}[METHODS[method][0]]
+
+
+def method_label(method: str, labels: dict | None = None) -> str:
+    """A timed method's display name: its model's one name, plus what is timed where that is not the model."""
+    return method_model(method, labels) + METHODS[method][1]
+
+
+def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS, labels: dict | None = None):
+    """Left: items/s per method, the median run as a point with min-max whiskers; right: ms per sentence vs N
+    (log-log), the same way, methods side by side; colours are the models' (`lib.plots`); legend outside."""
     from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
+    from .plots import model_color
+
+    n_runs = int(throughput["repeats"].max())
     ax = axes[0]
-    sns.barplot(throughput, y="method", x="per_second", hue="unit", dodge=False, ax=ax)
-    for c in ax.containers:
-        ax.bar_label(c, fmt="%.0f", padding=2, fontsize=8)
+    tp = throughput.iloc[::-1].reset_index(drop=True)
+    for i, r in tp.iterrows():
+        err = [[r.per_second - r.per_second_min], [r.per_second_max - r.per_second]]
+        color = model_color(method_model(r.method, labels))
+        ax.errorbar(r.per_second, i, xerr=err, fmt="o" if r.unit == "rows" else "s", color=color, capsize=4, ms=7)
+        text = f"{r.per_second:.0f} {r.unit}/s"
+        ax.annotate(text, (r.per_second_max, i), xytext=(6, 0), textcoords="offset points", va="center", fontsize=9)
+    ax.set_yticks(range(len(tp)), [method_label(m, labels) for m in tp["method"]])
+    ax.set_ylim(-0.6, len(tp) - 0.4)
+    ax.set_xlim(0, 1.4 * tp["per_second_max"].max())
     ax.set(
         title=f"Throughput ({throughput.attrs.get('rows', '?')} validation rows)",
-        xlabel="items / s (higher is faster)",
+        xlabel=f"items per second (median of {n_runs} runs, whiskers min–max)",
         ylabel="",
     )
-    ax.set_xlim(0, 1.18 * throughput["per_second"].max())  # room for the bar labels
-    ax.legend(title="", fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.18), ncol=2)
     ax = axes[1]
-    sns.lineplot(cost, x="N", y="ms_per_sentence", hue="method", marker="o", ax=ax)
+    methods = list(dict.fromkeys(cost["method"]))
+    for j, m in enumerate(methods):
+        c = cost[cost["method"] == m].sort_values("N")
+        x = c["N"] * 1.06 ** (j - (len(methods) - 1) / 2)  # side by side on the log axis
+        err = [c["ms_per_sentence"] - c["ms_min"], c["ms_max"] - c["ms_per_sentence"]]
+        color = model_color(method_model(m, labels))
+        marker = "D" if m.endswith("cached") else "o"
+        ax.errorbar(
+            x, c["ms_per_sentence"], yerr=err, fmt=marker, color=color, capsize=3, ms=5, label=method_label(m, labels)
+        )
     ax.set(
         xscale="log",
         yscale="log",
         xlabel="N new entities in the sentence",
-        ylabel="ms per sentence",
+        ylabel=f"ms per sentence (median of {n_runs} runs)",
         title=f"N new entities in a cached sentence ({cost.attrs.get('sentences', '?')} sentences)",
     )
     ax.set_xticks(list(ns), [str(n) for n in ns])
@@ -195,11 +267,12 @@ def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS):
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.legend(title="", fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    ax.legend(title="whiskers: min–max", loc="upper left", bbox_to_anchor=(1.02, 1.0))
 
 
 def headline(throughput: pd.DataFrame, cost: pd.DataFrame, prefix: str = "") -> dict:
-    """Speed ratios to HAMAM (one run, one machine): throughput of the SBERT inputs, and N new entities in a cached sentence."""
+    """Speed ratios to HAMAM (one run, one machine; medians of the timing runs): throughput of the SBERT inputs,
+    and N new entities in a cached sentence."""
     tp = throughput.set_index("method")["per_second"]
     c = cost.set_index(["method", "N"])["ms_per_sentence"]
     out = {

@@ -1,9 +1,12 @@
-"""Chapter 01's corpus statistics: lengths in word tokens and how often sentences and entities repeat."""
+"""Chapter 01's corpus statistics and figures: labels, entity types, lengths in word tokens, how often sentences
+and entities repeat, overlap with train, fold balance. Splits keep the study's colours (`lib.plots`)."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+
+SPLITS = ("train", "validation", "final")
 
 
 def n_words(texts) -> np.ndarray:
@@ -24,20 +27,142 @@ def lengths(data: dict) -> pd.DataFrame:
     )
 
 
-def lengths_figure(table: pd.DataFrame):
+def overlap(data: dict) -> pd.DataFrame:
+    """Per split other than train: share of rows whose sentence / entity string also occurs in train."""
+    cols = ["sentence_seen_in_train", "entity_seen_in_train"]
+    return pd.DataFrame({n: df[cols].mean() for n, df in data.items() if n != "train"}).T
+
+
+def _splits(present) -> list[str]:
+    return [s for s in SPLITS if s in set(present)] + sorted(set(present) - set(SPLITS))
+
+
+def _split_legend(fig, splits, title: str = "split"):
+    from matplotlib.patches import Patch
+
+    from .plots import split_color
+
+    handles = [Patch(color=split_color(s), label=s) for s in splits]
+    fig.legend(handles=handles, title=title, loc="outside right upper")
+
+
+def _label_legend(fig, ax, title: str = "label"):
+    handles, labels = ax.get_legend_handles_labels()
+    ax.get_legend().remove()
+    fig.legend(handles, labels, title=title, loc="outside right upper")
+
+
+def label_shares_figure(labeled: pd.DataFrame):
+    """Label shares per split (bars in the splits' colours)."""
     import matplotlib.pyplot as plt
     import seaborn as sns
 
-    fig, axes = plt.subplots(1, 3, figsize=(14, 3.4))
-    common = {"hue": "split", "stat": "density", "common_norm": False, "element": "step"}
+    from .plots import LABEL_NAMES, SPLIT_COLORS
+
+    fig, ax = plt.subplots(figsize=(6.8, 3.2))
+    share = labeled.groupby("split")["label"].value_counts(normalize=True).rename("share").reset_index()
+    order = _splits(share["split"])
+    sns.barplot(share, x="label", y="share", hue="split", hue_order=order, palette=SPLIT_COLORS, ax=ax, legend=False)
+    ax.set_xticks([0, 1, 2], [LABEL_NAMES[k] for k in (-1, 0, 1)])
+    ax.set(title="Label shares per split", xlabel="label", ylabel="share of the split's rows")
+    _split_legend(fig, order)
+    return fig
+
+
+def tags_figure(data: dict, labeled: pd.DataFrame):
+    """Entity-type shares per split, and the label shares of each type (train + validation)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from .plots import LABEL_NAMES, SPLIT_COLORS
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.8))
+    tags = pd.concat([df.assign(split=n) for n, df in data.items()])
+    share = tags.groupby("split")["entity_tag"].value_counts(normalize=True).rename("share").reset_index()
+    order = _splits(share["split"])
+    sns.barplot(
+        share, y="entity_tag", x="share", hue="split", hue_order=order, palette=SPLIT_COLORS, ax=axes[0], legend=False
+    )
+    axes[0].set(title="Entity types per split", xlabel="share of the split's rows", ylabel="entity type")
+    by_tag = pd.crosstab(labeled["entity_tag"], labeled["label"], normalize="index").rename(columns=LABEL_NAMES)
+    sns.heatmap(by_tag, annot=True, fmt=".2f", cmap="Blues", ax=axes[1], cbar_kws={"label": "share of the type's rows"})
+    axes[1].set(title="Label shares per entity type (train + validation)", xlabel="label", ylabel="")
+    _split_legend(fig, order)
+    return fig
+
+
+def lengths_figure(table: pd.DataFrame):
+    """Sentence and entity lengths, and rows per sentence, per split (step histograms, one legend for all)."""
+    import matplotlib.pyplot as plt
+    import seaborn as sns
+
+    from .plots import SPLIT_COLORS
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.4))
+    order = _splits(table["split"])
+    common = {
+        "hue": "split",
+        "hue_order": order,
+        "palette": SPLIT_COLORS,
+        "stat": "density",
+        "common_norm": False,
+        "element": "step",
+        "legend": False,
+    }
     sns.histplot(table, x="sentence_tokens", bins=40, ax=axes[0], **common)
     sns.histplot(table, x="entity_tokens", discrete=True, ax=axes[1], **common)
     per_sentence = table.groupby(["split", "sentence"]).size().rename("entities").reset_index()
     sns.histplot(per_sentence, x="entities", discrete=True, ax=axes[2], **common)
     axes[1].set_xlim(0.5, 10.5)
     axes[2].set_xlim(0.5, 12.5)
-    for ax, title in zip(
-        axes, ("Sentence length (word tokens)", "Entity length (word tokens)", "Entities (rows) per sentence")
-    ):
-        ax.set_title(title)
+    titles = ("Sentence length", "Entity length", "Rows (entities) per sentence")
+    xlabels = ("word tokens per sentence", "word tokens per entity", "rows sharing one sentence")
+    for ax, title, xlabel in zip(axes, titles, xlabels):
+        ax.set(title=title, xlabel=xlabel, ylabel="share of the split (density)")
+    _split_legend(fig, order)
+    return fig
+
+
+def overlap_figure(overlap_table: pd.DataFrame, val: pd.DataFrame):
+    """Left: share of each split's rows whose sentence / entity string occurs in train (bars in the splits'
+    colours); right: validation labels for seen-sentence and unseen-sentence rows."""
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Patch
+
+    from .plots import LABEL_COLORS, LABEL_NAMES, split_color
+
+    fig, axes = plt.subplots(1, 2, figsize=(12, 3.6), gridspec_kw={"width_ratios": [1.1, 1]})
+    ax, splits = axes[0], list(overlap_table.index)
+    what = {"sentence_seen_in_train": "sentence seen\nin train", "entity_seen_in_train": "entity string seen\nin train"}
+    width = 0.8 / len(splits)
+    for j, s in enumerate(splits):
+        x = np.arange(len(what)) - 0.4 + width * (j + 0.5)
+        vals = overlap_table.loc[s, list(what)].to_numpy(float)
+        ax.bar(x, vals, width, color=split_color(s))
+        for xi, v in zip(x, vals):
+            ax.annotate(f"{v:.1%}", (xi, v), xytext=(0, 2), textcoords="offset points", ha="center", fontsize=9)
+    ax.set_xticks(range(len(what)), list(what.values()))
+    ax.set(ylim=(0, 1), title="Rows overlapping train", ylabel="share of the split's rows")
+    seen = val["sentence_seen_in_train"].map({True: "seen sentence", False: "unseen sentence"})
+    seen_lab = pd.crosstab(seen, val["label"], normalize="index").rename(columns=LABEL_NAMES)
+    seen_lab.plot.bar(stacked=True, ax=axes[1], rot=0, color=[LABEL_COLORS[k] for k in (-1, 0, 1)], legend=False)
+    axes[1].set(title="Validation labels by sentence overlap", xlabel="validation rows", ylabel="share of the rows")
+    handles = [Patch(color=split_color(s), label=s) for s in splits]
+    handles += [Patch(color=LABEL_COLORS[k], label=LABEL_NAMES[k]) for k in (-1, 0, 1)]
+    fig.legend(handles=handles, title="split (left), label (right)", loc="outside right upper")
+    return fig
+
+
+def folds_figure(balance: pd.DataFrame):
+    """Label shares per fold (stacked bars), legend outside; `balance`: label shares per fold plus `rows`."""
+    import matplotlib.pyplot as plt
+
+    from .plots import LABEL_COLORS
+
+    fig, ax = plt.subplots(figsize=(6.8, 3.2))
+    shares = balance.drop(columns="rows")
+    shares.plot.bar(stacked=True, ax=ax, rot=0, color=[LABEL_COLORS[k] for k in (-1, 0, 1)])
+    rows = ", ".join(map(str, balance["rows"]))
+    ax.set(title=f"Label share per fold ({len(balance)} folds; rows: {rows})", xlabel="fold", ylabel="share of rows")
+    _label_legend(fig, ax)
     return fig

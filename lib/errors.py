@@ -18,7 +18,7 @@ def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 
     bins = ["≤15", "16–25", "26–40", ">40"]
     keys = {
         "entity type": df["entity_tag"].astype(str),
-        "entity string in train": np.where(df["entity_seen_in_train"].to_numpy(bool), "seen", "unseen"),
+        "entity string in train": np.where(df["entity_seen_in_train"].to_numpy(bool), "seen entity", "unseen entity"),
         "sentence length (words)": pd.cut(words, [0, 15, 25, 40, 1000], labels=bins).astype(str),
     }
     groups = sentence_groups(df)
@@ -69,7 +69,10 @@ def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20) -> pd.Da
 
 
 def figure(table: pd.DataFrame):
+    """F1pn per group with its 95% CI, a point per group (validation's colour), one panel per grouping."""
     import matplotlib.pyplot as plt
+
+    from .plots import split_color
 
     bys = list(dict.fromkeys(table["by"]))
     fig, axes = plt.subplots(
@@ -82,14 +85,16 @@ def figure(table: pd.DataFrame):
     for ax, b in zip(np.atleast_1d(axes), bys):
         t = table[table["by"] == b]
         x = np.arange(len(t))
-        ax.errorbar(x, t["f1pn"], yerr=[t["f1pn"] - t["f1pn_lo"], t["f1pn_hi"] - t["f1pn"]], fmt="o", capsize=3)
+        err = [t["f1pn"] - t["f1pn_lo"], t["f1pn_hi"] - t["f1pn"]]
+        ax.errorbar(x, t["f1pn"], yerr=err, fmt="o", capsize=3, color=split_color("validation"))
         ax.set_xticks(
             x,
             [f"{g}\n(n={n})" for g, n in zip(t["group"], t["rows"])],
             rotation=45 if len(t) > 4 else 0,
             ha="right" if len(t) > 4 else "center",
-            fontsize=8,
+            fontsize=9,
         )
+        ax.set_xlim(-0.6, len(t) - 0.4)
         ax.set_title(f"by {b}")
-    np.atleast_1d(axes)[0].set_ylabel("validation F1pn (95% CI)")
+    np.atleast_1d(axes)[0].set_ylabel("F1pn (validation, 95% CI)")
     return fig

@@ -16,15 +16,33 @@ from .sbert import POLAR, VARIANTS, best_f1_threshold, polar_predict
 
 FINE_TUNED, FROZEN, CROSS = "bi-encoder, fine-tuned", "bi-encoder, frozen", "cross-encoder"
 E5_FROZEN = "pretrained e5 + LR"
-NAMES = {  # model -> (label in figures, family)
+NAMES = {  # model key -> (display name, family); a run's display name is its plan label (`labels`)
     "HAMAM": ("HAMAM", CROSS),
-    "CLS cross-encoder": ("CLS pair\nclassifier", CROSS),
-    "softmax-entity": ("SBERT softmax\nv = entity", FINE_TUNED),
-    "softmax-plain": ("SBERT softmax\nplain u (cacheable)", FINE_TUNED),
-    "softmax-dummy": ("SBERT softmax\nv = dummy", FINE_TUNED),
-    "cosine-anchors": ("SBERT cosine\nto anchors", FINE_TUNED),
-    E5_FROZEN: ("pretrained e5\nfrozen + LR", FROZEN),
+    "CLS cross-encoder": ("CLS cross-encoder", CROSS),
+    "softmax-entity": ("SBERT softmax-entity", FINE_TUNED),
+    "softmax-plain": ("SBERT softmax-plain", FINE_TUNED),
+    "softmax-dummy": ("SBERT softmax-dummy", FINE_TUNED),
+    "cosine-anchors": ("SBERT cosine-anchors", FINE_TUNED),
+    E5_FROZEN: ("e5 frozen + LR", FROZEN),
 }
+RUNS = {"HAMAM": "02/hamam", "CLS cross-encoder": "05/cls", **{v: f"05/sbert-{v}" for v in VARIANTS}}
+
+
+def labels(prof=None) -> dict:
+    """Model key -> its one display name: the plan label of its run (`lib.plan`) where `prof` has that run
+    ("HAMAM e5-small", "CLS cross-encoder", "SBERT softmax-entity"), else NAMES' name."""
+    out = {k: name for k, (name, _) in NAMES.items()}
+    if prof is not None:
+        from . import plan
+
+        have = {r.name: r.label for r in plan.runs(prof)}
+        out.update({k: have[run] for k, run in RUNS.items() if run in have})
+    return out
+
+
+def _labels(given) -> dict:
+    return {**labels(), **(given or {})}
+
 
 SLUGS = {"HAMAM": "hamam", "CLS cross-encoder": "cls", E5_FROZEN: "pretrained_e5_frozen_lr"}
 
@@ -167,7 +185,7 @@ def get(
 
 def comparisons(preds: dict[str, Pred], best: str) -> list[tuple[str, str, str]]:
     """(a, b, key) pairs to compare, a - b: the cross-encoders against the chosen bi-encoder, HAMAM
-    against the CLS pair classifier, fine-tuning against the frozen pretrained encoder, and what
+    against the CLS cross-encoder, fine-tuning against the frozen pretrained encoder, and what
     the cacheable input and the dummy trick cost against the standard set-up (when they ran)."""
     out = [
         ("HAMAM", best, "hamam_minus_best_sbert"),
@@ -210,52 +228,67 @@ def retrieval_table(val: pd.DataFrame, preds: dict[str, Pred]) -> pd.DataFrame:
 # --- the time budget: which SBERT variants to fine-tune -------------------------------------------
 
 
-def plot_scores(axes, scores: pd.DataFrame, best: str):
-    """Validation F1pn and macro F1 (all / unseen rows) per model with CIs; the OOF-chosen bi-encoder starred."""
+def plot_scores(axes, scores: pd.DataFrame, best: str, names: dict | None = None):
+    """Validation F1pn and macro F1 (all / unseen-sentence rows) per model with CIs, bars in the subsets' colours;
+    the OOF-chosen bi-encoder marked ★ after its unchanged name. `names`: model key -> display name."""
     from . import plots
 
+    names = _labels(names)
     shown = scores[(scores["split"] == "validation") & scores["subset"].isin(["all", "unseen"])].copy()
-    shown["name"] = shown["model"].map(lambda n: NAMES[n][0] + (" ★" if n == best else ""))
+    shown["name"] = shown["model"].map(
+        lambda n: names[n].replace(" ", "\n", 1) + (plots.BEST_MARK if n == best else "")
+    )
     for ax, col in zip(axes, ("f1pn", "macro_f1")):
         plots.ci_bars(ax, shown, x="name", hue="subset", y=col, lo=f"{col}_lo", hi=f"{col}_hi")
         ax.set_xlabel("")
-        ax.tick_params(axis="x", labelsize=8)
-        ax.legend(title="validation rows", fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
-    axes[0].set_title("Validation F1pn (official metric)")
-    axes[1].set_title("Validation macro F1 (3 classes)")
+        ax.tick_params(axis="x", labelsize=9)
+    axes[0].set(title="Validation F1pn (official metric)", ylabel="F1pn (validation, 95% CI)")
+    axes[1].set(title="Validation macro F1 (3 classes)", ylabel="macro F1 (validation, 95% CI)")
 
 
-def plot_diffs(ax, diffs: pd.DataFrame):
-    """Paired differences a - b with their 95% CIs, one line per comparison and subset."""
+def plot_diffs(ax, diffs: pd.DataFrame, names: dict | None = None):
+    """Paired differences a - b with their 95% CIs, one row per comparison and subset (colour: the subset's)."""
+    from matplotlib.lines import Line2D
+
+    from . import plots
+
+    names = _labels(names)
     d = diffs.iloc[::-1].reset_index(drop=True)
-    colors = {"all": "C0", "unseen": "C1"}
     for i, r in d.iterrows():
         ax.errorbar(
             r["diff"],
             i,
             xerr=[[r["diff"] - r["lo"]], [r["hi"] - r["diff"]]],
             fmt="o",
-            color=colors.get(r["subset"], "C2"),
+            color=plots.split_color(r["subset"]),
             capsize=3,
         )
     ax.axvline(0, color="grey", lw=0.8)
-    ax.set_yticks(range(len(d)), [f"{r.comparison} ({r.subset})" for r in d.itertuples()], fontsize=8)
-    ax.set_xlabel("F1pn difference a − b (paired, sentence-clustered 95% CI)")
+    pair = lambda c: " − ".join(names.get(x, x) for x in c.split(" - "))  # noqa: E731
+    ax.set_yticks(range(len(d)), [pair(r.comparison) for r in d.itertuples()], fontsize=9)
+    ax.set_ylim(-0.6, len(d) - 0.4)
+    ax.set_xlabel("F1pn difference a − b (validation; paired, sentence-clustered 95% CI)")
+    subsets = list(dict.fromkeys(d["subset"]))
+    handles = [
+        Line2D([], [], ls="", marker="o", color=plots.split_color(s), label=plots.SUBSET_LABELS.get(s, s))
+        for s in subsets
+    ]
+    ax.legend(handles=handles[::-1], title="validation rows", loc="upper left", bbox_to_anchor=(1.01, 1.0))
 
 
-def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds: dict | None = None):
-    """Per POLAR class: precision-recall curve of each model's class score over validation rows,
-    the class's base rate and, for the retrieval variant, its OOF-chosen operating point."""
+def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds: dict | None = None, names=None):
+    """Per POLAR class: precision-recall curve of each model's class score over validation rows (in the model's
+    colour), the class's base rate and, for the retrieval variant, its OOF-chosen operating point."""
     from . import plots
 
+    names = _labels(names)
     y = val["label"].to_numpy()
     for ax, (j, c) in zip(axes, enumerate(POLAR)):
         for name in models:
             s = preds[name].val_scores[:, j]
             prec, rec, _ = precision_recall_curve(y == c, s)
-            ax.plot(
-                rec, prec, label=f"{NAMES[name][0].replace(chr(10), ' ')} (AP {average_precision_score(y == c, s):.2f})"
-            )
+            ap = average_precision_score(y == c, s)
+            ax.plot(rec, prec, color=plots.model_color(names[name]), label=f"{names[name]} (AP {ap:.2f})")
         if thresholds and "cosine-anchors" in preds:
             hit, pos = preds["cosine-anchors"].val_scores[:, j] >= thresholds[c], y == c
             ax.scatter(
@@ -264,7 +297,7 @@ def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds:
                 s=70,
                 color="black",
                 zorder=3,
-                label="cosine at the OOF threshold",
+                label=f"{names['cosine-anchors']} at the OOF threshold",
             )
         ax.axhline(np.mean(y == c), color="grey", lw=0.8, ls="--", label="base rate")
         ax.set(
@@ -274,7 +307,7 @@ def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds:
             xlim=(0, 1),
             ylim=(0, 1.02),
         )
-    axes[-1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.02, 1.0))
+        ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), fontsize=9)
 
 
 # --- the answer ---------------------------------------------------------------------------------
@@ -302,38 +335,41 @@ def answer(
     n_folds: int,
     profile: str,
     hardware: str,
+    names: dict | None = None,
 ) -> str:
-    """The chapter's answer in Markdown, every number from the tables passed in."""
-    flat = {n: NAMES[n][0].replace("\n", " ") for n in NAMES}
+    """The chapter's answer in Markdown, every number from the tables passed in (`names`: display names)."""
+    flat = _labels(names)
     d = {(r.key, r.subset): r for _, r in diffs.iterrows()}
     models = list(dict.fromkeys(scores["model"]))
     oof = scores[scores["split"] == "train OOF"].set_index("model")["f1pn"]
     bis = [m for m in models if NAMES[m][1] != CROSS]
     lines = [
-        f"**Validation F1pn** ({profile} profile, ensembles of the same {n_folds} fold model(s) on every side; all rows / unseen-sentence rows; "
-        "sentence-clustered 95% CIs):",
+        f"**Validation F1pn** ({profile} profile, ensembles of the same {n_folds} fold model(s) on every side; "
+        "all rows / unseen-sentence rows; sentence-clustered 95% CIs):",
         "",
     ]
     lines += [
-        f"- {flat[m]}: {_fmt(get(scores, m))} / {_fmt(get(scores, m, 'unseen'))}; macro F1 {get(scores, m, col='macro_f1')[0]:.3f}; "
-        f"train OOF {oof[m]:.3f}" + (" ← best bi-encoder on OOF" if m == best else "")
+        f"- {flat[m]}: {_fmt(get(scores, m))} / {_fmt(get(scores, m, 'unseen'))}; "
+        f"macro F1 {get(scores, m, col='macro_f1')[0]:.3f}; train OOF {oof[m]:.3f}"
+        + (" ← best bi-encoder on OOF" if m == best else "")
         for m in models
     ]
     lines += [
         "",
         f"**Choice of the bi-encoder.** Among {', '.join(flat[m] for m in bis)}, the best F1pn on the OOF rows "
-        f"(train rows of the fold(s) used, never validation) is **{flat[best]}** ({oof[best]:.3f}); its validation F1pn is "
-        f"{_fmt(get(scores, best))}.",
+        f"(train rows of the fold(s) used, never validation) is **{flat[best]}** ({oof[best]:.3f}); "
+        f"its validation F1pn is {_fmt(get(scores, best))}.",
         "",
     ]
-    h = d.get(("hamam_minus_best_sbert", "all"))
+    h, hu = d.get(("hamam_minus_best_sbert", "all")), d[("hamam_minus_best_sbert", "unseen")]
+    ham = flat["HAMAM"]
     lines.append(
-        f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, 'HAMAM', flat[best])}; on unseen-sentence rows "
-        f"{_verdict(d[('hamam_minus_best_sbert', 'unseen')], 'HAMAM', flat[best])}."
+        f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, ham, flat[best])}; "
+        f"on unseen-sentence rows {_verdict(hu, ham, flat[best])}."
     )
     what = {
-        "cls_minus_best_sbert": "Pair classifier vs the chosen bi-encoder",
-        "hamam_minus_cls": "HAMAM vs the plain pair classifier",
+        "cls_minus_best_sbert": "CLS cross-encoder vs the chosen bi-encoder",
+        "hamam_minus_cls": "HAMAM vs the CLS cross-encoder",
         "fine_tuned_minus_frozen_e5": "Fine-tuning vs the frozen pretrained encoder",
         "plain_minus_marked": "What caching costs (plain u vs marked u)",
         "dummy_minus_entity": "The dummy trick (v = dummy vs v = entity)",
@@ -343,23 +379,28 @@ def answer(
             r = d[(key, "all")]
             a, b = (flat[x] for x in r.comparison.split(" - "))
             lines.append(f"- {text}: {_verdict(r, a, b)} (all rows).")
-    tp = throughput.set_index("method")["per_second"]
+    tp = throughput.set_index("method")["per_second"]  # medians of the timing runs
     c = cost.set_index(["method", "N"])["ms_per_sentence"]
+    runs = int(throughput["repeats"].max()) if "repeats" in throughput else 1
     nmax, nmin = cost["N"].max(), cost["N"].min()
+    hm, cls, marked, plain = "HAMAM (cross)", "CLS pair (cross)", "SBERT marked u", "SBERT plain u"
+    cached = "SBERT plain u, cached"
     lines += [
         "",
-        f"**Cost** (measured in one run on {hardware}; ratios are what carries over): scoring validation rows, HAMAM "
-        f"{tp['HAMAM (cross)']:.0f} rows/s, CLS pair {tp['CLS pair (cross)']:.0f} rows/s, SBERT with marked sentences "
-        f"{tp['SBERT marked u']:.0f} rows/s ({tp['SBERT marked u'] / tp['HAMAM (cross)']:.1f}× HAMAM), SBERT with plain sentences "
-        f"{tp['SBERT plain u']:.0f} rows/s ({tp['SBERT plain u'] / tp['HAMAM (cross)']:.1f}×). {nmax} new entities in a sentence whose "
-        f"embedding is cached: HAMAM {c['HAMAM (cross)', nmax]:.1f} ms, marked SBERT {c['SBERT marked u', nmax]:.1f} ms, cached plain SBERT "
-        f"{c['SBERT plain u, cached', nmax]:.1f} ms per sentence ({c['HAMAM (cross)', nmax] / c['SBERT plain u, cached', nmax]:.1f}× faster than "
-        f"HAMAM; at N = {nmin}: {c['HAMAM (cross)', nmin] / c['SBERT plain u, cached', nmin]:.1f}×). Marking the entity takes that advantage "
-        "away: the marked sentence changes with every entity and is re-encoded N times, as in a cross-encoder. The pretrained e5 + LR "
-        "has the plain bi-encoder's cost profile (same encoder size, one embedding per sentence and per entity).",
+        f"**Cost** (measured in one run on {hardware}, the median of {runs} timing runs; ratios are what carries "
+        f"over): scoring validation rows, {ham} {tp[hm]:.0f} rows/s, {flat['CLS cross-encoder']} {tp[cls]:.0f} "
+        f"rows/s, SBERT with marked sentences ({flat['softmax-entity']}) {tp[marked]:.0f} rows/s "
+        f"({tp[marked] / tp[hm]:.1f}× {ham}), SBERT with plain sentences ({flat['softmax-plain']}) "
+        f"{tp[plain]:.0f} rows/s ({tp[plain] / tp[hm]:.1f}×). {nmax} new entities in a sentence whose embedding is "
+        f"cached: {ham} {c[hm, nmax]:.1f} ms, marked SBERT {c[marked, nmax]:.1f} ms, cached plain SBERT "
+        f"{c[cached, nmax]:.1f} ms per sentence ({c[hm, nmax] / c[cached, nmax]:.1f}× faster than HAMAM; "
+        f"at N = {nmin}: {c[hm, nmin] / c[cached, nmin]:.1f}×). Marking the entity takes that advantage away: the "
+        "marked sentence changes with every entity and is re-encoded N times, as in a cross-encoder. "
+        f"The {flat[E5_FROZEN]} has the plain bi-encoder's cost profile (same encoder size, one embedding per "
+        "sentence and per entity).",
     ]
     verdict = (
-        "HAMAM is the better choice on accuracy"
+        f"{ham} is the better choice on accuracy"
         if h["lo"] > 0
         else f"{flat[best]} is the better choice on accuracy as well"
         if h["hi"] < 0
@@ -367,8 +408,8 @@ def answer(
     )
     lines += [
         "",
-        f"**When to use which.** {verdict[0].upper() + verdict[1:]}. A bi-encoder pays off only where sentence embeddings are "
-        "computed once and reused for many entities (plain u), i.e. without entity markers, at the accuracy the plain variant and the "
-        "frozen encoder show above.",
+        f"**When to use which.** {verdict[0].upper() + verdict[1:]}. A bi-encoder pays off only where sentence "
+        "embeddings are computed once and reused for many entities (plain u), i.e. without entity markers, at the "
+        "accuracy the plain variant and the frozen encoder show above.",
     ]
     return "\n".join(lines)

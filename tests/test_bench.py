@@ -6,6 +6,7 @@ import pytest
 from lib import bench
 
 SENT = "Путин встретился с Байденом в Женеве, а потом улетел в Москву"
+PER_ENTITY = ["HAMAM (cross)", "CLS pair (cross)", "SBERT marked u", "SBERT plain u, cached"]  # Scorers.per_entity
 
 
 @pytest.mark.parametrize("n", [1, 5, 16])
@@ -64,3 +65,46 @@ def test_headline_ratios():
 def test_planned_tokens_grows_with_the_work():
     tpe = {k: 10.0 for k in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", "encode", "entity")}
     assert bench.planned_tokens(tpe, 100, 4) < bench.planned_tokens(tpe, 200, 4) < bench.planned_tokens(tpe, 200, 8)
+
+
+def test_aggregate_reports_the_median_run_and_the_spread():
+    t = bench.aggregate({"a": [3.0, 1.0, 2.0], "b": [5.0, 4.0, 9.0, 6.0]})
+    a, b = t.set_index("method").loc["a"], t.set_index("method").loc["b"]
+    assert (a["seconds_min"], a["seconds"], a["seconds_max"], a["repeats"]) == (1.0, 2.0, 3.0, 3)
+    assert (b["seconds_min"], b["seconds"], b["seconds_max"], b["repeats"]) == (4.0, 5.5, 9.0, 4)
+    cost = bench.aggregate({("HAMAM (cross)", 1): [0.2, 0.1, 0.3]}, keys=("method", "N"))
+    assert cost.iloc[0][["method", "N", "seconds"]].tolist() == ["HAMAM (cross)", 1, 0.2]
+
+
+def test_run_refuses_fewer_than_three_timing_runs():
+    with pytest.raises(ValueError, match=">= 3"):
+        bench.run(None, pd.DataFrame(), repeat=2)
+
+
+def test_throughput_plot_draws_points_with_min_max_whiskers_in_the_models_colours():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+    from lib.figcheck import text_problems
+
+    methods = list(bench.METHODS)
+    tp = bench.aggregate({m: [0.5, 0.4, 0.7] for m in methods[:-1]})
+    tp["items"], tp["unit"] = 100, ["rows"] * 4 + ["distinct sentences"]
+    tp["per_second"], tp["per_second_min"], tp["per_second_max"] = 100 / 0.5, 100 / 0.7, 100 / 0.4
+    times = {(m, n): [0.01 * n, 0.012 * n, 0.02 * n] for m in PER_ENTITY for n in (1, 4, 16)}
+    cost = bench.aggregate(times, keys=("method", "N"))
+    cost["ms_per_sentence"], cost["ms_min"], cost["ms_max"] = cost["seconds"], cost["seconds_min"], cost["seconds_max"]
+    with matplotlib.rc_context():
+        plots.setup()
+        fig, axes = plt.subplots(1, 2, figsize=(16, 4.4))
+        bench.plot(axes, tp, cost, ns=(1, 4, 16), labels={"HAMAM": "HAMAM e5-small"})
+        assert text_problems(fig) == []
+        labels = [t.get_text() for t in axes[0].get_yticklabels()]
+        assert "HAMAM e5-small" in labels and "CLS cross-encoder" in labels and "CLS pair (cross)" not in labels
+        assert not any(
+            line.get_linestyle() not in ("None", "", " ") for line in axes[1].lines if len(line.get_xdata()) > 2
+        )
+        plt.close(fig)

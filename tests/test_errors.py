@@ -38,3 +38,22 @@ def test_confident_errors_are_wrong_and_sorted_by_confidence():
     e = errors.confident_errors(df, logits, k=10)
     assert len(e) == 10 and (e["true"] != e["predicted"]).all()
     assert e["p(predicted)"].is_monotonic_decreasing and (e["p(predicted)"] > e["p(true)"]).all()
+
+
+def test_the_seen_group_says_what_is_seen_and_the_figure_reads_cleanly():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+    from lib.figcheck import text_problems
+
+    df = frame()
+    t = errors.by_group(df, np.random.default_rng(3).normal(size=(len(df), 3)), n_boot=50)
+    assert set(t[t["by"] == "entity string in train"]["group"]) == {"seen entity", "unseen entity"}
+    with matplotlib.rc_context():
+        plots.setup()
+        fig = errors.figure(t)
+        assert text_problems(fig) == []
+        plt.close(fig)

@@ -342,9 +342,12 @@ def test_macro_f1_ci_matches_the_metrics_bootstrap(seed):
 def test_score_table_and_comparisons():
     rng, train, val = _toy()
     rows = (train["fold"] == 0).to_numpy()
-    mk = lambda name: report.Pred(
-        name, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
-    )  # noqa: E731
+
+    def mk(name):
+        return report.Pred(
+            name, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
+        )
+
     preds = {n: mk(n) for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", report.E5_FROZEN)}
     scores = report.score_table(val, train, preds, [0], 50)
     assert set(scores["split"]) == {"validation", "train OOF"}
@@ -408,3 +411,64 @@ def test_answer_names_the_oof_choice_and_the_direction():
     assert ("excludes 0" in text.split("**Does a bi-encoder compete?**")[1].split(";")[0]) == (
         r["lo"] > 0 or r["hi"] < 0
     )
+
+
+def test_figures_and_answer_use_each_models_one_display_name():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib import plots, study
+    from lib.config import get_profile
+    from lib.figcheck import text_problems
+
+    rng, train, val = _toy()
+    rows = (train["fold"] == 0).to_numpy()
+    preds = {
+        n: report.Pred(
+            n, rng.choice([-1, 0, 1], len(val)), rng.choice([-1, 0, 1], rows.sum()), rng.random((len(val), 2))
+        )
+        for n in ("HAMAM", "CLS cross-encoder", "softmax-entity", "softmax-plain", report.E5_FROZEN)
+    }
+    scores = report.score_table(val, train, preds, [0], 50)
+    best = report.best_on_oof(scores)
+    names = report.labels(get_profile("smoke"))
+    assert names["HAMAM"] == "HAMAM tiny-random" and names["softmax-entity"] == "SBERT softmax-entity"
+    diffs = pd.concat(
+        [
+            study.paired(val, preds[a].val, preds[b].val, 50, f"{a} - {b}").assign(key=k)
+            for a, b, k in report.comparisons(preds, best)
+        ]
+    )
+    with matplotlib.rc_context():
+        plots.setup()
+        fig, axes = plt.subplots(2, 1, figsize=(14, 8.4))
+        report.plot_scores(axes, scores, best, names)
+        ticks = [" ".join(t.get_text().split()) for t in axes[0].get_xticklabels()]
+        assert f"{names[best]}{plots.BEST_MARK}" in ticks and "HAMAM tiny-random" in ticks
+        fig2, ax = plt.subplots(figsize=(11, 0.4 * len(diffs) + 1.4))
+        report.plot_diffs(ax, diffs, names)
+        assert "HAMAM tiny-random − CLS cross-encoder" in [t.get_text() for t in ax.get_yticklabels()]
+        fig3, axes3 = plt.subplots(1, 2, figsize=(13, 6), sharey=True)
+        report.plot_pr(axes3, val, preds, ["HAMAM", "CLS cross-encoder", report.E5_FROZEN], None, names)
+        for f in (fig, fig2, fig3):
+            assert text_problems(f) == []
+        plt.close("all")
+    throughput = pd.DataFrame(
+        {
+            "method": ["HAMAM (cross)", "CLS pair (cross)", "SBERT marked u", "SBERT plain u"],
+            "per_second": [100.0, 150, 140, 300],
+            "repeats": 3,
+        }
+    )
+    cost = pd.DataFrame(
+        [
+            {"method": m, "N": n, "ms_per_sentence": v * n}
+            for n in (1, 16)
+            for m, v in (("HAMAM (cross)", 10), ("SBERT marked u", 7), ("SBERT plain u, cached", 1))
+        ]
+    )
+    text = report.answer(scores, diffs, best, throughput, cost, 1, "smoke", "test machine", names)
+    assert f"**{names[best]}**" in text and "HAMAM tiny-random 100 rows/s" in text and "median of 3" in text
+    assert "CLS pair" not in text and "pair classifier" not in text

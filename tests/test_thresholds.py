@@ -1,4 +1,5 @@
 import numpy as np
+import pandas as pd
 import pytest
 
 from lib import thresholds as th
@@ -64,3 +65,63 @@ def test_rule_chosen_on_oof_is_applied_unchanged_to_validation():
     assert t == th.choose(y_oof, oof_logits, "threshold") and t > 0.3
     assert np.array_equal(pred, th.threshold_rule(val_logits, t))
     assert th.choose(y_val, val_logits, "threshold") < t  # the validation optimum was not used
+
+
+def test_sweep_counts_the_rows_predicted_polar_and_the_cut_is_where_they_get_few(logits):
+    y = np.random.default_rng(5).choice([-1, 0, 1], len(logits))
+    s = th.sweep(y, logits, "threshold", groups=None)
+    for _, row in s.sample(5, random_state=1).iterrows():
+        p = th.threshold_rule(logits, row["param"])
+        assert row["n_polar"] == np.isin(p, [-1, 1]).sum() == row["n_pred_-1"] + row["n_pred_1"]
+    cut = th.polar_cut(s, 20)
+    assert s.loc[s["param"] >= cut, "n_polar"].max() < 20 <= s.loc[s["param"] < cut, "n_polar"].min()
+    assert th.polar_cut(s, 0) == np.inf
+
+
+def test_precision_recall_figure_stops_the_curves_at_the_cut_and_labels_its_axes(logits):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+    from lib.figcheck import text_problems
+
+    y = np.random.default_rng(6).choice([-1, 0, 1], len(logits))
+    s = pd.concat([th.sweep(y, logits, "threshold", groups=None).assign(on=n) for n in ("train OOF", "validation")])
+    cut = th.polar_cut(s[s["on"] == "validation"])
+    with matplotlib.rc_context():
+        plots.setup()
+        fig = th.precision_recall_figure(s, 0.5)
+        ax = fig.axes[1]
+        assert max(line.get_xdata().max() for line in ax.lines if len(line.get_xdata()) > 2) < cut
+        assert fig.axes[0].get_ylabel() and text_problems(fig) == []
+        plt.close(fig)
+
+
+def test_weight_figure_names_the_runs_and_shows_scores_and_gain_apart(logits):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+    from lib.figcheck import text_problems
+
+    y = np.random.default_rng(7).choice([-1, 0, 1], len(logits))
+    rows, sweeps = [], []
+    for w in (0.1, 1.0):
+        run = {"run": f"03/weight-{w:g}", "label": f"neutral weight {w:g}", "backbone": "e5-small", "mode": "unmasked"}
+        scores = {"f1pn_argmax": 0.4, "f1pn_threshold": 0.45, "gain": 0.05, "gain_lo": 0.01, "gain_hi": 0.09}
+        cis = {f"{c}_{e}": v + d for c, v in list(scores.items())[:2] for e, d in (("lo", -0.03), ("hi", 0.03))}
+        rows.append({"neutral_weight": w, **run, "epochs": 1, "folds": "0", "subset": "all", **scores, **cis})
+        sweeps.append(th.sweep(y, logits * w, "threshold", groups=None).assign(neutral_weight=w, t_chosen=0.4))
+    weights = pd.DataFrame(rows)
+    note = th.runs_note(weights)
+    assert "03/weight-0.1" in note and "'neutral weight 1'" in note and "mode unmasked, 1 epoch(s), fold(s) 0" in note
+    with matplotlib.rc_context():
+        plots.setup()
+        fig = th.weight_figure(weights, pd.concat(sweeps))
+        assert len(fig.axes) == 3 and note in fig._suptitle.get_text()
+        assert fig.axes[2].get_ylabel().startswith("F1pn gain") and text_problems(fig) == []
+        plt.close(fig)
