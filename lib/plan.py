@@ -86,7 +86,8 @@ def runs(prof: Profile) -> list[Run]:
                 msd_rate=rate,
                 seed=seed,
                 epochs=prof.msd_epochs,
-                evals_per_epoch=prof.msd_evals_per_epoch,
+                evals_per_epoch=prof.msd_evals_per_epoch,  # a dense curve: steps to 95% of the best
+                patience=prof.msd_evals_per_epoch * prof.msd_epochs + 1,  # never stopped early: the curve is read
             )
             name = f"04/k{k}-seed{seed}" if rate == prof.train.msd_rate else f"04/k{k}-rate{rate:g}-seed{seed}"
             out.append(Run(name, "fold", f"K = {k}, rate {rate:g}", ("04",), cfg, tuple(range(prof.msd_folds)), False))

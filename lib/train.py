@@ -136,6 +136,28 @@ def param_groups(
     return [g for g in groups if g["params"]]
 
 
+def optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, device, precision, grad_clip, forward=None) -> float:
+    """One optimiser step over one batch given as micro-batches (collated, on `device`, with "labels"); returns
+    its loss. Autocast wraps each forward only. A weighted mean is a ratio of sums, so each micro-batch's loss
+    is scaled by its share of the batch's row weight: k pieces give the update of one batch."""
+    forward = forward or model
+    opt.zero_grad(set_to_none=True)
+    total = sum(row_weight[x["labels"]].sum() for x in parts)
+    step_loss = 0.0
+    for x in parts:
+        inputs = {k: v for k, v in x.items() if k != "labels"}
+        with autocast(device, precision):
+            out = forward(**inputs, raw=True)
+        loss = loss_fn(out.float(), x["labels"]) * (row_weight[x["labels"]].sum() / total)
+        scaler.scale(loss).backward()
+        step_loss += loss.item()
+    scaler.unscale_(opt)
+    torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    scaler.step(opt)
+    scaler.update()
+    return step_loss
+
+
 @dataclass
 class FoldRun:
     history: list[dict] = field(default_factory=list)  # one row per held-out evaluation
@@ -189,7 +211,6 @@ def train_model(
     opt = torch.optim.AdamW(groups_opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
     loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma)
-    # a weighted mean is a ratio of sums: micro-batch pieces are scaled by their share of the batch's row weight
     row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(device)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
@@ -198,24 +219,14 @@ def train_model(
     while step < total and bad < cfg.patience:
         for b in batches([len(e["input_ids"]) for e in tr], cfg.batch_size, True, cfg.bucket, rng, groups):
             model.train()
-            opt.zero_grad(set_to_none=True)
-            step_loss = 0.0
-            batch_weight = row_weight[torch.as_tensor([LABEL2ID[int(v)] for v in y_tr[b]], device=device)].sum()
-            for part in (b[i : i + micro] for i in range(0, len(b), micro)):
-                x = {
+            parts = [
+                {
                     k: v.to(device)
                     for k, v in collate([tr[i] for i in part], tok.pad_token_id, pad_to, y_tr[part]).items()
                 }
-                y = x.pop("labels")
-                with autocast(device, precision):
-                    out = model(**x, raw=True)
-                loss = loss_fn(out.float(), y) * (row_weight[y].sum() / batch_weight)
-                scaler.scale(loss).backward()
-                step_loss += loss.item()
-            scaler.unscale_(opt)
-            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            scaler.step(opt)
-            scaler.update()
+                for part in (b[i : i + micro] for i in range(0, len(b), micro))
+            ]
+            step_loss = optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, device, precision, cfg.grad_clip)
             sched.step()
             step += 1
             run.train_examples += len(b)
@@ -284,6 +295,7 @@ TRAINING_CODE = (
     "lib.train:param_groups",
     "lib.train:inner_split",
     "lib.train:train_model",
+    "lib.train:optimiser_step",
     "lib.train:train_fold",
     "lib.metrics:f1pn",
     "lib.metrics:to_labels",

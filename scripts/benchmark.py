@@ -1,142 +1,312 @@
-"""Training throughput benchmark (a script, not a timed test): every ratio is measured in one run.
+"""Training-step speed ratios in steady state: every ratio measured in one run, on one machine.
 
-    python scripts/benchmark.py [--profile cpu] [--steps 12]
+    python scripts/benchmark.py [--profile cpu] [--only bucketing,bf16] [--warmup 3] [--rounds 5] [--steps 6]
 
-For the profile's backbone in its training mode, training examples/s (held-out evaluation
-excluded) of:
-1. length-bucketed batches with dynamic padding vs every batch padded to max_length (goal >= 1.5x);
-2. K=5 vs K=1 multi-sample dropout step time (goal <= 1.10x: only the head repeats);
-3. rows of one sentence side by side with their shared unmasked copy encoded once vs every row
-   encoded separately; the logits of both paths are compared on 256 rows (must be identical);
-4. bf16 autocast vs fp32 (bf16 pays off only on a CPU with bf16 units; `precision="auto"` picks it
-   there). On a CPU without them bf16 is emulated and far slower, so it runs `--bf16-steps` steps;
-5. the profile's frozen lower layers vs training every layer, and gradient checkpointing (the
-   memory option for large backbones) vs none, both with every layer trained;
-6. (e5-small) the trimmed vocabulary vs the full 250k-piece one, embeddings trained (freeze_layers=0).
-Results also go to benchmark.json beside the profile's figures (figures/ for the cpu profile).
+A comparison pits two arms, A and B: a TrainConfig plus its inputs (backbone, padding, compiled or not), each
+step being lib.train.train_model's optimiser step (no LR schedule) on one fixed sequence of real training
+batches, collated before any timing. Each arm runs `--warmup` untimed steps, then `--rounds` rounds of the
+same `--steps` batches per arm, A then B (B then A in odd rounds), so drift on a shared machine hits both.
+Ratio = B step time / A step time (> 1: A is faster), of the median steps, with the min/median/max of the
+per-round ratios (a round's total B time / total A time).
+
+Comparisons (--only): bucketing, msd, shared_rows, frozen, checkpointing, vocab, bf16, compile.
+vocab (e5-small only) needs the full-vocabulary build: used when cached, built with --full-vocab.
+compile: compiled with an empty inductor cache (the cost a fresh machine pays once). Its one-off seconds = the
+compiled arm's time above its median step summed over all its steps (warm-up, and recompiles for shapes first
+seen later), less the same for the eager arm; break-even steps = those seconds / (eager - compiled median step).
+Writes benchmark.json into the profile's figures folder (figures/ for the cpu profile) unless --out.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
+import tempfile
+import time
 from dataclasses import replace
+from datetime import datetime, timezone
+from pathlib import Path
 
-os.environ.setdefault("TQDM_DISABLE", "1")
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoConfig, AutoTokenizer
 
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+from lib import losses, plan
+from lib import model as hm
+from lib.config import RunPaths, get_profile
+from lib.device import hardware, pick_device, resolve_precision
+from lib.folds import load_prepared
+from lib.train import batches, collate, encode_df, optimiser_step, param_groups, predict, seed_everything
 
-from lib import backbones, study  # noqa: E402
-from lib import model as hm  # noqa: E402
-from lib.train import encode_df, predict, resolve_precision, train_model  # noqa: E402
-
-
-def measure(S, bb: str, steps: int, pad_to=None, **overrides) -> dict:
-    cfg = S.prof.train_config(**overrides)
-    train = S.train
-    held = train["fold"] == 0
-    _, _, run = train_model(cfg, bb, train[~held], train[held].head(8), S.device, pad_to=pad_to, max_steps=steps)
-    t = run.seconds - run.eval_seconds
-    return {
-        "seconds": t,
-        "steps": run.steps,
-        "examples": run.train_examples,
-        "examples_per_s": run.train_examples / t,
-        "seconds_per_step": t / run.steps,
-        "precision": run.precision,
-    }
+COMPARISONS = ("bucketing", "msd", "shared_rows", "frozen", "checkpointing", "vocab", "bf16", "compile")
 
 
-def same_logits(S, bb: str) -> float:
-    """Max |difference| of the logits with and without encoding shared rows once (eval mode)."""
-    cfg = S.prof.train
-    rows = S.val.sort_values("sentence").head(256)
-    model, tok = hm.build(bb, cfg)
-    enc = encode_df(tok, rows, cfg)
-    a = predict(model, enc, tok.pad_token_id, S.device)
-    model.cfg = replace(cfg, group_sentences=False)
-    return float(np.abs(a - predict(model, enc, tok.pad_token_id, S.device)).max())
+# --- statistics ---------------------------------------------------------------------------------------------
 
 
-def main() -> None:
+def spread(xs) -> dict:
+    return {"min": float(np.min(xs)), "median": float(np.median(xs)), "max": float(np.max(xs))}
+
+
+def ratio_stats(a: list[list[float]], b: list[list[float]]) -> dict:
+    """Speed of A over B from per-round lists of step seconds (same batches in a round): B time / A time."""
+    per_round = [sum(tb) / sum(ta) for ta, tb in zip(a, b)]
+    of_medians = float(np.median(np.concatenate(b)) / np.median(np.concatenate(a)))
+    return {"of_medians": of_medians, "rounds": spread(per_round), "per_round": per_round}
+
+
+def arm_stats(warm: list[float], rounds: list[list[float]], examples: int) -> dict:
+    flat = np.concatenate(rounds)
+    stats = {"step_seconds": spread(flat), "examples_per_s": examples / float(flat.sum()), "timed_steps": len(flat)}
+    return stats | {"warmup_seconds": float(sum(warm)), "warmup": warm, "rounds": rounds}
+
+
+def one_off_seconds(compiled: dict, eager: dict) -> float:
+    """Seconds the compiled arm spent above its median step (compiling), less the eager arm's (its start-up)."""
+    over = lambda a: sum(np.concatenate([a["warmup"], *a["rounds"]]) - a["step_seconds"]["median"])  # noqa: E731
+    return float(over(compiled) - over(eager))
+
+
+# --- one arm: a config stepping through pre-built batches ------------------------------------------------------
+
+
+class Arm:
+    """One optimiser step per batch of `order` (index lists into `rows`), collated once before timing."""
+
+    def __init__(self, name, cfg, backbone, rows, order, device, pad_to=None, compile=False):
+        seed_everything(cfg.seed)
+        self.name, self.cfg, self.backbone, self.pad_to, self.compiled = name, cfg, backbone, pad_to, compile
+        self.device, self.precision = device, resolve_precision(cfg.precision, device)
+        self.model, self.tok = hm.build(backbone, cfg)
+        self.model.to(device).train()
+        enc, y = encode_df(self.tok, rows, cfg), rows["label"].to_numpy()
+        micro = cfg.batch_size // cfg.grad_accum_steps
+        parts = [[b[i : i + micro] for i in range(0, len(b), micro)] for b in order]
+        self.batches = [[collate([enc[i] for i in p], self.tok.pad_token_id, pad_to, y[p]) for p in ps] for ps in parts]
+        named = [(n, p) for n, p in self.model.named_parameters() if p.requires_grad]
+        head = [p for n, p in named if n.startswith("head.")]
+        self.opt = torch.optim.AdamW(param_groups([(n, p) for n, p in named if n.startswith("encoder.")], head, cfg))
+        self.loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma)
+        weights = losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)
+        self.row_weight = weights.to(device)
+        self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16")
+        self.forward = torch.compile(self.model) if compile else self.model
+
+    def step(self, i: int) -> float:
+        """Seconds of one optimiser step on batch i: lib.train.optimiser_step, the training loop's own step."""
+        t = time.perf_counter()
+        xs = [{k: v.to(self.device) for k, v in p.items()} for p in self.batches[i]]
+        optimiser_step(
+            self.model,
+            self.opt,
+            self.scaler,
+            xs,
+            self.loss_fn,
+            self.row_weight,
+            self.device,
+            self.precision,
+            self.cfg.grad_clip,
+            forward=self.forward,
+        )
+        if self.device.type == "cuda":
+            torch.cuda.synchronize()
+        return time.perf_counter() - t
+
+    def describe(self) -> dict:
+        keys = ("freeze_layers", "msd_k", "group_sentences", "gradient_checkpointing", "batch_size")
+        out = {"name": self.name, "backbone": self.backbone, "pad_to": self.pad_to, "compiled": self.compiled}
+        return out | {k: getattr(self.cfg, k) for k in keys} | {"precision": self.precision}
+
+
+# --- the comparisons ------------------------------------------------------------------------------------------
+
+
+def arms(name: str, base, bb: str, prof, data, args) -> tuple[dict, dict, str] | str:
+    """(arm A, arm B, title) as Arm keyword arguments, or the reason the comparison is skipped."""
+    arm = lambda label, **kw: {"name": label, "cfg": replace(base, **kw), "backbone": bb}  # noqa: E731
+    if name == "bucketing":  # same (bucketed) batches; B pads every one to max_length
+        b = arm(f"padded to {base.max_length}") | {"pad_to": base.max_length}
+        return arm("bucketed, dynamic padding"), b, "length buckets + dynamic padding vs padded to max_length"
+    if name == "msd":
+        return arm("K=5", msd_k=5), arm("K=1", msd_k=1), "multi-sample dropout K=5 vs K=1"
+    if name == "shared_rows":
+        a, b = arm("shared rows once", group_sentences=True), arm("every row", group_sentences=False)
+        return a, b, "a sentence's unmasked rows encoded once vs every row"
+    if name == "frozen":
+        n = base.freeze_layers or AutoConfig.from_pretrained(bb).num_hidden_layers // 2
+        return arm(f"lowest {n} frozen", freeze_layers=n), arm("all trained", freeze_layers=0), "frozen lower layers"
+    if name == "checkpointing":
+        a = arm("checkpointed", freeze_layers=0, gradient_checkpointing=True)
+        return a, arm("not", freeze_layers=0), "gradient checkpointing vs none (all layers trained)"
+    if name == "vocab":
+        if base.backbone != "e5-small":
+            return "only for e5-small"
+        full = plan.backbone_dir(prof, "e5-small-full", data, build=args.full_vocab)
+        if full is None:
+            return "the full-vocabulary build is not cached (--full-vocab builds it)"
+        b = arm("full vocabulary", freeze_layers=0) | {"backbone": full}
+        return arm("trimmed vocabulary", freeze_layers=0), b, "trimmed vs full vocabulary (embeddings trained)"
+    if name == "bf16":
+        return arm("bf16", precision="bf16"), arm("fp32", precision="fp32"), "bf16 autocast vs fp32"
+    return arm("compiled") | {"compile": True}, arm("eager"), "torch.compile of the model vs eager"  # compile
+
+
+def run_comparison(a: dict, b: dict, rows, order, device, args, bar) -> tuple[dict, list[Arm]]:
+    pair = [Arm(**spec, rows=rows, order=order, device=device) for spec in (a, b)]
+    warm = [[arm.step(i) for i in range(args.warmup)] for arm in pair]
+    bar.update(2 * args.warmup)
+    times = [[], []]
+    for r in range(args.rounds):
+        lo = args.warmup + r * args.steps
+        for k in (0, 1) if r % 2 == 0 else (1, 0):
+            times[k].append([pair[k].step(i) for i in range(lo, lo + args.steps)])
+            bar.update(args.steps)
+    n = sum(len(order[i]) for i in range(args.warmup, args.warmup + args.rounds * args.steps))
+    out = {"ratio": ratio_stats(times[0], times[1]), "arms": {}}
+    for k, arm in enumerate(pair):
+        out["arms"]["AB"[k]] = arm.describe() | arm_stats(warm[k], times[k], n)
+    return out, pair
+
+
+def extras(name: str, res: dict, pair: list[Arm], data, prof, steps_per_fold: int) -> None:
+    """What some comparisons add: identical logits (shared rows), vocabulary sizes, compile break-even."""
+    if name == "shared_rows":  # eval mode: both paths must give the same logits
+        model, tok, cfg = pair[0].model, pair[0].tok, pair[0].cfg
+        enc = encode_df(tok, data["validation"].sort_values("sentence").head(256), cfg)
+        once = predict(model, enc, tok.pad_token_id, pair[0].device)
+        model.cfg = replace(cfg, group_sentences=False)
+        res["logits_max_abs_diff"] = float(np.abs(once - predict(model, enc, tok.pad_token_id, pair[0].device)).max())
+    if name == "vocab":
+        res["vocab_sizes"] = {"A": len(pair[0].tok), "B": len(pair[1].tok)}
+    if name == "compile":
+        c, e = res["arms"]["A"], res["arms"]["B"]
+        res["compile_seconds"] = one_off_seconds(c, e)
+        gain = e["step_seconds"]["median"] - c["step_seconds"]["median"]
+        res["break_even_steps"] = res["compile_seconds"] / gain if gain > 0 else None  # None: never pays
+        res["steps_per_fold_run"] = steps_per_fold
+        res["pays_within_a_fold_run"] = res["break_even_steps"] is not None and res["break_even_steps"] < steps_per_fold
+
+
+@contextlib.contextmanager
+def cold_cache():
+    """An empty, temporary inductor cache: torch.compile pays what it pays on a fresh machine."""
+    from torch._inductor.runtime.cache_dir_utils import temporary_cache_dir
+
+    torch._dynamo.reset()
+    with tempfile.TemporaryDirectory(prefix="benchmark-inductor-") as d, temporary_cache_dir(d):
+        yield
+
+
+def batch_order(rows, tok, cfg, n: int) -> list[list[int]]:
+    """The first n batches of the training loop's (seeded) epochs: bucketed, grouped by sentence."""
+    lengths = [len(e["input_ids"]) for e in encode_df(tok, rows, cfg)]
+    rng, order = np.random.default_rng(cfg.seed), []
+    while len(order) < n:
+        order += batches(lengths, cfg.batch_size, True, True, rng, rows["sentence"].to_numpy())
+    return order[:n]
+
+
+# --- report -----------------------------------------------------------------------------------------------
+
+
+def table_line(name: str, res: dict) -> str:
+    r, a, b = res["ratio"], res["arms"]["A"], res["arms"]["B"]
+    s = lambda x: f"{x['step_seconds']['median']:.3f} s [{x['step_seconds']['min']:.3f}-{x['step_seconds']['max']:.3f}]"  # noqa: E731
+    return (
+        f"{name:<13} {r['of_medians']:5.2f}x [{r['rounds']['min']:.2f} {r['rounds']['median']:.2f} "
+        f"{r['rounds']['max']:.2f}]  A {a['name']}: {s(a)}, {a['examples_per_s']:.1f} ex/s | "
+        f"B {b['name']}: {s(b)}, {b['examples_per_s']:.1f} ex/s"
+    )
+
+
+def precision_check(auto: str, res: dict, backbone: str) -> dict:
+    """Is `precision="auto"` right here? bf16 picked and faster, or fp32 picked and bf16 not faster."""
+    ratio = res["ratio"]["of_medians"]
+    right = (auto == "bf16") == (ratio > 1)
+    how = f"bf16 {ratio:.2f}x faster" if ratio > 1 else f"bf16 {1 / ratio:.2f}x slower"
+    r = res["ratio"]["rounds"]
+    how += f" on {backbone}; rounds {r['min']:.2f}-{r['max']:.2f}x"
+    settled = not r["min"] < 1 < r["max"]  # every round on the same side of 1
+    line = f"auto picks {auto}: {'right' if right else 'WRONG'} here ({how})" + ("" if settled else ": NOT SETTLED")
+    return {"auto": auto, "bf16_speed_ratio": ratio, "right": right, "settled": settled, "line": line}
+
+
+def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
-    ap.add_argument("--steps", type=int, default=12)
-    ap.add_argument("--bf16-steps", type=int, default=2)
-    args = ap.parse_args()
-    S = study.setup(args.profile)
-    name = S.prof.train.backbone
-    bb = S.backbone_dir(name)
-    m = lambda steps=args.steps, **kw: measure(S, bb, steps, **kw)  # noqa: E731
-    m(steps=2)  # warm-up: the first steps pay for allocation and thread start-up
-    res = {
-        "bucketed_dynamic": m(bucket=True),
-        "padded_to_max_length": m(bucket=False, pad_to=S.prof.train.max_length),
-        "msd_k1": m(msd_k=1),
-        "msd_k5": m(msd_k=5),
-        "rows_encoded_separately": m(group_sentences=False),
-        "all_layers_trained": m(freeze_layers=0),
-        "all_layers_checkpointed": m(freeze_layers=0, gradient_checkpointing=True),
-        "bf16": m(steps=args.bf16_steps, precision="bf16"),
-        "fp32_same_steps": m(steps=args.bf16_steps, precision="fp32"),
-    }
-    res["logits_max_abs_diff_shared_rows"] = same_logits(S, bb)
-    if name == "e5-small":
-        full = S.backbone_dir("e5-small-full")
-        res["trimmed_vocab_embeddings_trained"] = m(freeze_layers=0)
-        res["full_vocab_embeddings_trained"] = measure(S, full, args.steps, freeze_layers=0)
-        res["vocab_sizes"] = {
-            "trimmed": backbones.build_stats(bb).get("vocab_trimmed"),
-            "full": backbones.build_stats(full).get("vocab_full"),
-        }
-    r = lambda a, b, key="examples_per_s": res[a][key] / res[b][key]  # noqa: E731
-    res["summary"] = {
-        "profile": S.prof.name,
-        "backbone": name,
-        "mode": S.prof.train.mode,
-        "batch_size": S.prof.train.batch_size,
-        "steps": args.steps,
-        "hardware": study.hardware(),
-        "auto_precision_here": resolve_precision("auto", S.device),
-        "torch_threads": torch.get_num_threads(),
-        "bucketing_speedup": r("bucketed_dynamic", "padded_to_max_length"),
-        "msd_k5_over_k1_step_time": r("msd_k5", "msd_k1", "seconds_per_step"),
-        "shared_rows_speedup": r("bucketed_dynamic", "rows_encoded_separately"),
-        "frozen_layers_speedup": r("bucketed_dynamic", "all_layers_trained"),
-        "checkpointing_step_time": r("all_layers_checkpointed", "all_layers_trained", "seconds_per_step"),
-        "bf16_over_fp32_examples_per_s": r("bf16", "fp32_same_steps"),
-    }
-    if name == "e5-small":
-        res["summary"]["trimmed_over_full_vocab_step_time"] = r(
-            "trimmed_vocab_embeddings_trained", "full_vocab_embeddings_trained", "seconds_per_step"
-        )
-    s = res["summary"]
-    print(
-        f"{S.prof.name} profile, {name}, mode {S.prof.train.mode}, batch {S.prof.train.batch_size}, {args.steps} steps; {s['hardware']}"
-    )
-    print(
-        f"  bucketing + dynamic padding vs padded to {S.prof.train.max_length}: {s['bucketing_speedup']:.2f}x examples/s (goal >= 1.5x)"
-    )
-    print(f"  K=5 over K=1 step time: {s['msd_k5_over_k1_step_time']:.3f}x (goal <= 1.10x)")
-    print(
-        f"  shared unmasked rows encoded once: {s['shared_rows_speedup']:.2f}x examples/s; max |logit difference| {res['logits_max_abs_diff_shared_rows']:.2e}"
-    )
-    print(
-        f"  embeddings + lowest {S.prof.train.freeze_layers} layers frozen vs all trained: {s['frozen_layers_speedup']:.2f}x examples/s"
-    )
-    print(f"  gradient checkpointing over none, all layers trained: {s['checkpointing_step_time']:.2f}x step time")
-    print(
-        f"  bf16 over fp32 ({args.bf16_steps} steps): {s['bf16_over_fp32_examples_per_s']:.2f}x examples/s; `auto` picks {s['auto_precision_here']} here"
-    )
-    if name == "e5-small":
-        print(
-            f"  trimmed ({res['vocab_sizes']['trimmed']}) over full ({res['vocab_sizes']['full']}) vocabulary step time, embeddings trained: {s['trimmed_over_full_vocab_step_time']:.2f}x"
-        )
-    out = S.paths.figures / "benchmark.json"
-    out.write_text(json.dumps(res, indent=2))
-    print("written", out)
+    ap.add_argument("--only", default=None, help=f"comma-separated subset of: {','.join(COMPARISONS)}")
+    ap.add_argument("--warmup", type=int, default=3, help="untimed steps per arm")
+    ap.add_argument("--rounds", type=int, default=5, help="interleaved rounds")
+    ap.add_argument("--steps", type=int, default=6, help="timed steps per arm per round")
+    ap.add_argument("--full-vocab", action="store_true", help="build e5-small-full if missing (vocab comparison)")
+    ap.add_argument("--out", default=None, help="JSON path (default: the profile's figures/benchmark.json)")
+    args = ap.parse_args(argv)
+    names = [s.strip() for s in args.only.split(",")] if args.only else list(COMPARISONS)
+    if set(names) - set(COMPARISONS):
+        ap.error(f"unknown comparison(s) {sorted(set(names) - set(COMPARISONS))}; choose from {','.join(COMPARISONS)}")
+
+    t0 = time.perf_counter()
+    prof = get_profile(args.profile)
+    data = load_prepared(prof)
+    device = pick_device(prof.device)
+    base = plan.config(prof)
+    bb = plan.backbone_dir(prof, base.backbone, data, build=True)
+    rows = data["train"]
+    order = batch_order(rows, AutoTokenizer.from_pretrained(bb), base, args.warmup + args.rounds * args.steps)
+    auto = resolve_precision("auto", device)
+    fold_rows = len(rows) * (1 - 1 / prof.n_folds) * (1 - base.inner_val)  # one fold job's training rows
+    steps_per_fold = base.epochs * int(np.ceil(fold_rows / base.batch_size))
+    print(f"{prof.name}: {base.backbone} {base.mode}, batch {base.batch_size}; {hardware()}; torch {torch.__version__}")
+    print(f"{args.warmup} warm-up steps per arm, then {args.rounds} rounds x {args.steps} steps, arms interleaved")
+    recipe = resolve_precision(base.precision, device)
+    print(f'precision="auto" resolves to {auto} here; the arms run in {recipe} unless they set it')
+
+    results, skipped = {}, {}
+    todo = [(n, arms(n, base, bb, prof, data, args)) for n in names]
+    bar = tqdm(total=sum(2 * len(order) for _, s in todo if not isinstance(s, str)), desc="benchmark steps")
+    for name, spec in todo:
+        if isinstance(spec, str):
+            skipped[name] = spec
+            continue
+        a, b, title = spec
+        bar.set_postfix_str(name)
+        with cold_cache() if name == "compile" else contextlib.nullcontext():
+            res, pair = run_comparison(a, b, rows, order, device, args, bar)
+        results[name] = {"title": title, **res}
+        extras(name, results[name], pair, data, prof, steps_per_fold)
+        del pair  # free the two models before the next comparison builds its own
+    bar.close()
+
+    print("\nratio = B step time / A step time (>1: A faster), of medians [per-round min median max]")
+    for name, res in results.items():
+        print(table_line(name, res))
+    for name, why in skipped.items():
+        print(f"{name:<13} skipped: {why}")
+    settings = {"profile": prof.name, "backbone": base.backbone, "mode": base.mode, "batch_size": base.batch_size}
+    settings |= {"max_length": base.max_length, "recipe_precision": recipe, "train_rows": len(rows), "only": names}
+    settings |= {k: getattr(args, k) for k in ("warmup", "rounds", "steps")}
+    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+    out = {"hardware": hardware(), "torch": torch.__version__, "threads": torch.get_num_threads(), "date": date}
+    out |= {"device": str(device), "auto_precision": auto}
+    out |= {"settings": settings, "comparisons": results, "skipped": skipped}
+    if "shared_rows" in results:
+        print(f"shared rows: max |logit difference| {results['shared_rows']['logits_max_abs_diff']:.2e}")
+    if "compile" in results:
+        c, be = results["compile"], results["compile"]["break_even_steps"]
+        pays = f"pays after {be:.0f} steps" if be is not None else "never pays (not faster)"
+        verdict = "adopt" if c["pays_within_a_fold_run"] else "do not adopt"
+        print(f"torch.compile: {c['compile_seconds']:.1f} s one-off; {pays}, a fold run is {steps_per_fold}: {verdict}")
+    if "bf16" in results:
+        out["precision_check"] = precision_check(auto, results["bf16"], base.backbone)
+        print(out["precision_check"]["line"])
+    out["seconds"] = time.perf_counter() - t0
+    path = args.out or RunPaths(prof.name).figures / "benchmark.json"
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(out, indent=2))
+    print(f"written {path} ({out['seconds'] / 60:.1f} min)")
+    return out
 
 
 if __name__ == "__main__":
