@@ -17,6 +17,7 @@ def test_bucketing_covers_every_index_once_and_pads_less():
     plain = T.batches(lengths, 32, shuffle=True, bucket=False, rng=np.random.default_rng(1))
     for bs in (bucketed, plain):
         assert sorted(i for b in bs for i in b) == list(range(1000))
+
     def padded(bs):
         return sum(len(b) * max(lengths[b]) for b in bs)
 
@@ -62,6 +63,7 @@ def test_kfold_writes_artifacts_and_reuses_matching_folds(smoke, tmp_path, monke
     stamp = (fold0 / "done.json").stat().st_mtime_ns
 
     calls, meta0 = [], (fold0 / "done.json").read_text()
+
     # a stand-in for training: records the call and puts fold 0's marker back (a retrain removes it first)
     # (the job's method, not train_fold: train_fold's code is part of the key)
     def stand_in(job, *a):
@@ -168,9 +170,11 @@ def test_bf16_autocast_learns_like_fp32(smoke):
     tr = data["train"]
     held = tr["fold"] == 0
     bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+
     def run(p, lr):
         cfg = prof.train_config(precision=p, lr=lr, head_lr=lr)
         return T.train_model(cfg, bb, tr[~held], tr[held].head(8), "cpu", max_steps=12)[2]
+
     fp32, bf16, frozen = run("fp32", 3e-3), run("bf16", 3e-3), run("fp32", 0.0)
     f, b, z = (np.array(r.step_loss) for r in (fp32, bf16, frozen))
     assert bf16.precision == "bf16" and np.abs(f - b).max() < 0.05  # bf16 tracks fp32 step by step ...
