@@ -174,3 +174,15 @@ def score_subsets(df: pd.DataFrame, pred, n_boot: int = 1000, **tags) -> pd.Data
         if m.any():
             rows.append({**tags, "subset": sub, **score(y[m], pred[m], n_boot, groups=groups[m])})
     return pd.DataFrame(rows)
+
+
+def paired(df: pd.DataFrame, pred_a, pred_b, n: int, name: str = "a - b", subsets=("all", "unseen")) -> pd.DataFrame:
+    """F1pn(a) - F1pn(b) on the same rows, sentence-clustered paired bootstrap, per subset."""
+    y, groups = df["label"].to_numpy(), sentence_groups(df)
+    pred_a, pred_b = np.asarray(pred_a), np.asarray(pred_b)
+    rows = []
+    for sub in subsets:
+        m = subset_mask(df, sub)
+        d, lo, hi = paired_bootstrap_diff(y[m], pred_a[m], pred_b[m], groups=groups[m], n=n)
+        rows.append({"comparison": name, "subset": sub, "diff": d, "lo": lo, "hi": hi})
+    return pd.DataFrame(rows)

@@ -432,8 +432,8 @@ def main(argv=None, prog: str = "python -m lib.plan") -> int:
         known = sum(r["seconds"] or 0 for r in missing)
         unknown = sum(r["seconds"] is None for r in missing)
         print(
-            f"{len(rows) - len(missing)} of {len(rows)} cached; the missing ones: ~{known / 60:.0f} min measured "
-            f"on this machine" + (f", {unknown} not measured yet" if unknown else "")
+            f"{len(rows) - len(missing)} of {len(rows)} cached; to train: ~{known / 60:.0f} min as measured "
+            f"on this machine" + (f", {unknown} run(s) not measured yet" if unknown else "")
         )
         return 0
     force = True if args.force else set(_split(args.force_runs) or [])

@@ -19,23 +19,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from . import plan
-from . import thresholds as th
 from .config import LABEL_NAMES, LABELS, get_profile
-from .metrics import softmax, to_labels
+from .metrics import softmax
+from .thresholds import apply_rule, decision_rule
 
 RULES = ("threshold", "argmax")
-
-
-def decision_rule(result, train: pd.DataFrame, rule: str = "threshold"):
-    """(rule name, parameter) chosen on the run's out-of-fold rows."""
-    if rule == "argmax":
-        return "argmax", None
-    held = result.oof_rows(train)
-    return rule, th.choose(train["label"].to_numpy()[held], result.oof[held], rule)
-
-
-def apply_rule(logits: np.ndarray, rule: str, param) -> np.ndarray:
-    return to_labels(logits) if rule == "argmax" else th.RULES[rule](logits, param)
 
 
 def ensemble_logits(result, df: pd.DataFrame, device: str = "auto", batch_size: int = 64) -> np.ndarray:

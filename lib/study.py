@@ -13,11 +13,11 @@ import pandas as pd
 
 from . import plots
 from .config import DEFAULT_PROFILE, Profile, RunPaths, get_profile
-from .folds import load_prepared, subset_mask
+from .folds import load_prepared
 from .metrics import (
     ci_note,
     fmt,  # noqa: F401  (the chapters' CI formatter)
-    paired_bootstrap_diff,
+    paired,  # noqa: F401  (re-exported for the chapters)
     sentence_groups,
 )
 from .train import hardware  # noqa: F401  (the chapters' hardware line)
@@ -93,18 +93,6 @@ def setup(
 # --- comparisons and text -----------------------------------------------------------------------
 
 
-def paired(df: pd.DataFrame, pred_a, pred_b, n: int, name: str = "a - b", subsets=("all", "unseen")) -> pd.DataFrame:
-    """F1pn(a) - F1pn(b) on the same rows, sentence-clustered paired bootstrap, per subset."""
-    y, groups = df["label"].to_numpy(), sentence_groups(df)
-    pred_a, pred_b = np.asarray(pred_a), np.asarray(pred_b)
-    rows = []
-    for sub in subsets:
-        m = subset_mask(df, sub)
-        d, lo, hi = paired_bootstrap_diff(y[m], pred_a[m], pred_b[m], groups=groups[m], n=n)
-        rows.append({"comparison": name, "subset": sub, "diff": d, "lo": lo, "hi": hi})
-    return pd.DataFrame(rows)
-
-
 def verdict(row) -> str:
     """One line for a paired difference: direction, and whether its 95% CI excludes 0."""
     sure = (
@@ -172,7 +160,7 @@ def kfold_scores(study: Study, name: str, res, folds=None, decide=None) -> list[
 def decider(study: Study, res, folds=None, rule: str | None = None):
     """The profile's decision rule for a run (`Profile.decision_rule`), its parameter chosen on the run's clean
     OOF rows of `folds` only, never on validation: a function logits -> labels, with `.rule` and `.param`."""
-    from .predict import apply_rule, decision_rule
+    from .thresholds import apply_rule, decision_rule
 
     train = study.train
     sub = res if folds is None else _with_folds(res, folds)

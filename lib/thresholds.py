@@ -14,7 +14,7 @@ from sklearn.metrics import precision_recall_fscore_support
 
 from .config import LABEL2ID, LABELS
 from .folds import subset_mask
-from .metrics import draw_resamples, f1pn, f1pn_resampled, fmt, softmax
+from .metrics import draw_resamples, f1pn, f1pn_resampled, fmt, softmax, to_labels
 
 NEG, NEU, POS = LABEL2ID[-1], LABEL2ID[0], LABEL2ID[1]
 
@@ -79,8 +79,7 @@ def tune_then_apply(rule: str, y_oof, logits_oof, logits_eval, grid=None) -> tup
 
 def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -> pd.DataFrame:
     """Each rule: parameter chosen on OOF, applied once to validation; paired clustered gain over argmax."""
-    from .metrics import to_labels
-    from .study import paired
+    from .metrics import paired, to_labels
 
     before, rows = to_labels(logits_val), []
     y_val = val["label"].to_numpy()
@@ -109,8 +108,7 @@ def weight_study(study, weights) -> tuple[pd.DataFrame, pd.DataFrame]:
     (each score with its sentence-clustered CI, and their paired clustered difference), the run's label and config
     (mode, epochs, folds), and the validation sweep for the figure."""
     from . import plan
-    from .metrics import bootstrap_ci, sentence_groups, to_labels
-    from .study import paired
+    from .metrics import bootstrap_ci, paired, sentence_groups, to_labels
 
     prof, train, val = study.prof, study.train, study.val
     y_oof, y_val, groups = train["label"].to_numpy(), val["label"].to_numpy(), sentence_groups(val)
@@ -328,3 +326,18 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
     fig.suptitle(f"Neutral class weight, validation rows; {runs_note(weights)}", fontsize=11)
     return fig
+
+
+# --- the study's decision rule for one run (chapter 02's headline, lib.predict) ---------------------------
+
+
+def decision_rule(result, train: pd.DataFrame, rule: str = "threshold"):
+    """(rule name, parameter) chosen on the run's out-of-fold rows."""
+    if rule == "argmax":
+        return "argmax", None
+    held = result.oof_rows(train)
+    return rule, choose(train["label"].to_numpy()[held], result.oof[held], rule)
+
+
+def apply_rule(logits: np.ndarray, rule: str, param) -> np.ndarray:
+    return to_labels(logits) if rule == "argmax" else RULES[rule](logits, param)

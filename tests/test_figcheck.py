@@ -85,7 +85,8 @@ def test_legend_over_bars_is_reported_and_beside_them_is_not():
 
 
 def test_legend_outside_the_axes_is_not_reported_when_saving_tight():
-    fig, ax = simple()  # no layout engine: the legend sticks out of the canvas
+    with matplotlib.rc_context({"figure.constrained_layout.use": False}):  # whatever style another test set
+        fig, ax = simple()  # no layout engine: the legend sticks out of the canvas
     ax.legend(bbox_to_anchor=(1.02, 1), loc="upper left", title="a rather long legend title")
     assert text_problems(fig, tight=True) == []
     with matplotlib.rc_context({"savefig.bbox": "tight"}):

@@ -176,7 +176,7 @@ def test_chapter_tables_numbers_answer_and_figures():
     assert a["pred_neutral_share"] == pytest.approx((dec[ref]["argmax"] == 0).mean())
     num = imb.numbers(scores, comp)
     for k in (
-        "ce_weight_0.1.validation.all",
+        "ce_weight_01.validation.all",
         "focal_minus_ref.validation.all",
         "focal.threshold_gain.validation.all",
         "focal.neutral_share",
@@ -184,7 +184,7 @@ def test_chapter_tables_numbers_answer_and_figures():
         "dice_minus_ref.oof_rule.validation.all",
     ):
         assert f"07.{k}" in num, k
-    assert "07.ce_weight_0.1_minus_ref.validation.all" not in num
+    assert "07.ce_weight_01_minus_ref.validation.all" not in num
     assert len(num["07.focal.validation.all"]) == 3 and len(num["07.focal.neutral_share"]) == 1
     text = imb.answer(scores, comp, folds, rel, ref, "hamam", 5)
     assert "**hamam**" in text and "[0, 1] of 5" in text and all(n in text for n in names)
