@@ -39,3 +39,17 @@ def read_raw(path) -> pd.DataFrame:
 def write_raw(df: pd.DataFrame, path) -> Path:
     df.to_csv(path, sep="\t", index=False)
     return path
+
+
+@pytest.fixture
+def chapter_style():
+    """The chapters' figure style (constrained layout, tight bounding box), undone after the test."""
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from lib import plots
+
+    with matplotlib.rc_context():
+        plots.setup()
+        yield
+    plt.close("all")

@@ -5,22 +5,14 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import ablation, plots  # noqa: E402
+from lib import ablation  # noqa: E402
 from lib.figcheck import text_problems  # noqa: E402
 
-
-@pytest.fixture(autouse=True)
-def _chapter_style():
-    """The chapters' style (constrained layout, tight bounding box), undone after each test."""
-    with matplotlib.rc_context():
-        plots.setup()
-        yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("chapter_style")
 
 
 def history(scores, every: int = 5):

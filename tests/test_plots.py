@@ -23,13 +23,7 @@ MODEL_KINDS = ("fold", "sbert")
 MODEL_CHAPTERS = ("02", "05")  # chapters whose runs are models compared by name (03/04/07 runs are settings)
 
 
-@pytest.fixture(autouse=True)
-def _chapter_style():
-    """The chapters' style (constrained layout, tight bounding box), undone after each test."""
-    with matplotlib.rc_context():
-        plots.setup()
-        yield
-    plt.close("all")
+pytestmark = pytest.mark.usefixtures("chapter_style")
 
 
 def _distinct(colors: list[str], min_dist: float = 0.08) -> list[tuple[str, str]]:
