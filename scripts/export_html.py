@@ -191,6 +191,8 @@ def export_notebook(path: Path, out_dir: Path, exporter: OfflineHTMLExporter | N
     exporter = exporter or OfflineHTMLExporter()
     nb = nbformat.read(path, as_version=4)
     flags, removed = _offline_notebook(nb)
+    heading = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), "")
+    nb.metadata["title"] = heading or path.stem  # the browser tab shows the chapter's title, not its file name
     resources = {"metadata": {"name": path.stem, "path": str(path.parent)}, **flags}
     body, _ = exporter.from_notebook_node(nb, resources=resources)
     if body.count(PLACEHOLDER) != 1:
