@@ -169,20 +169,29 @@ def test_hamam_forward_backward_and_mode_semantics(checkpoints, family):
     assert not torch.allclose(un, ma)
 
 
+@pytest.mark.parametrize("freeze", [0, 1])
 @pytest.mark.parametrize("family", FAMILIES)
-def test_gradient_checkpointing_gives_the_same_loss_and_gradients(checkpoints, family):
+def test_gradient_checkpointing_gives_the_same_loss_and_gradients(checkpoints, family, freeze):
+    """With frozen lower layers too: checkpointing must not switch gradients back on below them."""
     exs = hm.encode(AutoTokenizer.from_pretrained(checkpoints[family]), [SENT] * 3, [0, 19, 54], [5, 26, 60])
     grads = []
     for ckpt in (False, True):
         torch.manual_seed(0)  # same head init and the same dropout masks in both runs
-        model, tok = hm.build(
-            checkpoints[family], TrainConfig(backbone=checkpoints[family], msd_k=2, gradient_checkpointing=ckpt)
-        )
+        cfg = TrainConfig(backbone=checkpoints[family], msd_k=2, gradient_checkpointing=ckpt, freeze_layers=freeze)
+        model, tok = hm.build(checkpoints[family], cfg)
+        frozen_out = model.encoder.get_input_embeddings().weight
+        assert frozen_out.requires_grad == (freeze == 0)
         model.train()
         assert model.encoder.is_activation_checkpointing == ckpt
+        seen = []  # does the embedding output carry gradients (a backward through the frozen layers)?
+        hook = model.encoder.embeddings.register_forward_hook(
+            lambda m, i, out, seen=seen: seen.append(out.requires_grad)
+        )
         x = collate(exs, tok.pad_token_id, labels=[1, -1, 0])
         y = x.pop("labels")
         hm.loss_fn(0.1)(model(**x, mode="hamam"), y).backward()
+        hook.remove()
+        assert seen and all(s == (freeze == 0) for s in seen)
         grads.append(torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None]))
     assert grads[0].shape == grads[1].shape and torch.allclose(grads[0], grads[1], atol=1e-6)
 
