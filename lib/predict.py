@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from tqdm.auto import tqdm
 
 from . import plan
 from .config import LABEL_NAMES, LABELS, get_profile
@@ -27,19 +26,11 @@ RULES = ("threshold", "argmax")
 
 
 def ensemble_logits(result, df: pd.DataFrame, device: str = "auto", batch_size: int = 64) -> np.ndarray:
-    """The mean of the fold models' logits on `df` (checkpoints from the run's cache)."""
-    from . import model as hm
-    from .device import pick_device, resolve_precision
-    from .train import encode_df, predict
+    """The mean of the fold models' logits on `df` (checkpoints from the run's cache): lib.swap's predictor."""
+    from .device import pick_device
+    from .swap import predict_copies
 
-    dev = pick_device(device)
-    out = []
-    for k in tqdm(result.folds, desc="fold models", leave=False):
-        model, tok = hm.load(result.checkpoint(k), str(dev))
-        precision = resolve_precision(model.cfg.precision, dev)
-        enc = encode_df(tok, df, model.cfg)
-        out.append(predict(model, enc, tok.pad_token_id, dev, batch_size, precision=precision))
-    return np.mean(out, axis=0)
+    return predict_copies(result, df, pick_device(device), batch_size=batch_size)
 
 
 def predict_file(
