@@ -51,6 +51,13 @@ TEMPLATE = (
     + """
 {%- endblock html_head_js_requirejs -%}
 {% block jupyter_widgets %}{% endblock jupyter_widgets %}
+{% block extra_css %}
+<style>
+/* Figures at their saved size (8-pt text stays 8 pt); wide ones scroll instead of shrinking. */
+.jp-RenderedImage { overflow-x: auto !important; }
+.jp-RenderedImage img { max-width: none !important; }
+</style>
+{% endblock extra_css %}
 {%- block html_head_js_mathjax -%}{%- if resources.offline_needs_mathjax -%}{{ super() }}{%- endif -%}{%- endblock html_head_js_mathjax -%}
 {%- block html_head_js_mermaidjs -%}{%- if resources.offline_needs_mermaid -%}{{ super() }}{%- endif -%}{%- endblock html_head_js_mermaidjs -%}
 """

@@ -116,6 +116,8 @@ def test_export_is_offline_self_contained_and_deterministic(tmp_path, capsys):
     # the bertviz script itself is kept, the PNG is embedded, tqdm bars are static HTML
     assert "requirejs(['jquery', 'd3']" in page
     assert f"data:image/png;base64,{PNG}" in page
+    # figures keep their saved size (their 8-pt text is not scaled down); wide ones scroll
+    assert ".jp-RenderedImage img { max-width: none !important; }" in head and 'class="jp-RenderedImage' in page
     assert "fold: 100%" in page and 'role="progressbar"' in page and "scan: 100%" not in page
 
     # a page without script outputs gets no libraries
