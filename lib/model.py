@@ -12,6 +12,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -134,10 +135,43 @@ class MultiSampleDropoutHead(nn.Module):
         return torch.stack([self.out(self.dropout(h)) for _ in range(self.k)]).mean(0)
 
 
+class _Replay(nn.Module):
+    """Stands in for the embeddings: hands the encoder the cached output of its frozen lower layers."""
+
+    def __init__(self, hidden: torch.Tensor):
+        super().__init__()
+        self.hidden = hidden
+
+    def forward(self, **_):
+        return self.hidden
+
+
+@contextmanager
+def _swapped(encoder: nn.Module, embeddings: nn.Module, layers: nn.ModuleList):
+    """Run `encoder` with other embeddings and layers; the encoder's own forward still builds the attention mask."""
+    old = encoder.embeddings, encoder.encoder.layer
+    encoder.embeddings, encoder.encoder.layer = embeddings, layers
+    try:
+        yield
+    finally:
+        encoder.embeddings, encoder.encoder.layer = old
+
+
+def prefix_cacheable(encoder: nn.Module) -> bool:
+    """BERT-style layout: embeddings, then encoder.layer and nothing else with weights in between (RemBERT's
+    embedding projection sits inside its encoder, so its lower-layer outputs cannot be replayed this way)."""
+    inner = getattr(encoder, "encoder", None)
+    if not hasattr(encoder, "embeddings") or not isinstance(getattr(inner, "layer", None), nn.ModuleList):
+        return False
+    return all(name == "layer" for name, _ in inner.named_children())
+
+
 class HamamModel(nn.Module):
     def __init__(self, encoder: nn.Module, cfg: TrainConfig, mask_token_id: int):
         super().__init__()
         self.encoder, self.cfg, self.mask_token_id = encoder, cfg, mask_token_id
+        # distinct input row -> output of the frozen embeddings + lowest `freeze_layers` layers (cache_frozen)
+        self.prefix_cache: dict[bytes, torch.Tensor] | None = None
         h = encoder.config.hidden_size
         in_dim = 2 * h if cfg.pooling == "entity" else h
         self.head = MultiSampleDropoutHead(in_dim, h, cfg.msd_k, cfg.msd_rate, losses.head_outputs(cfg.loss))
@@ -151,6 +185,27 @@ class HamamModel(nn.Module):
                 cfg.freeze_layers or cfg.freeze_embeddings
             ):  # else it turns on input gradients: backward through frozen layers
                 encoder.disable_input_require_grads()
+
+    def frozen_modules(self) -> list[nn.Module]:
+        if not self.cfg.freeze_layers:
+            return []
+        return [self.encoder.embeddings, *self.encoder.encoder.layer[: self.cfg.freeze_layers]]
+
+    def train(self, mode: bool = True):
+        """Frozen lower layers stay in eval mode (no dropout): a fixed feature extractor, whose output
+        for an input is the same at every step, so `cache_frozen` may compute it once."""
+        super().train(mode)
+        for module in self.frozen_modules():
+            module.eval()
+        return self
+
+    def cache_frozen(self, on: bool = True) -> bool:
+        """Compute the frozen layers' output once per distinct input row and replay it at later steps
+        (training and evaluation alike: the frozen part is in eval mode in both). Returns whether it is on:
+        only with `freeze_layers` and a BERT-style encoder. Off clears the cache."""
+        on = on and bool(self.cfg.freeze_layers) and prefix_cacheable(self.encoder)
+        self.prefix_cache = {} if on else None
+        return on
 
     def forward(
         self,
@@ -182,15 +237,44 @@ class HamamModel(nn.Module):
             if len(uniq) < len(rows):
                 t = input_ids.shape[1]
                 extra = {k: uniq[:, 2 * t :] for k in extra}
-                hidden = self.encoder(
-                    input_ids=uniq[:, :t], attention_mask=uniq[:, t : 2 * t], **extra
-                ).last_hidden_state[inverse]
+                hidden = self._last_hidden(uniq[:, :t], uniq[:, t : 2 * t], extra)[inverse]
                 return self._head(hidden, entity_mask, mode, b, raw)
+        if self.prefix_cache is not None and not output_attentions:
+            return self._head(self._last_hidden(input_ids, attention_mask, extra), entity_mask, mode, b, raw)
         out = self.encoder(
             input_ids=input_ids, attention_mask=attention_mask, output_attentions=output_attentions, **extra
         )
         logits = self._head(out.last_hidden_state, entity_mask, mode, b, raw)
         return (logits, out.attentions) if output_attentions else logits
+
+    def _last_hidden(self, input_ids, attention_mask, extra):
+        if self.prefix_cache is None:
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+        layers = self.encoder.encoder.layer
+        hidden = self._frozen_output(input_ids, attention_mask, extra)
+        with _swapped(self.encoder, _Replay(hidden), layers[self.cfg.freeze_layers :]):
+            return self.encoder(input_ids=input_ids, attention_mask=attention_mask, **extra).last_hidden_state
+
+    def _frozen_output(self, input_ids, attention_mask, extra) -> torch.Tensor:
+        """(B, T, H) output of the frozen part: cached rows replayed, new ones computed once (padding after a
+        row's length stays 0: the attention mask hides those positions from every real token)."""
+        lengths = attention_mask.sum(1).tolist()
+        cols = [input_ids, *extra.values()]  # token_type_ids, where the backbone has them
+        keys = [b"".join(c[i, :n].cpu().numpy().tobytes() for c in cols) for i, n in enumerate(lengths)]
+        new = {k: i for i, k in enumerate(keys) if k not in self.prefix_cache}
+        if new:
+            idx = torch.tensor(list(new.values()), device=input_ids.device)
+            lower = self.encoder.encoder.layer[: self.cfg.freeze_layers]
+            with torch.no_grad(), _swapped(self.encoder, self.encoder.embeddings, lower):
+                rows = {"input_ids": input_ids[idx], "attention_mask": attention_mask[idx]}
+                out = self.encoder(**rows, **{k: v[idx] for k, v in extra.items()}).last_hidden_state
+            for j, (k, i) in enumerate(new.items()):
+                self.prefix_cache[k] = out[j, : lengths[i]].clone()  # a copy: a view would keep the batch alive
+        first = self.prefix_cache[keys[0]]
+        hidden = first.new_zeros(input_ids.shape[0], input_ids.shape[1], first.shape[-1])
+        for i, (k, n) in enumerate(zip(keys, lengths)):
+            hidden[i, :n] = self.prefix_cache[k]
+        return hidden
 
     def _head(self, hidden, entity_mask, mode, b, raw=False):
         rep = pool_entity(hidden, entity_mask) if self.cfg.pooling == "entity" else hidden[:, 0]

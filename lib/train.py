@@ -169,6 +169,7 @@ class FoldRun:
     steps: int = 0
     train_examples: int = 0
     precision: str = "fp32"  # what `auto` resolved to on the machine that trained it
+    frozen_cached: bool = False  # frozen layers' outputs computed once per distinct input (HamamModel.cache_frozen)
 
 
 def inner_split(df: pd.DataFrame, share: float, seed: int) -> np.ndarray:
@@ -195,6 +196,7 @@ def train_model(
     precision = resolve_precision(cfg.precision, device)
     model, tok = hm.build(backbone_path, cfg)
     model.to(device)
+    cached = model.cache_frozen(True)  # epochs after the first skip the frozen layers (same outputs every step)
     tr, held = encode_df(tok, train_df, cfg), encode_df(tok, held_df, cfg)
     y_tr, y_held = train_df["label"].to_numpy(), held_df["label"].to_numpy()
     groups = train_df["sentence"].to_numpy() if cfg.group_sentences else None
@@ -214,7 +216,8 @@ def train_model(
     row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(device)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
-    run, best_state, bad, step, t0, running = FoldRun(precision=precision), None, 0, 0, time.perf_counter(), []
+    run = FoldRun(precision=precision, frozen_cached=cached)
+    best_state, bad, step, t0, running = None, 0, 0, time.perf_counter(), []
     bar = tqdm(total=total, desc=desc, leave=False)
     while step < total and bad < cfg.patience:
         for b in batches([len(e["input_ids"]) for e in tr], cfg.batch_size, True, cfg.bucket, rng, groups):
@@ -256,6 +259,7 @@ def train_model(
             if step >= total or bad >= cfg.patience:
                 break
     bar.close()
+    model.cache_frozen(False)  # free the cached outputs: predictions after training see each input once
     run.seconds, run.steps = time.perf_counter() - t0, step
     if best_state is not None:
         model.load_state_dict(best_state)

@@ -9,12 +9,15 @@ same `--steps` batches per arm, A then B (B then A in odd rounds), so drift on a
 Ratio = B step time / A step time (> 1: A is faster), of the median steps, with the min/median/max of the
 per-round ratios (a round's total B time / total A time).
 
-Comparisons (--only): bucketing, msd, shared_rows, frozen, checkpointing, vocab, bf16, compile.
+Comparisons (--only): bucketing, msd, shared_rows, frozen, frozen_cache, checkpointing, vocab, bf16, compile.
+frozen_cache: the recipe's frozen lower layers replayed from the cache vs computed at every step; arm A's cache is
+filled by one untimed pass over all its batches first, so it times the steady state of epochs 2 and later.
 vocab (e5-small only) needs the full-vocabulary build: used when cached, built with --full-vocab.
 compile: compiled with an empty inductor cache (the cost a fresh machine pays once). Its one-off seconds = the
 compiled arm's time above its median step summed over all its steps (warm-up, and recompiles for shapes first
 seen later), less the same for the eager arm; break-even steps = those seconds / (eager - compiled median step).
-Writes benchmark.json into the profile's figures folder (figures/ for the cpu profile) unless --out.
+Writes benchmark.json into the profile's figures folder (figures/ for the cpu profile) unless --out; --merge keeps
+the comparisons of an earlier file that this run does not measure (each comparison records its own date).
 """
 
 from __future__ import annotations
@@ -36,11 +39,11 @@ from transformers import AutoConfig, AutoTokenizer
 from lib import losses, plan
 from lib import model as hm
 from lib.config import RunPaths, get_profile
-from lib.device import hardware, pick_device, resolve_precision
+from lib.device import autocast, hardware, pick_device, resolve_precision
 from lib.folds import load_prepared
 from lib.train import batches, collate, encode_df, optimiser_step, param_groups, predict, seed_everything
 
-COMPARISONS = ("bucketing", "msd", "shared_rows", "frozen", "checkpointing", "vocab", "bf16", "compile")
+COMPARISONS = ("bucketing", "msd", "shared_rows", "frozen", "frozen_cache", "checkpointing", "vocab", "bf16", "compile")
 
 
 # --- statistics ---------------------------------------------------------------------------------------------
@@ -75,7 +78,7 @@ def one_off_seconds(compiled: dict, eager: dict) -> float:
 class Arm:
     """One optimiser step per batch of `order` (index lists into `rows`), collated once before timing."""
 
-    def __init__(self, name, cfg, backbone, rows, order, device, pad_to=None, compile=False):
+    def __init__(self, name, cfg, backbone, rows, order, device, pad_to=None, compile=False, cache_frozen=False):
         seed_everything(cfg.seed)
         self.name, self.cfg, self.backbone, self.pad_to, self.compiled = name, cfg, backbone, pad_to, compile
         self.device, self.precision = device, resolve_precision(cfg.precision, device)
@@ -93,6 +96,11 @@ class Arm:
         self.row_weight = weights.to(device)
         self.scaler = torch.amp.GradScaler(enabled=self.precision == "fp16")
         self.forward = torch.compile(self.model) if compile else self.model
+        self.cache_frozen = self.model.cache_frozen(cache_frozen)
+        if self.cache_frozen:  # what the first epoch leaves behind: every batch's frozen output computed once
+            with torch.no_grad(), autocast(device, self.precision):
+                for x in (p for ps in self.batches for p in ps):
+                    self.model(**{k: v.to(device) for k, v in x.items() if k != "labels"})
 
     def step(self, i: int) -> float:
         """Seconds of one optimiser step on batch i: lib.train.optimiser_step, the training loop's own step."""
@@ -117,6 +125,7 @@ class Arm:
     def describe(self) -> dict:
         keys = ("freeze_layers", "msd_k", "group_sentences", "gradient_checkpointing", "batch_size")
         out = {"name": self.name, "backbone": self.backbone, "pad_to": self.pad_to, "compiled": self.compiled}
+        out |= {"cache_frozen": self.cache_frozen}
         return out | {k: getattr(self.cfg, k) for k in keys} | {"precision": self.precision}
 
 
@@ -137,6 +146,11 @@ def arms(name: str, base, bb: str, prof, data, args) -> tuple[dict, dict, str] |
     if name == "frozen":
         n = base.freeze_layers or AutoConfig.from_pretrained(bb).num_hidden_layers // 2
         return arm(f"lowest {n} frozen", freeze_layers=n), arm("all trained", freeze_layers=0), "frozen lower layers"
+    if name == "frozen_cache":
+        if not base.freeze_layers:
+            return "the recipe freezes no layers"
+        a = arm(f"lowest {base.freeze_layers} replayed") | {"cache_frozen": True}
+        return a, arm("recomputed every step"), "frozen layers' output cached vs recomputed (epochs 2+)"
     if name == "checkpointing":
         a = arm("checkpointed", freeze_layers=0, gradient_checkpointing=True)
         return a, arm("not", freeze_layers=0), "gradient checkpointing vs none (all layers trained)"
@@ -178,6 +192,14 @@ def extras(name: str, res: dict, pair: list[Arm], data, prof, steps_per_fold: in
         once = predict(model, enc, tok.pad_token_id, pair[0].device)
         model.cfg = replace(cfg, group_sentences=False)
         res["logits_max_abs_diff"] = float(np.abs(once - predict(model, enc, tok.pad_token_id, pair[0].device)).max())
+    if name == "frozen_cache":  # eval mode: the replayed path must give the logits of the full encoder
+        model, tok, cfg = pair[0].model, pair[0].tok, pair[0].cfg
+        enc = encode_df(tok, data["validation"].head(256), cfg)
+        replayed = predict(model, enc, tok.pad_token_id, pair[0].device, precision=pair[0].precision)
+        model.cache_frozen(False)
+        full = predict(model, enc, tok.pad_token_id, pair[0].device, precision=pair[0].precision)
+        res["logits_max_abs_diff"] = float(np.abs(replayed - full).max())
+        res["logits_max_abs"] = float(np.abs(full).max())
     if name == "vocab":
         res["vocab_sizes"] = {"A": len(pair[0].tok), "B": len(pair[1].tok)}
     if name == "compile":
@@ -233,6 +255,23 @@ def precision_check(auto: str, res: dict, backbone: str) -> dict:
     return {"auto": auto, "bf16_speed_ratio": ratio, "right": right, "settled": settled, "line": line}
 
 
+def merged(old: dict, new: dict, path) -> dict:
+    """`new` plus the comparisons of `old` it did not measure; ratios from one machine only."""
+    for k in ("hardware", "torch", "threads", "device"):
+        if old.get(k) != new[k]:
+            raise SystemExit(f"{path}: cannot merge, its {k} is {old.get(k)!r} and this run's is {new[k]!r}")
+    kept = {k: v for k, v in old["comparisons"].items() if k not in new["comparisons"]}
+    for v in kept.values():
+        v.setdefault("date", old["date"])
+    out = new | {"comparisons": kept | new["comparisons"], "seconds": old.get("seconds", 0) + new["seconds"]}
+    out["settings"] = new["settings"] | {"only": [c for c in COMPARISONS if c in out["comparisons"]]}
+    if "precision_check" in old and "precision_check" not in new:
+        out["precision_check"] = old["precision_check"]
+    skipped = old.get("skipped", {}) | new["skipped"]
+    out["skipped"] = {k: v for k, v in skipped.items() if k not in out["comparisons"]}
+    return out
+
+
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
@@ -242,6 +281,7 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=6, help="timed steps per arm per round")
     ap.add_argument("--full-vocab", action="store_true", help="build e5-small-full if missing (vocab comparison)")
     ap.add_argument("--out", default=None, help="JSON path (default: the profile's figures/benchmark.json)")
+    ap.add_argument("--merge", action="store_true", help="keep the output file's other comparisons (same hardware)")
     args = ap.parse_args(argv)
     names = [s.strip() for s in args.only.split(",")] if args.only else list(COMPARISONS)
     if set(names) - set(COMPARISONS):
@@ -274,7 +314,7 @@ def main(argv=None) -> dict:
         bar.set_postfix_str(name)
         with cold_cache() if name == "compile" else contextlib.nullcontext():
             res, pair = run_comparison(a, b, rows, order, device, args, bar)
-        results[name] = {"title": title, **res}
+        results[name] = {"title": title, **res, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         extras(name, results[name], pair, data, prof, steps_per_fold)
         del pair  # free the two models before the next comparison builds its own
     bar.close()
@@ -303,6 +343,8 @@ def main(argv=None) -> dict:
         print(out["precision_check"]["line"])
     out["seconds"] = time.perf_counter() - t0
     path = args.out or RunPaths(prof.name).figures / "benchmark.json"
+    if args.merge and Path(path).is_file():
+        out = merged(json.loads(Path(path).read_text()), out, path)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(out, indent=2))
     print(f"written {path} ({out['seconds'] / 60:.1f} min)")

@@ -74,3 +74,23 @@ def test_smoke_run_writes_the_json(bench, tmp_path):
 def test_unknown_comparison_is_refused(bench):
     with pytest.raises(SystemExit):
         bench.main(["--profile", "smoke", "--only", "nope"])
+
+
+def test_merge_keeps_other_comparisons_of_the_same_machine(bench):
+    machine = {"hardware": "cpu x", "torch": "2", "threads": 2, "device": "cpu"}
+    old = machine | {"date": "d1", "seconds": 10.0, "settings": {"only": ["bf16", "msd"]}, "skipped": {}}
+    old |= {"comparisons": {"bf16": {"r": 1}, "msd": {"r": 2}}, "precision_check": {"auto": "bf16"}}
+    new = machine | {"date": "d2", "seconds": 5.0, "settings": {"only": ["msd"]}, "skipped": {"vocab": "why"}}
+    new |= {"comparisons": {"msd": {"r": 3, "date": "d2"}}}
+    out = bench.merged(old, new, "f.json")
+    assert out["comparisons"] == {"bf16": {"r": 1, "date": "d1"}, "msd": {"r": 3, "date": "d2"}}
+    assert out["settings"]["only"] == ["msd", "bf16"] and out["precision_check"] == {"auto": "bf16"}
+    assert out["seconds"] == 15.0 and out["date"] == "d2" and out["skipped"] == {"vocab": "why"}
+    with pytest.raises(SystemExit, match="hardware"):
+        bench.merged(old | {"hardware": "cpu y"}, new, "f.json")
+
+
+def test_frozen_cache_needs_frozen_layers(bench, tmp_path):
+    out = tmp_path / "benchmark.json"
+    bench.main(["--profile", "smoke", "--only", "frozen_cache", "--out", str(out)])
+    assert json.loads(out.read_text())["skipped"] == {"frozen_cache": "the recipe freezes no layers"}

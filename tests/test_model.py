@@ -223,3 +223,51 @@ def test_built_backbones_are_cached_by_corpus(tmp_path):
     assert resolve("some/hub-id") == "some/hub-id"
     with pytest.raises(ValueError, match="pass its sentences"):
         resolve("navec-bert")
+
+
+def test_frozen_layers_stay_in_eval_mode(checkpoints):
+    cfg = TrainConfig(backbone=checkpoints["bert"], freeze_layers=1)
+    model, _ = hm.build(checkpoints["bert"], cfg)
+    model.train()
+    frozen = [model.encoder.embeddings, model.encoder.encoder.layer[0]]
+    assert model.frozen_modules() == frozen
+    assert not any(m.training for f in frozen for m in f.modules())
+    assert model.encoder.encoder.layer[1].training and model.head.training
+
+
+@pytest.mark.parametrize("group", [True, False])
+@pytest.mark.parametrize("family", FAMILIES)
+def test_cached_frozen_output_gives_the_same_logits_and_gradients(checkpoints, family, group):
+    """The replayed lower-layer output must be what the full encoder computes: the same training loss and
+    gradients (same dropout masks above the frozen part), and the same eval logits in other batches."""
+    tok = AutoTokenizer.from_pretrained(checkpoints[family])
+    sents = [SENT, SENT, "Москва ответила", SENT]
+    exs = hm.encode(tok, sents, [0, 19, 0, 54], [5, 26, 6, 60])
+    x = collate(exs, tok.pad_token_id, labels=[1, -1, 0, 1])
+    y = x.pop("labels")
+    cfg = TrainConfig(backbone=checkpoints[family], msd_k=2, freeze_layers=1, group_sentences=group)
+    runs = []
+    for cache in (False, True):
+        torch.manual_seed(0)  # the same head init and the same dropout masks in both runs
+        model, _ = hm.build(checkpoints[family], cfg)
+        on = model.cache_frozen(cache)
+        if family == "rembert":  # its embedding projection sits inside the encoder: not replayable
+            assert not on and model.prefix_cache is None
+            return
+        assert on == cache
+        model.train()
+        loss = hm.loss_fn(0.1)(model(**x, mode="hamam"), y)
+        loss.backward()
+        grads = torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+        model.eval()
+        with torch.no_grad():  # a batch of another width and composition: rows replayed from the cache
+            sub = collate([exs[2], exs[3]], tok.pad_token_id)
+            rows = len(model.prefix_cache or ())
+            sub_logits = model(**sub, mode="hamam")
+            assert len(model.prefix_cache or ()) == rows  # nothing new to compute
+        runs.append((loss.detach(), grads, sub_logits))
+    (l0, g0, s0), (l1, g1, s1) = runs
+    assert torch.allclose(l0, l1, atol=1e-6) and torch.allclose(s0, s1, atol=1e-5)
+    assert g0.shape == g1.shape and torch.allclose(g0, g1, atol=1e-6)
+    # each distinct row once: 2 sentences unmasked + 4 masked copies (SENT's 3 rows share one unmasked row)
+    assert rows == 6
