@@ -140,7 +140,7 @@ def optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, device, preci
     """One optimiser step over one batch given as micro-batches (collated, on `device`, with "labels"); returns
     its loss. Autocast wraps each forward only. A weighted mean is a ratio of sums, so each micro-batch's loss
     is scaled by its share of the batch's row weight: k pieces give the update of one batch."""
-    forward = forward or model
+    forward = model if forward is None else forward  # not `or`: a compiled module refuses bool()
     opt.zero_grad(set_to_none=True)
     total = sum(row_weight[x["labels"]].sum() for x in parts)
     step_loss = 0.0

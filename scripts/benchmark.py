@@ -303,7 +303,28 @@ def main(argv=None) -> dict:
     recipe = resolve_precision(base.precision, device)
     print(f'precision="auto" resolves to {auto} here; the arms run in {recipe} unless they set it')
 
+    path = Path(args.out or RunPaths(prof.name).figures / "benchmark.json")
+    earlier = json.loads(path.read_text()) if args.merge and path.is_file() else None
+    settings = {"profile": prof.name, "backbone": base.backbone, "mode": base.mode, "batch_size": base.batch_size}
+    settings |= {"max_length": base.max_length, "recipe_precision": recipe, "train_rows": len(rows), "only": names}
+    settings |= {k: getattr(args, k) for k in ("warmup", "rounds", "steps")}
     results, skipped = {}, {}
+
+    def write(complete: bool) -> dict:
+        """The JSON so far: written after every comparison, so a crash later keeps what was measured."""
+        date = datetime.now(timezone.utc).isoformat(timespec="seconds")
+        out = {"hardware": hardware(), "torch": torch.__version__, "threads": torch.get_num_threads(), "date": date}
+        out |= {"device": str(device), "auto_precision": auto, "complete": complete}
+        out |= {"settings": settings, "comparisons": results, "skipped": skipped}
+        if "bf16" in results:
+            out["precision_check"] = precision_check(auto, results["bf16"], base.backbone)
+        out["seconds"] = time.perf_counter() - t0
+        if earlier is not None:
+            out = merged(earlier, out, path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(out, indent=2))
+        return out
+
     todo = [(n, arms(n, base, bb, prof, data, args)) for n in names]
     bar = tqdm(total=sum(2 * len(order) for _, s in todo if not isinstance(s, str)), desc="benchmark steps")
     for name, spec in todo:
@@ -317,36 +338,25 @@ def main(argv=None) -> dict:
         results[name] = {"title": title, **res, "date": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         extras(name, results[name], pair, data, prof, steps_per_fold)
         del pair  # free the two models before the next comparison builds its own
+        write(complete=False)
     bar.close()
+    out = write(complete=True)
 
     print("\nratio = B step time / A step time (>1: A faster), of medians [per-round min median max]")
     for name, res in results.items():
         print(table_line(name, res))
     for name, why in skipped.items():
         print(f"{name:<13} skipped: {why}")
-    settings = {"profile": prof.name, "backbone": base.backbone, "mode": base.mode, "batch_size": base.batch_size}
-    settings |= {"max_length": base.max_length, "recipe_precision": recipe, "train_rows": len(rows), "only": names}
-    settings |= {k: getattr(args, k) for k in ("warmup", "rounds", "steps")}
-    date = datetime.now(timezone.utc).isoformat(timespec="seconds")
-    out = {"hardware": hardware(), "torch": torch.__version__, "threads": torch.get_num_threads(), "date": date}
-    out |= {"device": str(device), "auto_precision": auto}
-    out |= {"settings": settings, "comparisons": results, "skipped": skipped}
-    if "shared_rows" in results:
-        print(f"shared rows: max |logit difference| {results['shared_rows']['logits_max_abs_diff']:.2e}")
+    for name in ("shared_rows", "frozen_cache"):
+        if name in results:
+            print(f"{name}: max |logit difference| {results[name]['logits_max_abs_diff']:.2e}")
     if "compile" in results:
         c, be = results["compile"], results["compile"]["break_even_steps"]
         pays = f"pays after {be:.0f} steps" if be is not None else "never pays (not faster)"
         verdict = "adopt" if c["pays_within_a_fold_run"] else "do not adopt"
         print(f"torch.compile: {c['compile_seconds']:.1f} s one-off; {pays}, a fold run is {steps_per_fold}: {verdict}")
-    if "bf16" in results:
-        out["precision_check"] = precision_check(auto, results["bf16"], base.backbone)
+    if "precision_check" in out:
         print(out["precision_check"]["line"])
-    out["seconds"] = time.perf_counter() - t0
-    path = args.out or RunPaths(prof.name).figures / "benchmark.json"
-    if args.merge and Path(path).is_file():
-        out = merged(json.loads(Path(path).read_text()), out, path)
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(out, indent=2))
     print(f"written {path} ({out['seconds'] / 60:.1f} min)")
     return out
 
