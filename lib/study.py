@@ -203,6 +203,19 @@ def timing_table(runs: dict) -> pd.DataFrame:
     )
 
 
+def frozen_phrase(cfg, n_layers: int, runs: list[dict]) -> str:
+    """What the recipe froze and whether the fold runs replayed the frozen output (`FoldRun.frozen_cached`)."""
+    if not cfg.freeze_layers:
+        return f"all {n_layers} layers trained"
+    done = sum(bool(r.get("frozen_cached")) for r in runs)
+    how = (
+        f"its output computed once per distinct input in {done} of {len(runs)} fold runs"
+        if done
+        else "its output recomputed at every step (this encoder's layout cannot be replayed)"
+    )
+    return f"lowest {cfg.freeze_layers} of {n_layers} layers frozen (a fixed feature extractor, no dropout; {how})"
+
+
 def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:
     """F1pn of fold model k of run a minus fold model k of run b on validation: one training each."""
     from .metrics import f1pn, to_labels

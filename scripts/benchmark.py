@@ -200,6 +200,9 @@ def extras(name: str, res: dict, pair: list[Arm], data, prof, steps_per_fold: in
         full = predict(model, enc, tok.pad_token_id, pair[0].device, precision=pair[0].precision)
         res["logits_max_abs_diff"] = float(np.abs(replayed - full).max())
         res["logits_max_abs"] = float(np.abs(full).max())
+        # the noise floor of this precision: the full path itself, batches of 32 instead of 64
+        half = predict(model, enc, tok.pad_token_id, pair[0].device, batch_size=32, precision=pair[0].precision)
+        res["full_path_batch_size_max_abs_diff"] = float(np.abs(half - full).max())
     if name == "vocab":
         res["vocab_sizes"] = {"A": len(pair[0].tok), "B": len(pair[1].tok)}
     if name == "compile":
@@ -347,9 +350,15 @@ def main(argv=None) -> dict:
         print(table_line(name, res))
     for name, why in skipped.items():
         print(f"{name:<13} skipped: {why}")
-    for name in ("shared_rows", "frozen_cache"):
-        if name in results:
-            print(f"{name}: max |logit difference| {results[name]['logits_max_abs_diff']:.2e}")
+    if "shared_rows" in results:
+        print(f"shared_rows: max |logit difference| {results['shared_rows']['logits_max_abs_diff']:.2e}")
+    if "frozen_cache" in results:
+        r = results["frozen_cache"]
+        print(
+            f"frozen_cache: max |logit difference| {r['logits_max_abs_diff']:.2e}"
+            f" (max |logit| {r['logits_max_abs']:.2f}; the full path at batch 32 vs 64 differs by"
+            f" {r['full_path_batch_size_max_abs_diff']:.2e})"
+        )
     if "compile" in results:
         c, be = results["compile"], results["compile"]["break_even_steps"]
         pays = f"pays after {be:.0f} steps" if be is not None else "never pays (not faster)"

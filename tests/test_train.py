@@ -8,6 +8,8 @@ import pytest
 
 from lib import device, plan
 from lib import train as T
+from lib.config import TrainConfig
+from lib.study import frozen_phrase
 
 
 def test_bucketing_covers_every_index_once_and_pads_less():
@@ -208,3 +210,13 @@ def test_cli_trains_named_runs_of_the_plan(smoke, tmp_path, monkeypatch, capsys)
     assert "no run '02/no-such-run'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         plan.main(["--profile", "smoke", "--no_such_option", "1"])
+
+
+def test_frozen_phrase_says_what_the_fold_runs_did():
+    cfg = TrainConfig(freeze_layers=6)
+    on, off = [{"frozen_cached": True}] * 5, [{"frozen_cached": False}] * 2
+    assert frozen_phrase(cfg, 12, on).endswith("computed once per distinct input in 5 of 5 fold runs)")
+    assert frozen_phrase(cfg, 12, on).startswith("lowest 6 of 12 layers frozen")
+    assert "recomputed at every step" in frozen_phrase(cfg, 12, off)
+    assert "recomputed at every step" in frozen_phrase(cfg, 12, [{}])  # runs from code before the cache
+    assert frozen_phrase(TrainConfig(), 2, on) == "all 2 layers trained"
