@@ -104,6 +104,6 @@ def test_smoke_subset_keeps_whole_sentences():
 
 
 def test_loading_never_writes_raw_data():
-    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in RAW_DIR.iterdir()}
+    before = {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in RAW_DIR.rglob("*") if p.is_file()}
     load_all()
-    assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in RAW_DIR.iterdir()}
+    assert before == {p.name: hashlib.sha256(p.read_bytes()).hexdigest() for p in RAW_DIR.rglob("*") if p.is_file()}
