@@ -7,13 +7,15 @@ here is a different answer to the same imbalance:
 * `focal`: focal loss (Lin, Goyal, Girshick, He, Dollar, ICCV 2017, arXiv 1708.02002) scales each row by
   (1 - p_t)^gamma, so the many easy (mostly neutral) rows stop dominating the gradient;
 * `dice`: self-adjusting Dice loss (Li, Sun, Meng, Liang, Wu, Li, ACL 2020, arXiv 1911.02855), a soft F1
-  per row, closer to what the F1 metric rewards than likelihood is;
+  of each class over the batch, closer to what the F1 metric rewards than likelihood is (batch-level: not
+  split over micro-batches, see `self_adjusting_dice`);
 * `two_head`: identify-then-classify, after SpERT.MT (arXiv 2309.09713): one logit for "polar or neutral",
   one for "positive given polar", so the sentiment head learns only from polar rows.
 
 Logits are (B, 3) in `config.LABELS` order (class id 0 negative, 1 neutral, 2 positive); targets are class
 ids. `two_head_log_probs` turns the (B, 2) two-head output into (B, 3) log-probabilities that every
-downstream consumer (argmax, softmax, threshold rules, ensembles) can treat as logits.
+downstream consumer (argmax, softmax, threshold rules, ensembles) can treat as logits; `identify_rule`
+labels the raw (B, 2) output directly.
 """
 
 from __future__ import annotations
@@ -74,17 +76,69 @@ def focal(
 
 
 def self_adjusting_dice(
-    logits: torch.Tensor, y: torch.Tensor, alpha: float = 1.0, gamma: float = 1.0, weight: torch.Tensor | None = None
+    logits: torch.Tensor,
+    y: torch.Tensor,
+    alpha: float = 0.01,
+    smooth: float = 1.0,
+    square_denominator: bool = True,
+    weight: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Self-adjusting Dice loss (Li et al., ACL 2020, eq. 12 with y_t = 1), reduced like weighted CE.
+    """Self-adjusting Dice loss over the batch, one soft Dice per class (Li et al., ACL 2020).
 
-    Per row 1 - (2 (1-p_t)^alpha p_t + gamma) / ((1-p_t)^alpha p_t + 1 + gamma): the factor (1-p_t)^alpha
-    pushes down easy rows as focal loss does; gamma smooths. The gradient also fades for confidently wrong
-    rows (p_t -> 0), unlike CE, which is why the paper pairs it with a pretrained encoder.
+    With p = softmax(logits), y_ic = 1[y_i = c] and the self-adjusting probability
+    q_ic = (1 - p_ic)^alpha p_ic, the loss is
+
+        D_c = (2 sum_i q_ic y_ic + smooth) / (sum_i q_ic^k + sum_i y_ic + smooth),   k = 2 if square_denominator else 1
+        L   = sum_c w_c (1 - D_c) / sum_c w_c                                        (w = 1 when weight is None)
+
+    i.e. the paper's set-level Dice loss (a soft F1 of class c against the rest, over the rows of the batch;
+    y_ic^2 = y_ic) with its (1 - p)^alpha factor, taken one-vs-rest for every class, as the authors'
+    `DiceLoss._multiple_class` does. Raising a row's gold logit raises the gold class's overlap and lowers the
+    other classes' predicted mass, so the loss falls while the row's probabilities stay below 1 / (1 + alpha)
+    (~0.99 at the default alpha): beyond that q_ic itself falls, which is how the factor stops pushing
+    already easy rows. Classes
+    absent from the batch still count: D_c = smooth / (sum_i q_ic^k + smooth) pushes their mass down.
+
+    Defaults follow the authors' classification scripts (github.com/ShannonAI/dice_loss_for_NLP,
+    scripts/textcl_tnews/bert_dice.sh, multi-class, and scripts/glue_mrpc/bert_{base,large}_dice.sh, binary:
+    DICE_ALPHA=0.01, DICE_SMOOTH=1, --dice_square, DICE_OHEM=0, accumulate_grad_batches 1; `DiceLoss` in
+    loss/dice_loss.py with index_label_position=True, reduction "mean"). Two deliberate differences from its
+    multi-class path: there the squared denominator sums over a length-1 axis (so each row gets its own Dice),
+    where we sum over the batch as the paper's set-level loss and the file's binary path do, and it adds the
+    classes' losses where we take their (weighted) mean (a third of their sum when unweighted). `weight`
+    (e.g. `class_weights`) weighs the classes' Dice losses. log(1 - p) comes from logsumexp, so gradients
+    stay finite when a probability rounds to 1 and alpha < 1.
+
+    Batch-level Dice is NOT a per-row mean: the Dice of a batch is not any weighted mean of its micro-batches'
+    Dice values, so accumulating gradients over micro-batches does not give the one-batch gradient. The
+    training loop's `optimiser_step` (lib.training, formerly lib.train) cuts each batch into
+    `grad_accum_steps` micro-batches, scales each micro-batch's loss by its share of the batch's
+    class-weighted row count and sums the gradients: exact for ce/focal, but for this loss it silently
+    optimises a mix of micro-batch Dice losses instead. Train it with grad_accum_steps = 1: a loss function
+    sees one micro-batch at a time and cannot check this itself.
     """
-    log_pt, log_1m_pt = _log_pt(logits, y)
-    a = torch.exp(alpha * log_1m_pt + log_pt)  # (1 - p_t)^alpha p_t
-    return _reduce(1 - (2 * a + gamma) / (a + 1 + gamma), y, weight)
+    if logits.ndim != 2 or logits.shape[1] != len(LABELS):
+        raise ValueError(f"logits must be (B, {len(LABELS)}), got {tuple(logits.shape)}")
+    n_cls = len(LABELS)
+    lse = torch.logsumexp(logits, dim=1, keepdim=True)
+    log_p = logits - lse
+    # log(1 - p_ic) = logsumexp over the other columns - logsumexp over all: (B, C) from a (B, C, C) mask
+    eye = torch.eye(n_cls, dtype=torch.bool, device=logits.device)
+    others = logits[:, None, :].expand(-1, n_cls, -1).masked_fill(eye, float("-inf"))
+    log_1m_p = torch.logsumexp(others, dim=2) - lse
+    log_q = alpha * log_1m_p + log_p  # log (1 - p)^alpha p
+    q = torch.exp(log_q)
+    onehot = F.one_hot(y, n_cls).to(q)
+    overlap = (q * onehot).sum(0)
+    pred_mass = torch.exp(2 * log_q).sum(0) if square_denominator else q.sum(0)
+    dice = (2 * overlap + smooth) / (pred_mass + onehot.sum(0) + smooth)
+    per_class = 1 - dice
+    if weight is None:
+        return per_class.mean()
+    w = weight.to(per_class)
+    if w.shape != (n_cls,):
+        raise ValueError(f"weight must have one entry per class ({n_cls}), got shape {tuple(w.shape)}")
+    return (w * per_class).sum() / w.sum()
 
 
 # --- identify-then-classify (two heads) -------------------------------------------------------------
@@ -138,6 +192,29 @@ def polar_rule(log_probs: np.ndarray, t: float) -> np.ndarray:
     return np.where(p[:, POS] + p[:, NEG] > t, sign, 0)  # p(pos) + p(neg): no cancellation in 1 - p(neu)
 
 
+def identify_rule(logits_or_probs, t: float, probs: bool = False) -> np.ndarray:
+    """Labels in {-1, 0, 1} from the raw (B, 2) two-head output: polar when s0 > t, then the sign from s1.
+
+    s = sigmoid(z) for logits (the default), or the array itself with probs=True (s0 = p(polar),
+    s1 = p(positive | polar)). A polar row is 1 when s1 > 0.5 and -1 otherwise (ties go to negative, as in
+    `polar_rule`). Since p(polar) = s0 and p(pos) - p(neg) = s0 (2 s1 - 1) in `two_head_log_probs`, this is
+    `polar_rule(two_head_log_probs(z), t)` without the round trip through three columns.
+    """
+    if isinstance(logits_or_probs, torch.Tensor):
+        logits_or_probs = logits_or_probs.detach().cpu().numpy()
+    a = np.asarray(logits_or_probs, dtype=np.float64)
+    if a.ndim != 2 or a.shape[1] != 2:
+        raise ValueError(f"two-head output must be (n, 2) [polar, positive-given-polar], got {a.shape}")
+    if probs:
+        if not ((a >= 0) & (a <= 1)).all():
+            raise ValueError("probs=True expects probabilities in [0, 1]")
+        s = a
+    else:
+        s = 0.5 * (1.0 + np.tanh(0.5 * a))  # sigmoid without overflow warnings at extreme logits
+    sign = np.where(s[:, 1] > 0.5, 1, -1)
+    return np.where(s[:, 0] > t, sign, 0)
+
+
 # --- factory ----------------------------------------------------------------------------------------
 
 
@@ -159,16 +236,21 @@ def as_logits(name: str, out: torch.Tensor) -> torch.Tensor:
 
 
 def make(
-    name: str, neutral_weight: float = 1.0, focal_gamma: float = 2.0, weighted: bool = True
+    name: str,
+    neutral_weight: float = 1.0,
+    focal_gamma: float = 2.0,
+    weighted: bool = True,
+    polar_weight: float | None = None,
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """loss(out, y) -> scalar for `name` in LOSSES.
 
     `weighted` applies class_weights(neutral_weight) to ce/focal/dice. `two_head` ignores neutral_weight
-    and weighted: its sentiment head already skips neutral rows (call two_head_loss for a polar_weight).
+    and weighted: its sentiment head already skips neutral rows; `polar_weight` weighs polar rows in its identify
+    head's BCE (None: unweighted).
     """
     _check_name(name)
     if name == "two_head":
-        return two_head_loss
+        return two_head_loss if polar_weight is None else (lambda out, y: two_head_loss(out, y, polar_weight))
     weight = class_weights(neutral_weight) if weighted else None
     if name == "ce":
         return lambda out, y: cross_entropy(out, y, weight)
