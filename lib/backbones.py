@@ -12,13 +12,17 @@
 Built backbones are cached under .cache/backbones/<name>-<key>/, the key hashing everything that
 decides the build: the corpus, the build parameters, the builder's source code and (e5-small) the
 image file (`lib.cache`). Each build records a digest of its own files in `done.json`, which keys the fold
-models trained on it, so a rebuilt backbone can never be paired with folds of an older one.
+models trained on it, so a rebuilt backbone can never be paired with folds of an older one. Other backbones are keyed
+by what they are too (`content_digest`): a local checkpoint by the bytes of its files, a hub id by the commit the
+hub resolves it to.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import time
+import warnings
 from collections import Counter
 from pathlib import Path
 
@@ -185,12 +189,98 @@ def _save(model, tokenizer, out_dir: Path, stats: dict) -> None:
 
 
 def content_digest(path: str) -> str:
-    """What a backbone is, for cache keys: its build's file digest, or the hub id / path as given."""
-    return cache.read_meta(path).get("content") or str(path)
+    """What a backbone is, for cache keys.
+
+    - a built backbone (its `done.json` records "content"): the digest of its files taken when it was built (its
+      directory name carries its build key, so the record is current, and reading it costs nothing);
+    - any other local directory or file: the bytes of its files (weights, config, tokenizer) and their names relative
+      to it, not where it lives; `done.json` and dot-files (download metadata, temporary files) do not count;
+    - anything else is a hub id: the commit the hub resolves it to (`hub_digest`).
+    """
+    p = Path(path)
+    if not p.exists():
+        return hub_digest(str(path))
+    built = cache.read_meta(p).get("content") if p.is_dir() else None
+    if built:
+        return built
+    files = [p] if p.is_file() else sorted(f for f in p.rglob("*") if f.is_file() and _counts(f.relative_to(p)))
+    h = hashlib.sha256()
+    for f in files:
+        h.update(f"{f.relative_to(p).as_posix()}\0{file_sha256(f)}\n".encode())
+    return h.hexdigest()[:12]
+
+
+def _counts(rel: Path) -> bool:
+    return rel.name != cache.META and not any(part.startswith(".") for part in rel.parts)
+
+
+_FILE_SHA: dict[tuple, str] = {}
+_SETTLED_NS = 2_000_000_000  # a file changed less than 2 s ago is hashed again at every call (see file_sha256)
+
+
+def file_sha256(path) -> str:
+    """sha256 of a file's bytes, streamed.
+
+    Weights are a few hundred MB and a plan keys many runs on the same backbone, so each file is hashed once per
+    process: the answer is memoised on the path, size, mtime_ns, ctime_ns and inode, which any rewrite or replacement
+    changes. Timestamps tick in steps of a few ms, so a file changed within the last 2 s is not memoised (a rewrite in
+    the same tick would keep every stamp)."""
+    p = Path(path).resolve()
+    st = p.stat()
+    memo = (str(p), st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+    if memo in _FILE_SHA:
+        return _FILE_SHA[memo]
+    with open(p, "rb") as f:
+        sha = hashlib.file_digest(f, "sha256").hexdigest()
+    if time.time_ns() - max(st.st_mtime_ns, st.st_ctime_ns) > _SETTLED_NS:
+        _FILE_SHA[memo] = sha
+    return sha
+
+
+_HUB: dict[str, str] = {}
+REVISION = "main"  # what `from_pretrained` loads when given no revision
+
+
+def hub_digest(repo_id: str) -> str:
+    """A hub id with the commit `from_pretrained` would load: the hub's answer for its "main" branch, else (hub not
+    reachable, HF_HUB_OFFLINE) the commit the local hub cache holds for that branch, else the name alone, with a
+    warning. Asked once per process: a plan keys many runs on the same backbone."""
+    if repo_id not in _HUB:
+        _HUB[repo_id] = _hub_digest(repo_id)
+    return _HUB[repo_id]
+
+
+def _hub_digest(repo_id: str) -> str:
+    try:
+        from huggingface_hub import HfApi
+
+        sha = HfApi().model_info(repo_id, revision=REVISION, timeout=10).sha
+        why = "the hub gave no commit"
+    except Exception as err:  # offline, unknown id, invalid name, hub error: all mean "no answer"
+        sha, why = None, f"{type(err).__name__}: {err}"
+    sha = sha or _cached_commit(repo_id)
+    if sha:
+        return f"{repo_id}@{sha}"
+    warnings.warn(
+        f"backbone {repo_id!r}: no commit from the hub ({why}) nor in the local hub cache; its cache key covers the "
+        "name only, so runs cached for another revision of it would be reused",
+        stacklevel=3,
+    )
+    return repo_id
+
+
+def _cached_commit(repo_id: str) -> str | None:
+    try:
+        from huggingface_hub import constants
+
+        ref = Path(constants.HF_HUB_CACHE) / f"models--{repo_id.replace('/', '--')}" / "refs" / REVISION
+        return ref.read_text().strip() or None
+    except Exception:  # no such cache entry (or no huggingface_hub)
+        return None
 
 
 def build_key(name: str, sentences: list[str]) -> str:
-    """The corpus, the builder's code and defaults, and the pretrained file it reads."""
+    """The corpus, the builder's code and defaults, and the pretrained file it reads (by content)."""
     deps = [BUILDERS[name], _save, _wrap, word_tokenizer, word_pre_tokenizer, corpus_words] + {
         "e5-small": ["lib.e5"],
         "e5-small-full": [build_e5_small, "lib.e5"],
@@ -198,9 +288,9 @@ def build_key(name: str, sentences: list[str]) -> str:
     if name.startswith("e5-small"):
         from . import e5
 
-        upstream = hashlib.sha256(e5.image_path().read_bytes()).hexdigest()
+        upstream = file_sha256(e5.image_path())
     else:
-        upstream = str(navec_path().stat().st_size) if name == "navec-bert" else ""
+        upstream = file_sha256(navec_path()) if name == "navec-bert" else ""
     corpus = hashlib.sha256("\n".join(sentences).encode()).hexdigest()
     return cache.key(name, BUILDER_VERSION, cache.code_digest(*deps), _defaults(BUILDERS[name]), corpus, upstream)
 
@@ -236,3 +326,16 @@ def resolve(name: str, sentences=None, cache_dir: Path | None = None) -> str:
 def build_stats(path: str) -> dict:
     p = Path(path) / "build_stats.json"
     return json.loads(p.read_text()) if p.is_file() else {}
+
+
+def backbone_sentences(name: str, data: dict) -> list[str]:
+    """navec-bert's words and e5-small's kept pieces cover every split (no labels used); e5-small's also cover
+    NewsMTSC (chapter 08 reads English with the same backbone: a trim to Russian pieces alone would split
+    English into characters); tiny-random learns WordPiece on train."""
+    if name in ("e5-small", "e5-small-full"):
+        from . import newsmtsc
+
+        return [s for df in data.values() for s in df["sentence"]] + newsmtsc.sentences()
+    if name == "navec-bert":
+        return [s for df in data.values() for s in df["sentence"]]
+    return list(data["train"]["sentence"])
