@@ -45,10 +45,11 @@ source scripts/setup_env.sh
 python -m lib.data ${data_dir:+--data-dir "$data_dir"}
 
 plan_args=(--profile "$profile" ${only:+--only "$only"} ${data_dir:+--data-dir "$data_dir"})
-if [ "$plan_only" = 1 ]; then exec python -m lib.plan status "${plan_args[@]}"; fi
+if [ "$plan_only" = 1 ]; then exec python -m lib.train status "${plan_args[@]}"; fi
 # Train first (every chapter's missing runs at once: on Ray, folds of different chapters in parallel).
+run_start=$(date +%s)
 start=$(date +%s)
-python -m lib.plan materialise "${plan_args[@]}" ${force[@]+"${force[@]}"} ${HAMAM_EXECUTOR:+--executor "$HAMAM_EXECUTOR"}
+python -m lib.train materialise "${plan_args[@]}" ${force[@]+"${force[@]}"} ${HAMAM_EXECUTOR:+--executor "$HAMAM_EXECUTOR"}
 echo "   plan materialised: $(( $(date +%s) - start ))s"
 
 out="runs/$profile/notebooks"
@@ -76,3 +77,7 @@ done
 if [ "$profile" = cpu ]; then reports=reports; else reports="runs/$profile/reports"; fi
 python scripts/export_html.py "$out" "$reports"
 echo "done: $ran notebook(s) in $(( $(date +%s) - total_start ))s; executed copies in $out/"
+# the run as data: commit, wall seconds (parts of one commit add up), hardware, precision, versions, per-run seconds
+if [ -z "$data_dir" ]; then
+  python scripts/run_record.py --profile "$profile" --seconds "$(( $(date +%s) - run_start ))" ${only:+--only "$only"}
+fi

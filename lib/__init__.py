@@ -1,17 +1,18 @@
-"""Shared code of the HAMAM study, one module per concern (README.md, "Code map").
+"""Shared code of the HAMAM study, in two layers (README.md, "Code map").
 
-Three parts: the plan (`plan`: every run the chapters read, by name), the cache (`cache`: keys over every
-input, `done.json` last) and the chapters (notebooks/, which only read).
+The method and its machinery (this package's modules; nothing here imports a chapter):
+config          TrainConfig, Profile, the profiles, labels, output paths
+data, newsmtsc  raw files and their validation (RuSentNE-23, NewsMTSC)
+folds           folds, overlap flags, prepared tables
+e5, backbones   building the offline backbones; content digests
+model, losses   HAMAM and its losses
+training, device, sbert   one fold job (HAMAM or SBERT), precision
+metrics, rules  F1pn and clustered CIs; decision rules chosen on OOF rows
+plan, cache, executors    the runs as data; the one cache protocol; where jobs run
+predict         the fold-ensemble predictor; python -m lib.predict
+cli, train      python -m lib.train (status / materialise / --set experiments); imported by nothing
+calibrate       a few timed steps per kind of model: what the plan costs on a fresh machine
 
-config      TrainConfig, Profile, the profiles, labels, output paths
-plan        the runs as data; status / materialise / read; python -m lib.plan, python -m lib.train
-cache       the one cache protocol
-data, folds raw files and their validation; folds, overlap flags, prepared tables
-e5, backbones   building the offline backbones
-model, losses, train, device, executors   HAMAM, its losses, one fold job, precision, where jobs run
-predict     python -m lib.predict: the headline model on new text
-metrics, study  F1pn and clustered CIs; what every chapter shares
-baselines, thresholds, ablation, errors, swap, sbert, sbert_report, bench, attention, lexicon,
-attention_report, imbalance, corpus   the chapters' own computations, figures and answers
-plots, figcheck     figure style and saving; the text check of every figure
+The chapters' reporting code (`lib.chapters`): `chNN` for notebook NN (a module or a package), and the
+shared report helpers `study`, `plots`, `style`, `figcheck` and `swap` (entity swaps, chapters 02 and 08).
 """

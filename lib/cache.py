@@ -29,7 +29,9 @@ META = "done.json"
 
 def code_digest(*deps) -> str:
     """Digest of functions, classes or modules, or of "module:attribute" strings resolved now (so a patched
-    attribute is seen). Docstrings, comments and formatting do not count."""
+    attribute is seen). Docstrings, comments and formatting do not count. An attribute that is a value (a
+    module constant such as the label order) enters by its `repr`, so changing it changes the digest.
+    Only the source enters, never the module path: moving an unchanged function keeps its digest."""
     h = hashlib.sha1()
     for dep in deps:
         obj = _resolve(dep) if isinstance(dep, str) else dep
@@ -46,6 +48,8 @@ def _resolve(dep: str):
 
 
 def _normalised_source(obj) -> str:
+    if not (inspect.ismodule(obj) or inspect.isclass(obj) or inspect.isfunction(obj) or inspect.ismethod(obj)):
+        return "value:" + repr(obj)
     tree = ast.parse(textwrap.dedent(inspect.getsource(obj)))
     for node in ast.walk(tree):
         body = getattr(node, "body", None)

@@ -55,6 +55,7 @@ class TrainConfig:
     mask_mentions: bool = False
     loss: str = "ce"  # ce | focal | dice (self-adjusting) | two_head (polar-vs-neutral + polarity heads): lib.losses
     focal_gamma: float = 2.0  # loss="focal" only
+    polar_weight: float | None = None  # loss="two_head" only: weight of polar rows in the identify head's BCE
     seed: int = 13
 
     def __post_init__(self):
@@ -86,6 +87,10 @@ class TrainConfig:
             )
         if self.loss not in LOSSES:
             raise ValueError(f"loss must be one of {LOSSES}, got {self.loss!r}")
+        if self.loss == "dice" and self.grad_accum_steps > 1:
+            # Dice is a ratio over the whole batch, not a mean over rows: summing micro-batch losses would train
+            # a different objective (lib.losses.self_adjusting_dice)
+            raise ValueError("loss='dice' is a batch-level loss and needs grad_accum_steps=1 (use a smaller batch)")
 
     def key(self) -> str:
         """Short stable hash of every field: same key -> same model (up to float nondeterminism)."""
@@ -104,6 +109,11 @@ class Profile:
     fold_seed: int = 13
     backbones: tuple[str, ...] = ("e5-small",)  # ensembled by averaging logits
     hamam_folds: int | None = None  # 02: fold models trained for the main HAMAM ensemble (None: all n_folds)
+    # 02: seeds of the HAMAM and unmasked k-fold sets (the headline averages every HAMAM model of every seed);
+    # the masked set uses the first `masked_seeds` of them
+    hamam_seeds: tuple[int, ...] = (13,)
+    masked_seeds: int = 1
+    swap_folds: int = 2  # 02: fold models of each run that predict the entity-swap copies (inference cost)
     mode_folds: int | None = None  # 02: folds for the unmasked / masked halves (None: all n_folds)
     compare_backbones: tuple[
         str, ...
@@ -144,11 +154,14 @@ class Profile:
         ("focal-weight-0.1", (("loss", "focal"), ("neutral_weight", 0.1))),
         ("dice", (("loss", "dice"), ("neutral_weight", 1.0))),
         ("two-head", (("loss", "two_head"),)),
+        ("two-head-polar-weight", (("loss", "two_head"), ("polar_weight", 2.0))),
     )
     imbalance_folds: int = 2
     imbalance_mode: str = "hamam"
     imbalance_epochs: int | None = None  # None: train.epochs
     decision_rule: str = "threshold"  # the headline's: neutral threshold chosen on OOF rows (lib.predict)
+    # 08: HAMAM and its halves on NewsMTSC (English political news) with the headline recipe, on these folds
+    newsmtsc_folds: int = 2
     # 06: validation rows aggregated for the attention statistics (None = all)
     attention_rows: int | None = None
 
@@ -156,8 +169,13 @@ class Profile:
         return replace(self.train, **overrides)
 
     def config_for(self, backbone: str, **overrides) -> TrainConfig:
-        """The profile's TrainConfig for `backbone`, with that backbone's own settings applied."""
-        return replace(self.train, backbone=backbone, **{**self.backbone_train.get(backbone, {}), **overrides})
+        """The profile's TrainConfig for `backbone`, with that backbone's own settings applied. A batch-level
+        loss (Dice) cannot be accumulated over micro-batches: it trains on the micro-batch instead."""
+        merged = {**self.backbone_train.get(backbone, {}), **overrides}
+        accum = merged.get("grad_accum_steps", self.train.grad_accum_steps)
+        if merged.get("loss", self.train.loss) == "dice" and accum > 1:
+            merged.update(batch_size=merged.get("batch_size", self.train.batch_size) // accum, grad_accum_steps=1)
+        return replace(self.train, backbone=backbone, **merged)
 
     @property
     def main_folds(self) -> list[int]:
@@ -175,6 +193,7 @@ PROFILES: dict[str, Profile] = {
         ),
         max_rows=240,
         n_folds=2,
+        hamam_seeds=(13, 14),
         backbones=("tiny-random",),
         compare_backbones=("navec-bert",),
         mention_folds=1,
@@ -207,28 +226,29 @@ PROFILES: dict[str, Profile] = {
         ),
         backbones=("e5-small",),
         hamam_folds=None,  # all 5 fold models in the headline ensemble
-        mode_folds=2,  # its unmasked / masked halves and the navec-bert comparison: folds 0-1, paired
+        hamam_seeds=(13, 14),  # two 5-fold sets: the spread over trainings, and a 10-model headline
+        mode_folds=None,  # its unmasked / masked halves on all 5 folds, paired with HAMAM's fold models
         compare_backbones=("navec-bert",),
-        mention_folds=0,  # measured before (README): no effect at this size; not retrained
+        mention_folds=0,  # not retrained on cpu (budget); chapter 02 says so
         backbone_train={
             "navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}  # its 2 layers start random
         },
         weight_grid=(0.1, 1.0),
-        weight_folds=1,
+        weight_folds=2,
         weight_mode="unmasked",
-        weight_epochs=1,  # the same runs as chapter 07's ce-weight-0.1 / ce-weight-1 on fold 0
+        weight_epochs=None,  # the same runs as chapter 07's ce-weight-0.1 / ce-weight-1, at the recipe's length
         msd_ks=(1, 5),
         msd_rates=(),
-        msd_seeds=3,
+        msd_seeds=4,
         msd_mode="unmasked",
-        msd_epochs=1,
-        msd_evals_per_epoch=10,
-        sbert_epochs=1,
+        msd_epochs=3,  # the recipe's length: the curve must reach its plateau
+        msd_evals_per_epoch=6,
+        sbert_epochs=3,  # the cross-encoders' epochs
         sbert_folds=1,
         sbert_variants=("softmax-entity",),  # the variant the earlier budget plan kept (README chapter 05)
         imbalance_folds=2,
         imbalance_mode="unmasked",
-        imbalance_epochs=1,
+        imbalance_epochs=None,  # the recipe's 3 epochs with early stopping: no variant cut short
         attention_rows=600,  # 4 conditions x 12 layers with attentions and input x gradient: ~1 s a row on 2 cores
     ),
     # The paper's three backbones from the hub, on a GPU (one per fold job; see README "Compute plan").

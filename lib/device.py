@@ -53,3 +53,10 @@ def hardware() -> str:
     if torch.cuda.is_available():
         return f"{torch.cuda.get_device_name(0)} GPU, {cpu}"
     return f"{cpu}, {torch.get_num_threads()} CPU threads, no GPU"
+
+
+def versions() -> dict:
+    """The libraries a run was made with (recorded in each fold's done.json and in results.json's run record)."""
+    import transformers
+
+    return {"torch": torch.__version__, "transformers": transformers.__version__}

@@ -1,6 +1,6 @@
 """Where jobs run: in this process (`serial`) or as Ray tasks (`ray`), one task per job.
 
-A job (`lib.train.FoldJob`, `lib.sbert.SbertJob`) trains one fold of one run of the plan and writes its
+A job (`lib.training.FoldJob`, `lib.sbert.SbertJob`) trains one fold of one run of the plan and writes its
 directory (`done.json` last, `lib.cache`); it has `execute(data, device)` and `is_done()`. The driver only
 reads what jobs wrote. So a job can run on any node that sees the same runs/ directory and
 backbone cache (shared storage: HAMAM_RUNS_DIR, HAMAM_CACHE_DIR) and has this repository
@@ -40,7 +40,7 @@ def run(jobs: list, data: dict, executor: str = "serial", device: str = "auto", 
         return
     if executor == "ray":
         return _run_ray(jobs, data, str(device), cpus)
-    for job in tqdm(jobs, desc=f"{len(jobs)} jobs", leave=False):
+    for job in tqdm(jobs, desc=f"{len(jobs)} jobs", leave=False, disable=None):
         job.execute(data, str(device))
 
 
@@ -66,7 +66,7 @@ def _run_ray(jobs: list, data: dict, device: str, cpus: int) -> None:
     data_ref = ray.put(data)  # one copy in the object store, shared by the tasks
     pending = {task.remote(job, data_ref, device): job for job in jobs}
     failed = []
-    with tqdm(total=len(jobs), desc=f"ray: {len(jobs)} fold jobs", leave=False) as bar:
+    with tqdm(total=len(jobs), desc=f"ray: {len(jobs)} fold jobs", leave=False, disable=None) as bar:
         while pending:
             (ready,), _ = ray.wait(list(pending), num_returns=1)
             job = pending.pop(ready)

@@ -22,6 +22,11 @@ def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
     return f.format(v) if lo is None else f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
 
 
+def count(n: int, word: str) -> str:
+    """'1 fold', '2 folds': a number with its noun, never "fold(s)"."""
+    return f"{n} {word}{'' if n == 1 else 's'}"
+
+
 def ci_note(n: int) -> str:
     """How a CI was computed, for table captions and figure notes."""
     return f"{CI_METHOD}, {n} resamples"
@@ -186,3 +191,14 @@ def paired(df: pd.DataFrame, pred_a, pred_b, n: int, name: str = "a - b", subset
         d, lo, hi = paired_bootstrap_diff(y[m], pred_a[m], pred_b[m], groups=groups[m], n=n)
         rows.append({"comparison": name, "subset": sub, "diff": d, "lo": lo, "hi": hi})
     return pd.DataFrame(rows)
+
+
+def over_trainings(values) -> dict:
+    """Mean of paired per-training values with a 95% t-interval over trainings, their sd, min and max."""
+    from scipy.stats import t as t_dist
+
+    v = np.asarray(values, dtype=float)
+    n, mean = len(v), float(v.mean()) if len(v) else float("nan")
+    sd = float(v.std(ddof=1)) if n > 1 else float("nan")
+    half = float(t_dist.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")
+    return {"n": n, "mean": mean, "lo": mean - half, "hi": mean + half, "sd": sd, "min": v.min(), "max": v.max()}

@@ -187,9 +187,7 @@ class HamamModel(nn.Module):
                 encoder.disable_input_require_grads()
 
     def frozen_modules(self) -> list[nn.Module]:
-        if not self.cfg.freeze_layers:
-            return []
-        return [self.encoder.embeddings, *self.encoder.encoder.layer[: self.cfg.freeze_layers]]
+        return frozen_part(self.encoder, self.cfg.freeze_layers) if self.cfg.freeze_layers else []
 
     def train(self, mode: bool = True):
         """Frozen lower layers stay in eval mode (no dropout): a fixed feature extractor, whose output
@@ -259,12 +257,12 @@ class HamamModel(nn.Module):
         """(B, T, H) output of the frozen part: cached rows replayed, new ones computed once (padding after a
         row's length stays 0: the attention mask hides those positions from every real token)."""
         lengths = attention_mask.sum(1).tolist()
-        cols = [input_ids, *extra.values()]  # token_type_ids, where the backbone has them
-        keys = [b"".join(c[i, :n].cpu().numpy().tobytes() for c in cols) for i, n in enumerate(lengths)]
+        cols = [c.cpu().numpy() for c in (input_ids, *extra.values())]  # one device sync a batch, not a row
+        keys = [b"".join(c[i, :n].tobytes() for c in cols) for i, n in enumerate(lengths)]
         new = {k: i for i, k in enumerate(keys) if k not in self.prefix_cache}
         if new:
             idx = torch.tensor(list(new.values()), device=input_ids.device)
-            lower = self.encoder.encoder.layer[: self.cfg.freeze_layers]
+            lower = nn.ModuleList(frozen_part(self.encoder, self.cfg.freeze_layers)[1:])
             with torch.no_grad(), _swapped(self.encoder, self.encoder.embeddings, lower):
                 rows = {"input_ids": input_ids[idx], "attention_mask": attention_mask[idx]}
                 out = self.encoder(**rows, **{k: v[idx] for k, v in extra.items()}).last_hidden_state
@@ -284,12 +282,18 @@ class HamamModel(nn.Module):
         return out if raw else losses.as_logits(self.cfg.loss, out)
 
 
-def freeze_lower(encoder: nn.Module, n_layers: int) -> None:
-    """No gradients for the embeddings and the lowest `n_layers` transformer layers (BERT/XLM-R/RemBERT naming)."""
+def frozen_part(encoder: nn.Module, n_layers: int) -> list[nn.Module]:
+    """The embeddings and the lowest `n_layers` transformer layers (BERT/XLM-R/RemBERT naming): what
+    `freeze_layers` keeps fixed, what runs in eval mode and what the frozen-output cache replays."""
     layers = encoder.encoder.layer
     if n_layers > len(layers):
         raise ValueError(f"freeze_layers={n_layers} but the encoder has {len(layers)} layers")
-    for module in [encoder.embeddings, *layers[:n_layers]]:
+    return [encoder.embeddings, *layers[:n_layers]]
+
+
+def freeze_lower(encoder: nn.Module, n_layers: int) -> None:
+    """No gradients for the frozen part (`frozen_part`)."""
+    for module in frozen_part(encoder, n_layers):
         module.requires_grad_(False)
 
 

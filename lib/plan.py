@@ -6,8 +6,8 @@ ONE function (`config`) for every chapter. `status` lists the plan with what is 
 run would cost (like `dvc status`); `materialise` trains what is missing (serially or as Ray tasks, all
 chapters' folds at once); chapters then only read (`read`). Command line:
 
-    python -m lib.plan --profile cpu status
-    python -m lib.plan --profile cpu materialise --only 02,03 [--force | --force-runs 02/hamam] [--executor ray]
+    python -m lib.train --profile cpu status
+    python -m lib.train --profile cpu materialise --only 02,03 [--force | --force-runs 02/hamam] [--executor ray]
     python -m lib.train --profile cpu --runs 02/hamam --folds 3      # the same, for a Slurm array
 """
 
@@ -19,11 +19,12 @@ from pathlib import Path
 
 import numpy as np
 
-from . import backbones, cache, executors, sbert
-from . import train as T
-from .config import Profile, RunPaths, TrainConfig, get_profile
+from . import backbones, cache, calibrate, executors, sbert
+from . import training as T
+from .config import Profile, RunPaths, TrainConfig
 
-CHAPTERS = ("01", "02", "03", "04", "05", "06", "07")
+CHAPTERS = ("01", "02", "03", "04", "05", "06", "07", "08")
+DATASETS = ("rusentne", "newsmtsc")  # what a fold run trains on: RuSentNE-23 (the study's data) or NewsMTSC (08)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Run:
     variant: str = ""  # sbert
     epochs: int = 0  # sbert
     batch_size: int = 0  # sbert
+    dataset: str = "rusentne"  # DATASETS: fold runs of chapter 08 train on NewsMTSC
 
 
 def config(prof: Profile, backbone: str | None = None, **overrides) -> TrainConfig:
@@ -61,10 +63,18 @@ def runs(prof: Profile) -> list[Run]:
         out.append(
             Run("backbone/e5-small-query", "backbone", "e5-small (query prefix)", ("05",), backbone="e5-small-query")
         )
-    hamam = Run("02/hamam", "fold", f"HAMAM {main}", ("02", "03", "05", "06"), config(prof, mode="hamam"), main_folds)
-    out.append(hamam)
+    readers = ("02", "03", "05", "06", "08")  # 08 transfers chapter 02's models to English
+    out.append(Run("02/hamam", "fold", f"HAMAM {main}", readers, config(prof, mode="hamam"), main_folds))
     for m in ("unmasked", "masked"):
-        out.append(Run(f"02/{m}", "fold", f"{m} {main}", ("02",), config(prof, mode=m), mode_folds))
+        out.append(Run(f"02/{m}", "fold", f"{m} {main}", ("02", "08"), config(prof, mode=m), mode_folds))
+    for seed in seeds(prof)[1:]:  # more trainings of the same recipe: the spread a retraining brings
+        cfg = config(prof, mode="hamam", seed=seed)
+        out.append(Run(f"02/hamam-seed{seed}", "fold", f"HAMAM {main}, seed {seed}", ("02",), cfg, main_folds))
+        cfg = config(prof, mode="unmasked", seed=seed)
+        out.append(Run(f"02/unmasked-seed{seed}", "fold", f"unmasked {main}, seed {seed}", ("02",), cfg, mode_folds))
+        if seed in seeds(prof)[: prof.masked_seeds]:
+            cfg = config(prof, mode="masked", seed=seed)
+            out.append(Run(f"02/masked-seed{seed}", "fold", f"masked {main}, seed {seed}", ("02",), cfg, mode_folds))
     for b in prof.compare_backbones:
         out.append(Run(f"02/hamam-{b}", "fold", f"HAMAM {b}", ("02",), config(prof, b, mode="hamam"), mode_folds))
     for b in prof.backbones[1:]:
@@ -113,7 +123,31 @@ def runs(prof: Profile) -> list[Run]:
         epochs = prof.imbalance_epochs or prof.train.epochs
         cfg = config(prof, mode=prof.imbalance_mode, epochs=epochs, **dict(overrides))
         out.append(Run(f"07/{name}", "fold", name, ("07",), cfg, tuple(range(prof.imbalance_folds))))
+    if prof.newsmtsc_folds:
+        folds = tuple(range(prof.newsmtsc_folds))
+        for m in ("hamam", "unmasked", "masked"):
+            label = f"{'HAMAM' if m == 'hamam' else m} {main} (NewsMTSC)"
+            out.append(Run(f"08/{m}", "fold", label, ("08",), config(prof, mode=m), folds, dataset="newsmtsc"))
     return out
+
+
+def dataset(prof: Profile, run: Run, data: dict) -> dict:
+    """The tables a fold run trains on and predicts: `data` (RuSentNE-23), or NewsMTSC prepared alike."""
+    if run.dataset == "newsmtsc":
+        from . import newsmtsc
+
+        return newsmtsc.prepared(prof)
+    return data
+
+
+def seeds(prof: Profile) -> list[int]:
+    """Chapter 02's seeds: the recipe's own first (its runs keep the plain names `02/hamam`, ...)."""
+    return [prof.train.seed, *(x for x in prof.hamam_seeds if x != prof.train.seed)]
+
+
+def seed_run(mode: str, seed: int, prof: Profile) -> str:
+    """The plan's name of chapter 02's `mode` run with `seed`."""
+    return f"02/{mode}" if seed == prof.train.seed else f"02/{mode}-seed{seed}"
 
 
 def msd_settings(prof: Profile) -> list[tuple[int, float]]:
@@ -125,12 +159,49 @@ def msd_seeds(prof: Profile) -> list[int]:
     return [prof.train.seed + i for i in range(prof.msd_seeds)]
 
 
+# --- experiments: a declared run with some TrainConfig fields overridden (python -m lib.train --set) ----------
+
+
+def experiment(run: Run, overrides: dict) -> Run:
+    """`02/hamam` with {"lr": 3e-5} -> `02/hamam@lr=3e-05`: the same run with those fields changed, cached under
+    its own key (the key covers the whole config) and read by no chapter. Raises ValueError for a bad value."""
+    if run.kind != "fold":
+        raise ValueError(f"--set applies to HAMAM fold runs; {run.name} is a {run.kind} run")
+    cfg = replace(run.cfg, **overrides)  # TrainConfig validates the new values
+    tag = ",".join(f"{k}={v}" for k, v in sorted(overrides.items()))
+    return replace(run, name=f"{run.name}@{tag}", label=f"{run.label} ({tag})", readers=(), cfg=cfg)
+
+
+def experiments_file(prof: Profile) -> Path:
+    return RunPaths(prof.name).root / "experiments.json"
+
+
+def experiments(prof: Profile) -> list[Run]:
+    """The experiments trained so far for this profile (listed by status after the plan's runs)."""
+    f = experiments_file(prof)
+    out = []
+    for e in json.loads(f.read_text()) if f.is_file() else []:
+        base = next((r for r in runs(prof) if r.name == e["run"]), None)
+        if base is not None:  # an experiment on a run the plan no longer declares is dropped
+            out.append(experiment(base, e["set"]))
+    return out
+
+
+def register(prof: Profile, run_name: str, overrides: dict) -> None:
+    f = experiments_file(prof)
+    known = json.loads(f.read_text()) if f.is_file() else []
+    entry = {"run": run_name, "set": overrides}
+    if entry not in known:
+        f.parent.mkdir(parents=True, exist_ok=True)
+        f.write_text(json.dumps(known + [entry], indent=1))
+
+
 def get(prof: Profile, name: str) -> Run:
-    for r in runs(prof):
+    for r in [*runs(prof), *(experiments(prof) if "@" in name else [])]:
         if r.name == name:
             return r
     raise KeyError(
-        f"no run {name!r} in the {prof.name} plan; `python -m lib.plan --profile {prof.name} status` lists them"
+        f"no run {name!r} in the {prof.name} plan; `python -m lib.train --profile {prof.name} status` lists them"
     )
 
 
@@ -166,7 +237,7 @@ VARIANT_BUILDS = {"e5-small-query": ("e5-small", sbert.e5_corpus)}  # 05: e5 wit
 def sentences(name: str, data: dict) -> list[str]:
     if name in VARIANT_BUILDS:
         return sorted(set(VARIANT_BUILDS[name][1](data)))
-    return sorted(set(T.backbone_sentences(name, data)))
+    return sorted(set(backbones.backbone_sentences(name, data)))
 
 
 def backbone_dir(prof: Profile, name: str, data: dict, build: bool) -> str | None:
@@ -197,7 +268,7 @@ def resolve(prof: Profile, run: Run, data: dict, build: bool = False) -> Resolve
     if bb is None:
         return Resolved(run, None)
     if run.kind == "fold":
-        key = T.fold_key(run.cfg, data, bb)
+        key = T.fold_key(run.cfg, dataset(prof, run, data), bb, prof.device)
         root = T.run_dir(models, run.cfg, key)
         done = [k for k in run.folds if T.fold_complete(root / f"fold{k}", key, run.checkpoints)]
     else:
@@ -258,18 +329,22 @@ def train_runs(
 ) -> list[Resolved]:
     """Build missing backbones, then train the missing folds of `selected` as one batch of executor jobs."""
     resolved = [resolve(prof, r, data, build=True) for r in selected]
-    todo, seen = [], set()
+    todo, seen = {name: [] for name in DATASETS}, set()
     for res in resolved:
         again = res.run.folds if force is True or (force and res.run.name in force) else ()
         for job in jobs(res, again):
             if job.fold_dir not in seen:  # two names, one artifact: one job
                 seen.add(job.fold_dir)
-                todo.append(job)
+                todo[res.run.dataset].append(job)
+    n = sum(map(len, todo.values()))
     if say:
-        print(f"{say}: {len(todo)} fold job(s) to train" if todo else f"{say}: every run cached")
-        for job in todo:
+        print(f"{say}: {n} fold job{'' if n == 1 else 's'} to train" if n else f"{say}: every run cached")
+        for job in (j for js in todo.values() for j in js):
             print(f"  training {job}")
-    executors.run(todo, data, executors.resolve(executor, prof.executor), device or prof.device, prof.executor_cpus)
+    where = executors.resolve(executor, prof.executor)
+    for name, js in todo.items():  # each dataset's jobs get that dataset's tables
+        ds = dataset(prof, Run("", "fold", "", (), dataset=name), data)
+        executors.run(js, ds, where, device or prof.device, prof.executor_cpus)
     return [resolve(prof, r.run, data) for r in resolved]
 
 
@@ -284,7 +359,7 @@ def read(prof: Profile, data: dict, name: str, folds=None):
             f"run {name} lacks folds {missing}: python -m lib.train --profile {prof.name} --runs {name}"
         )
     if res.run.kind == "fold":
-        return T.read_kfold(res.run.cfg, data, res.root, folds)
+        return T.read_kfold(res.run.cfg, dataset(prof, res.run, data), res.root, folds)
     if res.run.kind == "sbert":
         return sbert.read_folds(res.root, data["train"], folds)
     return str(res.root)
@@ -302,26 +377,12 @@ def measured_rates(prof: Profile) -> dict:
         if meta.get("hardware") != here:
             continue
         if "config" in meta and meta.get("steps"):
-            rates.setdefault(_cost_key(TrainConfig(**meta["config"]), meta.get("precision")), []).append(
+            rates.setdefault(calibrate.cost_key(TrainConfig(**meta["config"]), meta.get("precision")), []).append(
                 meta["seconds"] / meta["steps"]
             )
         elif "variant" in meta and meta.get("epochs"):
             rates.setdefault(("sbert", meta["variant"]), []).append(meta["seconds"] / meta["epochs"])
     return {k: float(np.median(v)) for k, v in rates.items()}
-
-
-def _cost_key(cfg: TrainConfig, precision) -> tuple:
-    return (
-        cfg.backbone,
-        cfg.mode,
-        cfg.pooling,
-        cfg.freeze_layers,
-        cfg.max_length,
-        cfg.batch_size,
-        cfg.msd_k > 1,
-        cfg.loss,
-        precision,
-    )
 
 
 def estimate(res: Resolved, data: dict, rates: dict, device: str = "auto") -> float | None:
@@ -333,17 +394,30 @@ def estimate(res: Resolved, data: dict, rates: dict, device: str = "auto") -> fl
         rate = rates.get(("sbert", run.variant))
         return None if rate is None else rate * run.epochs * n
     cfg = run.cfg
-    rate = rates.get(_cost_key(cfg, T.resolve_precision(cfg.precision, T.pick_device(device))))
+    rate = rates.get(calibrate.cost_key(cfg, T.resolve_precision(cfg.precision, T.pick_device(device))))
     if rate is None:
         return None
     rows = len(data["train"]) * (1 - 1 / max(2, len(set(data["train"]["fold"])))) * (1 - cfg.inner_val)
     return rate * cfg.epochs * np.ceil(rows / cfg.batch_size) * n
 
 
-def status(prof: Profile, data: dict, chapters=None) -> list[dict]:
+def status(prof: Profile, data: dict, chapters=None, calibrate_here: bool = False) -> list[dict]:
+    """One row per run: cached or missing, and the minutes its missing folds would take here: measured by this
+    machine's own cached runs of the same kind, else (with `calibrate_here`) from a few timed steps of that
+    kind of model (`lib.calibrate`; builds the backbones it needs, trains nothing)."""
     rates = measured_rates(prof)
+    if calibrate_here:
+        todo = {}
+        for run in select(prof, chapters):
+            if run.kind == "fold":
+                key = calibrate.cost_key(run.cfg, T.resolve_precision(run.cfg.precision, T.pick_device(prof.device)))
+                if key not in rates and key not in todo and resolve(prof, run, data).missing:
+                    bb = backbone_dir(prof, run.cfg.backbone, data, build=True)
+                    todo[key] = (run.cfg, bb, dataset(prof, run, data)["train"])
+        calibrated = calibrate.calibrated_rates(prof.name, list(todo.values()), prof.device)
+        rates = {**calibrated, **rates}  # a run's own measurement wins over the calibration
     rows, seen = [], {}
-    for run in select(prof, chapters):
+    for run in select(prof, chapters) + (experiments(prof) if chapters is None else []):
         res = resolve(prof, run, data)
         where = str(res.root) if res.root else "(after its backbone is built)"
         same = (run.kind, json.dumps(asdict(run.cfg), sort_keys=True) if run.cfg else run.name, run.variant)
@@ -354,7 +428,7 @@ def status(prof: Profile, data: dict, chapters=None) -> list[dict]:
             state = "cached"
         else:
             state = f"missing {len(res.missing)}/{len(run.folds)} folds" if run.kind in ("fold", "sbert") else "missing"
-        cost = estimate(res, data, rates, prof.device)
+        cost = estimate(res, dataset(prof, run, data), rates, prof.device)
         row = {
             "name": run.name,
             "kind": run.kind,
@@ -367,83 +441,3 @@ def status(prof: Profile, data: dict, chapters=None) -> list[dict]:
         seen[same] = row
         rows.append(row)
     return rows
-
-
-# --- command line (python -m lib.plan, python -m lib.train) -------------------------------------------------
-
-
-def _parser(prog: str):
-    import argparse
-
-    from .config import PROFILES
-
-    ap = argparse.ArgumentParser(prog=prog, description="The study's plan: list its runs, or train what is missing.")
-    ap.add_argument(
-        "command",
-        nargs="?",
-        choices=("status", "materialise"),
-        default="materialise" if prog.endswith("train") else "status",
-    )
-    ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
-    ap.add_argument("--only", default=None, help="comma-separated chapters (e.g. 02,03): their runs only")
-    ap.add_argument("--runs", default=None, help="comma-separated run names (see status)")
-    ap.add_argument("--folds", default=None, help="comma-separated folds of the selected runs (a Slurm array task)")
-    ap.add_argument("--force", action="store_true", help="retrain every selected run")
-    ap.add_argument("--force-runs", default=None, help="comma-separated run names to retrain")
-    ap.add_argument("--executor", choices=executors.EXECUTORS, default=None)
-    ap.add_argument("--data-dir", default=None, help="another copy of the RuSentNE-23 files (default data/raw)")
-    return ap
-
-
-def _split(s):
-    return [x.strip() for x in s.split(",") if x.strip()] if s else None
-
-
-def chapters_arg(s):
-    return [c.zfill(2) for c in _split(s)] if s else None
-
-
-def main(argv=None, prog: str = "python -m lib.plan") -> int:
-    import sys
-
-    from .data import DataError
-    from .folds import load_prepared
-
-    args = _parser(prog).parse_args(argv)
-    try:
-        prof = get_profile(args.profile)
-        chapters, names = chapters_arg(args.only), _split(args.runs)
-        for n in names or []:
-            get(prof, n)
-        for n in _split(args.force_runs) or []:
-            get(prof, n)
-        folds = [int(k) for k in _split(args.folds)] if args.folds else None
-        executors.resolve(args.executor, prof.executor)
-        data = load_prepared(prof, args.data_dir)
-    except (ValueError, KeyError, DataError) as e:
-        print(f"{prog}: {e.args[0] if e.args else e}", file=sys.stderr)
-        return 2
-    if args.command == "status":
-        rows = status(prof, data, chapters)
-        width = max(len(r["name"]) for r in rows)
-        for r in rows:
-            print(f"{r['name']:<{width}}  {r['kind']:<8}  {r['status']:<20}  {r['estimate']:>12}  {r['dir']}")
-        missing = [r for r in rows if r["status"] != "cached"]
-        known = sum(r["seconds"] or 0 for r in missing)
-        unknown = sum(r["seconds"] is None for r in missing)
-        print(
-            f"{len(rows) - len(missing)} of {len(rows)} cached; to train: ~{known / 60:.0f} min as measured "
-            f"on this machine" + (f", {unknown} run(s) not measured yet" if unknown else "")
-        )
-        return 0
-    force = True if args.force else set(_split(args.force_runs) or [])
-    try:
-        materialise(prof, data, chapters, names, force, args.executor, folds=folds)
-    except executors.FoldJobsFailed as e:
-        print(f"{prog}: {e}", file=sys.stderr)
-        return 1
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

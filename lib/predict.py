@@ -20,17 +20,68 @@ import pandas as pd
 from . import plan
 from .config import LABEL_NAMES, LABELS, get_profile
 from .metrics import softmax
-from .thresholds import apply_rule, decision_rule
+from .rules import apply_rule, decision_rule
 
 RULES = ("threshold", "argmax")
 
 
-def ensemble_logits(result, df: pd.DataFrame, device: str = "auto", batch_size: int = 64) -> np.ndarray:
-    """The mean of the fold models' logits on `df` (checkpoints from the run's cache): lib.swap's predictor."""
-    from .device import pick_device
-    from .swap import predict_copies
+def predict_folds(result, df: pd.DataFrame, device, folds=None, mode=None, batch_size: int = 64, chunk: int = 1024):
+    """Fold-ensemble logits of a k-fold run on the rows of `df` (new text, entity-swap copies, or any rows with
+    sentence, start, end and entity): each fold's saved checkpoint is loaded, predicts every row, and the logits
+    are averaged over `folds` (default: the run's), as `KFoldResult.ensemble` averages the saved validation logits.
 
-    return predict_copies(result, df, pick_device(device), batch_size=batch_size)
+    `mode`: None (the run's own), "unmasked" / "masked" (a HAMAM model's pass alone) or "hamam"; or a tuple of
+    these, then {mode: logits} with each fold model loaded once. A tuple with both passes and "hamam" gets
+    "hamam" as the passes' mean, which is what the model computes in its one forward of both (not for
+    loss two_head: its passes are averaged before a non-linear map), so it costs no third forward.
+    Rows go through in length order, `chunk` at a time (little padding; the bar counts rows and shows rows/s).
+    """
+    import torch
+    from tqdm.auto import tqdm
+
+    from . import model as hm
+    from . import training as T
+    from .device import resolve_precision
+
+    folds = list(result.folds if folds is None else folds)
+    if not folds or set(folds) - set(result.folds):
+        raise ValueError(f"folds {folds} must be a non-empty subset of the run's folds {result.folds}")
+    modes = tuple(mode) if isinstance(mode, (tuple, list)) else (mode,)
+    derive = "hamam" in modes and {"unmasked", "masked"} <= set(modes) and result.cfg.loss != "two_head"
+    todo = [m for m in modes if not (derive and m == "hamam")]
+    sums = {m: np.zeros((len(df), len(LABELS))) for m in todo}
+    device = torch.device(device)
+    bar = tqdm(
+        total=len(folds) * len(todo) * len(df),
+        unit="row",
+        desc=f"{Path(result.root).name} {'+'.join(m or result.cfg.mode for m in modes)}",
+        disable=None,  # a bar in terminals, none on a notebook page
+    )
+    for k in folds if len(df) else []:
+        model, tok = hm.load(result.checkpoint(k), device)
+        enc = T.encode_df(tok, df, model.cfg)
+        prec = resolve_precision(model.cfg.precision, device)
+        lengths = np.array([len(e["input_ids"]) for e in enc])
+        same = pd.factorize(pd.Series([tuple(e["input_ids"]) for e in enc]))[0]  # identical rows side by side
+        order = np.lexsort((same, lengths))
+        for m in todo:
+            for part in np.array_split(order, max(1, -(-len(order) // chunk))):
+                z = T.predict(model, [enc[i] for i in part], tok.pad_token_id, device, batch_size, m, prec)
+                sums[m][part] += z
+                bar.update(len(part))
+        del model
+    bar.close()
+    out = {m: (s / len(folds)).astype(np.float32) for m, s in sums.items()}
+    if derive:
+        out["hamam"] = (out["unmasked"] + out["masked"]) / 2
+    return out if isinstance(mode, (tuple, list)) else out[mode]
+
+
+def ensemble_logits(result, df: pd.DataFrame, device: str = "auto", batch_size: int = 64) -> np.ndarray:
+    """The mean of the fold models' logits on `df` (checkpoints from the run's cache)."""
+    from .device import pick_device
+
+    return predict_folds(result, df, pick_device(device), batch_size=batch_size)
 
 
 def predict_file(

@@ -6,7 +6,7 @@ sentence encoder by marker tokens around its span. Objectives come from sentence
   (cacheable variant) u = the plain sentence without markers;
 - CosineSimilarityLoss: pull a sentence towards a 'positive' / 'negative' anchor text (retrieval);
 and the best-F1 threshold search is BinaryClassificationEvaluator's. Fold models are trained on the
-same folds, seed and frozen layers as lib.train and their outputs cached like its fold artifacts.
+same folds, seed and frozen layers as lib.training and their outputs cached like its fold artifacts.
 
 Beside them, a pretrained bi-encoder used as its model card prescribes, without fine-tuning:
 multilingual-e5-small with the "query: " prefix on every text, mean pooling over all tokens and L2
@@ -39,8 +39,9 @@ from transformers import get_linear_schedule_with_warmup
 
 from . import backbones, cache
 from . import model as hm
+from .backbones import backbone_sentences
 from .config import LABEL2ID, LABELS, TrainConfig
-from .train import backbone_sentences, batches, data_digest, param_groups, pick_device, seed_everything
+from .training import batches, data_digest, param_groups, pick_device, seed_everything
 
 MARKERS = ("<e>", "</e>")
 DUMMY = "<dummy>"  # the fixed second text of the 'pair with a dummy token' trick
@@ -176,7 +177,7 @@ def fit(
     loss.train()
     # one forward per column: merging pads the short second texts to the sentences' width
     with column_merging_disabled():
-        for idx in tqdm(plan, desc=desc, leave=False):
+        for idx in tqdm(plan, desc=desc, leave=False, disable=None):
             feats = [batch_to_device(model.preprocess([t[i] for i in idx]), model.device) for t in (a, b)]
             value = loss(feats, y[idx].to(model.device))
             opt.zero_grad(set_to_none=True)
@@ -256,9 +257,9 @@ TRAINING_CODE = (
     "lib.sbert:softmax_logits",
     "lib.sbert:anchor_scores",
     "lib.sbert:train_fold",
-    "lib.train:batches",
-    "lib.train:param_groups",
-    "lib.train:seed_everything",
+    "lib.training:batches",
+    "lib.training:param_groups",
+    "lib.training:seed_everything",
     "lib.model:freeze_lower",
     "lib.model:loss_fn",
     "lib.model:label_weights",
@@ -283,7 +284,7 @@ def sbert_key(cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_siz
     """The fields it reads, the variant, the schedule, the texts' constants, the data, the backbone build's
     content digest and the training code."""
     fields = {f: getattr(cfg, f) for f in SBERT_FIELDS}
-    consts = [variant, epochs, batch_size, MARKERS, DUMMY, ANCHORS]
+    consts = [variant, VARIANTS[variant], PAIRS_PER_ROW, epochs, batch_size, MARKERS, DUMMY, ANCHORS]
     return cache.key(
         fields, consts, data_digest(data), backbones.content_digest(backbone), cache.code_digest(*TRAINING_CODE)
     )
@@ -291,7 +292,7 @@ def sbert_key(cfg: TrainConfig, data: dict, variant: str, epochs: int, batch_siz
 
 @dataclass(frozen=True)
 class SbertJob:
-    """One fold of one SBERT run of the plan (an executor job, like lib.train.FoldJob)."""
+    """One fold of one SBERT run of the plan (an executor job, like lib.training.FoldJob)."""
 
     cfg: TrainConfig
     variant: str
@@ -375,13 +376,21 @@ def e5_corpus(data: dict) -> list[str]:
 def e5_encoder(path: str, device="cpu", max_length: int = E5_MAX_LENGTH) -> SentenceTransformer:
     """Transformer + mean Pooling over all tokens (prompt included) + L2 normalisation, with
     "query: " as the default prompt: `encode`/`embed` put it in front of every text."""
+    import logging
+
     tr = Transformer(path, max_seq_length=max_length)
-    return SentenceTransformer(
-        modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()],
-        device=str(device),
-        prompts={"query": E5_PROMPT},
-        default_prompt_name="query",
-    )
+    # the default prompt is the point here: its "Default prompt name is set to ..." warning says nothing new
+    log = logging.getLogger("sentence_transformers.base.model")
+    level, _ = log.level, log.setLevel(logging.ERROR)
+    try:
+        return SentenceTransformer(
+            modules=[tr, Pooling(tr.get_embedding_dimension(), "mean"), Normalize()],
+            device=str(device),
+            prompts={"query": E5_PROMPT},
+            default_prompt_name="query",
+        )
+    finally:
+        log.setLevel(level)
 
 
 def pair_matrix(model: SentenceTransformer, df: pd.DataFrame, batch_size: int = 64) -> np.ndarray:

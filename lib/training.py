@@ -21,7 +21,7 @@ from transformers import get_linear_schedule_with_warmup
 from . import backbones, cache, losses
 from . import model as hm
 from .config import LABEL2ID, LABELS, TrainConfig
-from .device import autocast, hardware, pick_device, resolve_precision  # noqa: F401  (re-exported)
+from .device import autocast, hardware, pick_device, resolve_precision, versions  # noqa: F401  (re-exported)
 from .metrics import f1pn, to_labels
 
 SPLITS_PREDICTED = ("validation", "final")
@@ -172,6 +172,15 @@ class FoldRun:
     frozen_cached: bool = False  # frozen layers' outputs computed once per distinct input (HamamModel.cache_frozen)
 
 
+def selection_score(cfg: TrainConfig, y, logits) -> float:
+    """Held-out F1pn that early stopping maximises, under the model's own decision rule: argmax for the
+    three-class losses; for the two heads, the identify head's rule (polar when p(polar) > t) at its best t
+    on these rows (argmax over their 3-class log-probabilities calls a row polar only above t = 0.5-0.67)."""
+    if cfg.loss != "two_head":
+        return f1pn(y, to_labels(logits))
+    return max(f1pn(y, losses.polar_rule(logits, t)) for t in np.linspace(0.05, 0.95, 19))
+
+
 def inner_split(df: pd.DataFrame, share: float, seed: int) -> np.ndarray:
     """Boolean mask of the rows held back for early stopping: whole sentences, seeded, ~`share` of rows."""
     sentences = df["sentence"].unique()
@@ -212,13 +221,13 @@ def train_model(
     )
     opt = torch.optim.AdamW(groups_opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma)
+    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, polar_weight=cfg.polar_weight)
     row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(device)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
     run = FoldRun(precision=precision, frozen_cached=cached)
     best_state, bad, step, t0, running = None, 0, 0, time.perf_counter(), []
-    bar = tqdm(total=total, desc=desc, leave=False)
+    bar = tqdm(total=total, desc=desc, leave=False, disable=None)  # terminals only, never on a page
     while step < total and bad < cfg.patience:
         for b in batches([len(e["input_ids"]) for e in tr], cfg.batch_size, True, cfg.bucket, rng, groups):
             model.train()
@@ -238,7 +247,8 @@ def train_model(
             bar.update(1)
             if len(held) and (step % eval_every == 0 or step == total):
                 t_eval = time.perf_counter()
-                score = f1pn(y_held, to_labels(predict(model, held, tok.pad_token_id, device, precision=precision)))
+                z_held = predict(model, held, tok.pad_token_id, device, precision=precision)
+                score = selection_score(cfg, y_held, z_held)
                 run.history.append(
                     {
                         "step": step,
@@ -269,14 +279,6 @@ def train_model(
 # --- k folds with an artifact cache --------------------------------------------------------------
 
 
-def backbone_sentences(name: str, data: dict) -> list[str]:
-    """navec-bert's words and e5-small's kept pieces cover every split (no labels used); tiny-random
-    learns WordPiece on train."""
-    if name in ("navec-bert", "e5-small", "e5-small-full"):
-        return [s for df in data.values() for s in df["sentence"]]
-    return list(data["train"]["sentence"])
-
-
 def data_digest(data: dict) -> str:
     h = hashlib.sha1()
     for name in ("train", *SPLITS_PREDICTED):
@@ -289,28 +291,39 @@ def data_digest(data: dict) -> str:
 TRAINING_CODE = (
     "lib.model",
     "lib.losses",
-    "lib.train:seed_everything",
-    "lib.train:batches",
-    "lib.train:collate",
-    "lib.train:encode_df",
+    "lib.training:seed_everything",
+    "lib.training:batches",
+    "lib.training:collate",
+    "lib.training:encode_df",
     "lib.device:resolve_precision",
     "lib.device:autocast",
-    "lib.train:predict",
-    "lib.train:param_groups",
-    "lib.train:inner_split",
-    "lib.train:train_model",
-    "lib.train:optimiser_step",
-    "lib.train:train_fold",
+    "lib.training:predict",
+    "lib.training:param_groups",
+    "lib.training:inner_split",
+    "lib.training:selection_score",
+    "lib.training:train_model",
+    "lib.training:optimiser_step",
+    "lib.training:train_fold",
     "lib.metrics:f1pn",
     "lib.metrics:to_labels",
     "lib.metrics:_checked_logits",
+    "lib.config:LABELS",  # the column order of every saved logit file
+    "lib.config:LABEL2ID",
+    "lib.training:SPLITS_PREDICTED",  # which splits a fold run predicts
 )
 
 
-def fold_key(cfg: TrainConfig, data: dict, backbone_path: str) -> str:
-    """The config, the data (rows, labels, folds), the backbone build's content digest and the training code."""
+def fold_key(cfg: TrainConfig, data: dict, backbone_path: str, device="auto") -> str:
+    """The config, the precision it resolves to on `device` (`auto` is bf16 on one machine and fp32 on another:
+    different models), the data (rows, labels, folds), the backbone's content digest and the training code.
+    Library versions are recorded in done.json, not keyed (README, "Caching")."""
+    precision = resolve_precision(cfg.precision, pick_device(str(device)))
     return cache.key(
-        asdict(cfg), data_digest(data), backbones.content_digest(backbone_path), cache.code_digest(*TRAINING_CODE)
+        asdict(cfg),
+        precision,
+        data_digest(data),
+        backbones.content_digest(backbone_path),
+        cache.code_digest(*TRAINING_CODE),
     )
 
 
@@ -428,11 +441,6 @@ def train_fold(cfg, backbone, data, k, fold_dir: Path, device, save_checkpoint: 
         backbone_digest=backbones.content_digest(backbone),
         inner_rows=int(inner.sum()),
         hardware=hardware(),
+        **versions(),
         **asdict(run),
     )
-
-
-if __name__ == "__main__":  # the command line trains runs of the plan: see lib.plan
-    from lib.plan import main
-
-    raise SystemExit(main(prog="python -m lib.train"))

@@ -3,7 +3,7 @@
     python scripts/benchmark.py [--profile cpu] [--only bucketing,bf16] [--warmup 3] [--rounds 5] [--steps 6]
 
 A comparison pits two arms, A and B: a TrainConfig plus its inputs (backbone, padding, compiled or not), each
-step being lib.train.train_model's optimiser step (no LR schedule) on one fixed sequence of real training
+step being lib.training.train_model's optimiser step (no LR schedule) on one fixed sequence of real training
 batches, collated before any timing. Each arm runs `--warmup` untimed steps, then `--rounds` rounds of the
 same `--steps` batches per arm, A then B (B then A in odd rounds), so drift on a shared machine hits both.
 Ratio = B step time / A step time (> 1: A is faster), of the median steps, with the min/median/max of the
@@ -41,7 +41,7 @@ from lib import model as hm
 from lib.config import RunPaths, get_profile
 from lib.device import autocast, hardware, pick_device, resolve_precision
 from lib.folds import load_prepared
-from lib.train import batches, collate, encode_df, optimiser_step, param_groups, predict, seed_everything
+from lib.training import batches, collate, encode_df, optimiser_step, param_groups, predict, seed_everything
 
 COMPARISONS = ("bucketing", "msd", "shared_rows", "frozen", "frozen_cache", "checkpointing", "vocab", "bf16", "compile")
 
@@ -103,7 +103,7 @@ class Arm:
                     self.model(**{k: v.to(device) for k, v in x.items() if k != "labels"})
 
     def step(self, i: int) -> float:
-        """Seconds of one optimiser step on batch i: lib.train.optimiser_step, the training loop's own step."""
+        """Seconds of one optimiser step on batch i: lib.training.optimiser_step, the training loop's own step."""
         t = time.perf_counter()
         xs = [{k: v.to(self.device) for k, v in p.items()} for p in self.batches[i]]
         optimiser_step(

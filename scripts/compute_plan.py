@@ -34,7 +34,7 @@ def measured(profile: str, data: dict) -> list[dict]:
     left by older code sit under other keys and are skipped): wall seconds, per epoch (as far as it
     ran), examples/s."""
     from lib.config import RunPaths, TrainConfig
-    from lib.train import fold_key
+    from lib.training import fold_key
 
     rows, paths = [], RunPaths(profile)
     for done in sorted(paths.models.glob("*/fold*/done.json")):
@@ -65,7 +65,7 @@ def main() -> None:
     import pandas as pd
     from transformers import AutoTokenizer
 
-    from lib import study
+    from lib.chapters import study
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")

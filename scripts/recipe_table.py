@@ -3,7 +3,7 @@
     python scripts/recipe_table.py [--profile cpu] [--runs-dir DIR] [--mode hamam] [--out FILE.md]
 
 Reads fold directories (done.json, logits_oof.npy) under DIR/<profile>/models (default: the study's runs
-directory, HAMAM_RUNS_DIR), whatever code version trained them, so exploratory runs count (lib.recipe).
+directory, HAMAM_RUNS_DIR), whatever code version trained them, so exploratory runs count (lib.chapters.ch02.recipe).
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from lib import recipe  # noqa: E402
+from lib.chapters.ch02 import recipe  # noqa: E402
 from lib.config import get_profile  # noqa: E402
 from lib.folds import load_prepared  # noqa: E402
 

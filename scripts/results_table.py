@@ -8,8 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 
-from lib import study
-from lib.study import results_path
+from lib.chapters import study
+from lib.chapters.study import results_path
 
 
 def fmt(v: list[float]) -> str:

@@ -47,7 +47,7 @@ def chapter_style():
     import matplotlib
     import matplotlib.pyplot as plt
 
-    from lib import plots
+    from lib.chapters import plots
 
     with matplotlib.rc_context():
         plots.setup()

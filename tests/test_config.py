@@ -37,6 +37,7 @@ def test_key_is_stable_and_sensitive_to_every_field():
         "loss": "focal",
         "batch_size": 64,  # must stay a multiple of grad_accum_steps
         "grad_accum_steps": 2,
+        "polar_weight": (2.0, {"loss": "two_head"}),
     }  # checked fields
     for f in dataclasses.fields(TrainConfig):
         value = getattr(a, f.name)

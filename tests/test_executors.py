@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from lib import executors, plan
-from lib import train as T
+from lib import cli, executors, plan
+from lib import training as T
 
 
 @pytest.fixture(scope="module")
@@ -103,7 +103,7 @@ def test_executor_is_chosen_by_argument_then_environment_then_profile(monkeypatc
         executors.resolve(None)
     monkeypatch.delenv("HAMAM_EXECUTOR")
     with pytest.raises(SystemExit) as e:
-        plan.main(["--profile", "smoke", "--executor", "dask"])
+        cli.main(["--profile", "smoke", "--executor", "dask"])
     assert e.value.code == 2
 
 

@@ -6,7 +6,7 @@ from transformers import AutoModel, AutoTokenizer
 from lib import model as hm
 from lib.config import TrainConfig
 from lib.data import load_split
-from lib.train import collate
+from lib.training import collate
 
 from .checkpoints import FAMILIES, build
 

@@ -47,7 +47,13 @@ def test_run_all_smoke_executes_every_notebook_and_regenerates_figures():
         assert figures and all(f.stat().st_mtime >= start for f in figures), f"{name}: no fresh figure"
     checks = json.loads((ROOT / "runs" / "smoke" / "figures" / "figure_checks.json").read_text())
     assert {n[:2] for n in checks} >= {name[:2] for name in NOTEBOOKS}  # every chapter's figures were checked
-    assert not {n: p for n, p in checks.items() if p}, "figures with text problems (lib.figcheck)"
+    assert not {n: p for n, p in checks.items() if p}, "figures with text problems (lib.chapters.figcheck)"
+    results = json.loads((ROOT / "runs" / "smoke" / "figures" / "results.json").read_text())
+    run = results["run"]  # the run as data: one commit for every chapter, its wall seconds, machine, versions
+    assert run["seconds"] > 0 and run["precision"] in ("bf16", "fp16", "fp32")
+    assert {"hardware", "torch", "transformers", "parts"} <= set(run) and "02/hamam" in run["runs"]
+    assert {c["commit"] for c in results["chapters"].values()} == {run["commit"]}
+    assert all(results["chapters"][n[:2]]["numbers"] for n in NOTEBOOKS)  # every chapter records its numbers
     plan_listing = subprocess.run(
         ["./run_all.sh", "--plan", "--profile", "smoke"], cwd=ROOT, capture_output=True, text=True
     )
@@ -127,7 +133,7 @@ def test_run_all_only_with_a_data_dir_trains_and_reads_that_copy(sandbox, raw_co
     chapter 01 prepared last."""
     _notebook(
         sandbox / "notebooks" / "02_reads.ipynb",
-        "from lib import study\n"
+        "from lib.chapters import study\n"
         "S = study.setup(profile, data_dir=data_dir)\n"
         "print('rows', len(S.train), S.data.data_dir)",
     )
@@ -135,7 +141,7 @@ def test_run_all_only_with_a_data_dir_trains_and_reads_that_copy(sandbox, raw_co
     cmd = ["./run_all.sh", "--profile", "smoke", "--only", "02", "--data-dir", str(raw_copy)]
     r = subprocess.run(cmd, cwd=sandbox, capture_output=True, text=True, timeout=900, env=env)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
-    assert "fold job(s) to train" in r.stdout  # chapter 02's runs, trained on the copy
+    assert "fold jobs to train" in r.stdout  # chapter 02's runs, trained on the copy
     out = nbformat.read(sandbox / "runs" / "smoke" / "notebooks" / "02_reads.ipynb", as_version=4)
     text = "".join(o.get("text", "") for c in out.cells if c.cell_type == "code" for o in c.outputs)
     assert f"rows 40 {raw_copy.resolve()}" in text

@@ -6,8 +6,8 @@ from sklearn.metrics import f1_score
 
 from lib import backbones, sbert
 from lib import model as hm
-from lib import sbert_report as report
 from lib.backbones import build_tiny_random
+from lib.chapters.ch05 import report
 from lib.config import TrainConfig
 from lib.data import load_split
 
@@ -379,7 +379,7 @@ def test_answer_names_the_oof_choice_and_the_direction():
     }
     scores = report.score_table(val, train, preds, [0], 50)
     best = report.best_on_oof(scores)
-    from lib import study
+    from lib.chapters import study
 
     diffs = pd.concat(
         [
@@ -419,9 +419,9 @@ def test_figures_and_answer_use_each_models_one_display_name():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lib import plots, study
+    from lib.chapters import plots, study
+    from lib.chapters.figcheck import text_problems
     from lib.config import get_profile
-    from lib.figcheck import text_problems
 
     rng, train, val = _toy()
     rows = (train["fold"] == 0).to_numpy()

@@ -12,7 +12,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import f1_score
 
-from lib.baselines import organisers_baseline
+from lib.chapters.ch02.baselines import organisers_baseline, write_submission
+from lib.config import RAW_DIR
 from lib.data import load_split
 from lib.metrics import f1pn
 
@@ -65,3 +66,15 @@ def test_f1pn_equals_sklearn_on_random_labels(seed):
     p = rng.choice([-1, 0, 1], size=n)
     assert f1pn(y, p) == pytest.approx(f1_score(y, p, labels=[1, -1], average="macro", zero_division=0), abs=1e-12)
     assert f1pn(list(y), list(p)) == f1pn(y, p)
+
+
+def test_our_submission_zip_reads_like_the_organisers_example(tmp_path):
+    """One file, named as in baseline_submission.zip (their scorer opens it by name), one label per line."""
+    import zipfile
+
+    labels = organisers_baseline()
+    ours = write_submission(labels, tmp_path / "submission.zip")
+    with zipfile.ZipFile(RAW_DIR / "baseline_submission.zip") as theirs, zipfile.ZipFile(ours) as z:
+        assert z.namelist() == theirs.namelist() == ["baseline_results.txt"]
+        assert z.read("baseline_results.txt") == theirs.read("baseline_results.txt")  # same labels, same bytes
+    assert (organisers_baseline(ours) == labels).all()

@@ -6,10 +6,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from lib import device, plan
-from lib import train as T
+from lib import cli, device, plan
+from lib import training as T
+from lib.chapters.study import frozen_phrase
 from lib.config import TrainConfig
-from lib.study import frozen_phrase
 
 
 def test_bucketing_covers_every_index_once_and_pads_less():
@@ -37,7 +37,7 @@ def test_collate_pads_dynamically_or_to_a_fixed_width():
 def test_training_is_deterministic_for_a_seed(smoke):
     prof, data = smoke
     cfg = prof.train_config(epochs=1)
-    bb = T.backbones.resolve(cfg.backbone, T.backbone_sentences(cfg.backbone, data))
+    bb = T.backbones.resolve(cfg.backbone, T.backbones.backbone_sentences(cfg.backbone, data))
     tr = data["train"]
     held = tr["fold"] == 0
     runs = [T.train_model(cfg, bb, tr[~held], tr[held], "cpu", max_steps=6)[2] for _ in range(2)]
@@ -113,7 +113,7 @@ def test_rows_of_a_sentence_share_batches_and_the_shared_encoding_changes_no_log
     )
     assert split == 0 or split < 0.2 * tr["sentence"].duplicated().sum()  # a group is cut only at batch edges
     cfg = prof.train_config()
-    bb = T.backbones.resolve(cfg.backbone, T.backbone_sentences(cfg.backbone, data))
+    bb = T.backbones.resolve(cfg.backbone, T.backbones.backbone_sentences(cfg.backbone, data))
     model, tok = T.hm.build(bb, cfg)
     enc = T.encode_df(tok, tr.sort_values("sentence"), cfg)
     a = T.predict(model, enc, tok.pad_token_id, "cpu")
@@ -140,7 +140,7 @@ def test_gradient_accumulation_equals_one_large_batch(smoke, monkeypatch):
     prof, data = smoke
     tr = data["train"]
     held = tr["fold"] == 0
-    bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+    bb = T.backbones.resolve("tiny-random", T.backbones.backbone_sentences("tiny-random", data))
     params = []
     for accum in (1, 4):
         cfg = prof.train_config(
@@ -156,10 +156,49 @@ def test_gradient_accumulation_equals_one_large_batch(smoke, monkeypatch):
     assert diff.max().item() < 0.1 * cfg.lr, diff.max().item()
 
 
+def test_accumulated_gradients_equal_the_one_batch_gradient(smoke, monkeypatch):
+    """Before the optimiser step (AdamW is nearly scale-invariant, so comparing parameters after it would hide a
+    wrong loss scale): 4 micro-batches give the gradient of one batch of 16, in fp32 to 1e-5 of its norm; a
+    plain mean of the micro-batch losses (the usual mistake with a class-weighted loss) does not."""
+    _no_dropout(monkeypatch)
+    prof, data = smoke
+    tr = data["train"].head(16)
+    bb = T.backbones.resolve("tiny-random", T.backbones.backbone_sentences("tiny-random", data))
+    cfg = prof.train_config(batch_size=16, precision="fp32", neutral_weight=0.1)
+    model, tok = T.hm.build(bb, cfg)
+    model.train()
+    enc = T.encode_df(tok, tr, cfg)
+    y = tr["label"].to_numpy()  # collate maps labels to class ids
+    loss_fn = T.losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma)
+    row_weight = T.losses.class_weights(cfg.neutral_weight)
+
+    class Capture:  # an optimiser that records the gradients it would apply
+        def zero_grad(self, set_to_none=True):
+            model.zero_grad(set_to_none=set_to_none)
+
+        def step(self):
+            self.grad = T.torch.cat([p.grad.flatten() for p in model.parameters() if p.grad is not None])
+
+    def grad(pieces, weight=row_weight):
+        parts = [T.collate([enc[i] for i in part], tok.pad_token_id, None, y[np.array(part)]) for part in pieces]
+        opt = Capture()
+        scaler = T.torch.amp.GradScaler(enabled=False)
+        T.optimiser_step(model, opt, scaler, parts, loss_fn, weight, "cpu", "fp32", grad_clip=1e9)
+        return opt.grad
+
+    rows = list(range(16))
+    one = grad([rows])
+    four = grad([rows[i : i + 4] for i in range(0, 16, 4)])
+    assert len({tuple(sorted(y[i : i + 4])) for i in range(0, 16, 4)}) > 1  # pieces differ in class mix
+    assert (four - one).norm() <= 1e-5 * one.norm(), float((four - one).norm() / one.norm())
+    naive = grad([rows[i : i + 4] for i in range(0, 16, 4)], weight=T.torch.ones(3))  # each piece counts 1/4
+    assert (naive - one).norm() > 1e-3 * one.norm()
+
+
 def test_mask_mentions_reaches_training_through_the_config(smoke):
     prof, data = smoke
     tr = data["train"].iloc[7:]  # an index that does not start at 0, as a fold's part has
-    bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+    bb = T.backbones.resolve("tiny-random", T.backbones.backbone_sentences("tiny-random", data))
     cfg = prof.train_config(mask_mentions=True)
     _, tok = T.hm.build(bb, cfg)
     enc = T.encode_df(tok, tr, cfg)
@@ -176,7 +215,7 @@ def test_bf16_autocast_learns_like_fp32(smoke):
     prof, data = smoke
     tr = data["train"]
     held = tr["fold"] == 0
-    bb = T.backbones.resolve("tiny-random", T.backbone_sentences("tiny-random", data))
+    bb = T.backbones.resolve("tiny-random", T.backbones.backbone_sentences("tiny-random", data))
 
     def run(p, lr):
         cfg = prof.train_config(precision=p, lr=lr, head_lr=lr)
@@ -202,14 +241,42 @@ def test_cli_trains_named_runs_of_the_plan(smoke, tmp_path, monkeypatch, capsys)
     prof, data = smoke
     monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
     argv = ["--profile", "smoke", "--runs", "04/k1-seed13", "--folds", "0"]
-    assert plan.main(argv, prog="python -m lib.train") == 0  # lib.train's command line is the plan's
+    assert cli.main(argv, prog="python -m lib.train") == 0  # lib.train's command line is the plan's
     assert plan.resolve(prof, plan.get(prof, "04/k1-seed13"), data).done == [0]
-    assert plan.main(argv, prog="python -m lib.train") == 0
+    assert cli.main(argv, prog="python -m lib.train") == 0
     assert "every run cached" in capsys.readouterr().out
-    assert plan.main(["--profile", "smoke", "--runs", "02/no-such-run"]) == 2
+    assert cli.main(["--profile", "smoke", "--runs", "02/no-such-run"]) == 2
     assert "no run '02/no-such-run'" in capsys.readouterr().err
     with pytest.raises(SystemExit):
-        plan.main(["--profile", "smoke", "--no_such_option", "1"])
+        cli.main(["--profile", "smoke", "--no_such_option", "1"])
+
+
+def test_set_trains_a_named_cached_experiment_beside_the_plan(smoke, tmp_path, monkeypatch, capsys):
+    prof, data = smoke
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    argv = ["--profile", "smoke", "--runs", "04/k1-seed13", "--folds", "0", "--set", "lr=0.002", "--set", "epochs=1"]
+    assert cli.main(argv) == 0
+    name = "04/k1-seed13@epochs=1,lr=0.002"
+    assert name in capsys.readouterr().out
+    run = plan.get(prof, name)  # registered: status lists it, chapters' readers do not
+    assert run.cfg.lr == 0.002 and run.readers == () and plan.resolve(prof, run, data).done == [0]
+    base = plan.resolve(prof, plan.get(prof, "04/k1-seed13"), data)
+    assert plan.resolve(prof, run, data).key != base.key and base.done == []  # its own key; the plan's run untouched
+    assert name in [r["name"] for r in plan.status(prof, data)]
+    assert cli.main(argv) == 0 and "every run cached" in capsys.readouterr().out
+    for bad, word in (["no_such_field=1"], "no_such_field"), (["lr=fast"], "lr"), (["mode=both"], "mode"):
+        assert cli.main(["--profile", "smoke", "--runs", "02/hamam", "--set", *bad]) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert len(err) == 1 and word in err[-1] and "Traceback" not in err[-1]
+
+
+def test_help_lists_every_trainconfig_field(capsys):
+    with pytest.raises(SystemExit):
+        cli.main(["--help"])
+    out = capsys.readouterr().out
+    assert "--set" in out
+    for f in dataclasses.fields(TrainConfig):
+        assert f"  {f.name} (" in out
 
 
 def test_frozen_phrase_says_what_the_fold_runs_did():
@@ -220,3 +287,25 @@ def test_frozen_phrase_says_what_the_fold_runs_did():
     assert "recomputed at every step" in frozen_phrase(cfg, 12, off)
     assert "recomputed at every step" in frozen_phrase(cfg, 12, [{}])  # runs from code before the cache
     assert frozen_phrase(TrainConfig(), 2, on) == "all 2 layers trained"
+
+
+def test_status_estimates_minutes_on_a_fresh_machine_from_a_few_timed_steps(smoke, tmp_path, monkeypatch):
+    """No run trained here yet: each kind of fold run is timed for a few steps (lib.calibrate), once; the second
+    status reads calibration.json; a run's own measurement would replace the estimate."""
+    from lib import calibrate
+
+    prof, data = smoke
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    rows = {r["name"]: r for r in plan.status(prof, data, chapters=["02"], calibrate_here=True)}
+    assert rows["02/hamam"]["seconds"] > 0 and rows["02/hamam"]["estimate"].endswith("min")
+    stored = json.loads((tmp_path / "smoke" / "calibration.json").read_text())
+    assert stored["hardware"] == T.hardware() and len(stored["rates"]) >= 2  # hamam and its halves differ in cost
+
+    def no_timing(*a, **k):
+        raise AssertionError("timed again")
+
+    monkeypatch.setattr(calibrate, "seconds_per_step", no_timing)
+    again = {r["name"]: r["seconds"] for r in plan.status(prof, data, chapters=["02"], calibrate_here=True)}
+    assert again["02/hamam"] == rows["02/hamam"]["seconds"]
+    plain = {r["name"]: r["estimate"] for r in plan.status(prof, data, chapters=["02"])}
+    assert plain["02/hamam"] == "not measured"  # without calibration nothing is guessed

@@ -1,5 +1,5 @@
 """Chapter 01's corpus statistics and figures: labels, entity types, lengths in word tokens, how often sentences
-and entities repeat, overlap with train, fold balance. Splits keep the study's colours (`lib.plots`)."""
+and entities repeat, overlap with train, fold balance. Splits keep the study's colours (`lib.chapters.plots`)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ SPLITS = ("train", "validation", "final")
 
 def n_words(texts) -> np.ndarray:
     """Word tokens per text (words with inner hyphens, and every other symbol on its own)."""
-    from .backbones import corpus_words
+    from ..backbones import corpus_words
 
     return np.array([sum(corpus_words([t]).values()) for t in texts])
 

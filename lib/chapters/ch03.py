@@ -1,85 +1,20 @@
-"""Decision rules on top of the 3-class probabilities, swept on OOF and applied once to validation.
-
-Rule (a) `threshold`: neutral unless max(P(pos), P(neg)) >= t, else the larger of the two.
-Rule (b) `neutral_bias`: add b to the neutral logit before argmax (multiplies the neutral odds by e^b).
-A rule's parameter is chosen on out-of-fold train predictions only, then applied unchanged to
-validation: choosing it on validation would report a tuned, optimistic number.
-"""
+"""Chapter 03: how large and stable is the gain of a neutral threshold, and is it a substitute for the class
+weight? The rules themselves live in `lib.rules`; this module drives, tabulates and draws the chapter."""
 
 from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-from sklearn.metrics import precision_recall_fscore_support
 
-from .config import LABEL2ID, LABELS
-from .folds import subset_mask
-from .metrics import draw_resamples, f1pn, f1pn_resampled, fmt, softmax, to_labels
-
-NEG, NEU, POS = LABEL2ID[-1], LABEL2ID[0], LABEL2ID[1]
-
-
-def threshold_rule(logits: np.ndarray, t: float) -> np.ndarray:
-    p = softmax(logits)
-    sentiment = np.where(p[:, POS] > p[:, NEG], 1, -1)
-    return np.where(np.maximum(p[:, POS], p[:, NEG]) >= t, sentiment, 0)
-
-
-def bias_rule(logits: np.ndarray, b: float) -> np.ndarray:
-    z = np.array(logits, dtype=np.float64, copy=True)
-    z[:, NEU] += b
-    return np.asarray(LABELS)[z.argmax(1)]
-
-
-RULES = {"threshold": threshold_rule, "neutral_bias": bias_rule}
-GRIDS = {"threshold": np.round(np.linspace(0.0, 1.0, 101), 3), "neutral_bias": np.round(np.linspace(-6.0, 6.0, 121), 3)}
-NO_OP = {"neutral_bias": 0.0}  # b=0 is plain argmax; rule (a) has no no-op value
-
-
-def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0, *, groups) -> pd.DataFrame:
-    """F1pn, per-class precision/recall, predicted counts per label and in all polar (and bootstrap band) at
-    every grid value.
-
-    The band resamples clusters (`groups`, e.g. sentences; None: rows), one draw shared by every
-    grid value, so neighbouring values are compared on the same resamples.
-    """
-    grid = GRIDS[rule] if grid is None else grid
-    y = np.asarray(y)
-    draws = draw_resamples(groups, len(y), n_boot, seed) if n_boot else None
-    rows = []
-    for v in grid:
-        p = RULES[rule](logits, v)
-        prec, rec, _, _ = precision_recall_fscore_support(y, p, labels=list(LABELS), zero_division=0)
-        row = {"param": float(v), "f1pn": f1pn(y, p), "n_polar": int(np.isin(p, (-1, 1)).sum())}
-        row.update({f"n_pred_{lab}": int((p == lab).sum()) for lab in LABELS})
-        row.update({f"precision_{lab}": pr for lab, pr in zip(LABELS, prec)})
-        row.update({f"recall_{lab}": r for lab, r in zip(LABELS, rec)})
-        if draws is not None:
-            boot = f1pn_resampled(y, p, *draws)
-            row["f1pn_lo"], row["f1pn_hi"] = np.quantile(boot, [0.025, 0.975])
-        rows.append(row)
-    return pd.DataFrame(rows)
-
-
-def choose(y_oof, logits_oof, rule: str, grid=None) -> float:
-    """The grid value with the best OOF F1pn (the middle of a tied plateau, so it is not an edge)."""
-    s = sweep(y_oof, logits_oof, rule, grid, groups=None)  # no bands needed, so no clusters
-    best = s.index[np.isclose(s["f1pn"], s["f1pn"].max())]
-    return float(s.loc[best[len(best) // 2], "param"])
-
-
-def tune_then_apply(rule: str, y_oof, logits_oof, logits_eval, grid=None) -> tuple[float, np.ndarray]:
-    """Choose the parameter on OOF, then predict `logits_eval` with it. Evaluation labels never enter."""
-    param = choose(y_oof, logits_oof, rule, grid)
-    return param, RULES[rule](logits_eval, param)
-
-
-# --- chapter 03 drivers -------------------------------------------------------------------------
+from ..config import LABELS
+from ..folds import subset_mask
+from ..metrics import f1pn, fmt
+from ..rules import GRIDS, NEG, NO_OP, POS, RULES, choose, sweep, tune_then_apply  # noqa: F401
 
 
 def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -> pd.DataFrame:
     """Each rule: parameter chosen on OOF, applied once to validation; paired clustered gain over argmax."""
-    from .metrics import paired, to_labels
+    from ..metrics import paired, to_labels
 
     before, rows = to_labels(logits_val), []
     y_val = val["label"].to_numpy()
@@ -107,8 +42,8 @@ def weight_study(study, weights) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Chapter 03's runs `03/weight-<w>` (the plan's); per weight: argmax vs OOF-chosen threshold on validation
     (each score with its sentence-clustered CI, and their paired clustered difference), the run's label and config
     (mode, epochs, folds), and the validation sweep for the figure."""
-    from . import plan
-    from .metrics import bootstrap_ci, paired, sentence_groups, to_labels
+    from .. import plan
+    from ..metrics import bootstrap_ci, paired, sentence_groups, to_labels
 
     prof, train, val = study.prof, study.train, study.val
     y_oof, y_val, groups = train["label"].to_numpy(), val["label"].to_numpy(), sentence_groups(val)
@@ -158,45 +93,92 @@ def runs_note(weights: pd.DataFrame) -> str:
     """What the weight runs are, read from their config: names, labels, backbone, mode, epochs, folds."""
     w = weights.drop_duplicates("run")
     one = lambda col: ", ".join(map(str, dict.fromkeys(w[col])))  # noqa: E731
+    n_folds = len(str(w["folds"].iloc[0]).split(","))
+    epochs = one("epochs")
     return (
         f"runs {', '.join(w['run'])} ({', '.join(repr(x) for x in w['label'])}): {one('backbone')}, "
-        f"mode {one('mode')}, {one('epochs')} epoch(s), fold(s) {one('folds')}"
+        f"mode {one('mode')}, {epochs} epoch{'' if epochs == '1' else 's'}, "
+        f"{'fold' if n_folds == 1 else 'folds'} {one('folds')}"
     )
 
 
-def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, n_folds: int) -> str:
-    """The chapter's answer as Markdown, from the two tables."""
+def per_fold(study, names) -> pd.DataFrame:
+    """Each fold model of each run alone: the threshold chosen on its own fold's OOF rows, its validation F1pn
+    under argmax and under that threshold, and the gain: how far t and its gain move from one training to the
+    next (the question "is it stable?")."""
+    from ..metrics import to_labels
+
+    train, y_val = study.train, study.val["label"].to_numpy()
+    y, fold, rows = train["label"].to_numpy(), train["fold"].to_numpy(), []
+    for name in names:
+        res = study.run(name)
+        for k in res.folds:
+            t, z = choose(y[fold == k], res.oof[fold == k], "threshold"), res.ensemble("validation", [k])
+            a, b = f1pn(y_val, to_labels(z)), f1pn(y_val, RULES["threshold"](z, t))
+            rows.append({"run": name, "fold": k, "t": t, "f1pn_argmax": a, "f1pn_threshold": b, "gain": b - a})
+    return pd.DataFrame(rows)
+
+
+def weight_difference(study, weights) -> pd.DataFrame:
+    """Weight 1 minus weight 0.1 (the extremes of the grid), paired and sentence-clustered, under argmax and
+    each after its own OOF-chosen threshold: does the threshold close the gap the weight opens?"""
+    from ..metrics import paired, to_labels
+
+    train, val, n = study.train, study.val, study.prof.bootstrap
+    ws = sorted(weights)
+    lo, hi = ws[0], ws[-1]
+    pred = {}
+    for w in (lo, hi):
+        res = study.run(f"03/weight-{w:g}")
+        held = res.oof_rows(train)
+        z = res.ensemble("validation")
+        t, after = tune_then_apply("threshold", train["label"].to_numpy()[held], res.oof[held], z)
+        pred[w] = {"argmax": to_labels(z), "threshold": after}
+    name = f"weight {hi:g} - weight {lo:g}"
+    return pd.concat(
+        [paired(val, pred[hi][d], pred[lo][d], n, f"{name} ({d})").assign(decision=d) for d in pred[hi]],
+        ignore_index=True,
+    )
+
+
+def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd.DataFrame, wdiff: pd.DataFrame) -> str:
+    """The chapter's answer as Markdown, from the tables: each claim at the strength its CI allows."""
     a = applied.set_index(["rule", "subset"])
     w = weights[weights["subset"] == "all"].set_index("neutral_weight")
 
     def gain(r):
         return fmt(r["gain"], r["gain_lo"], r["gain_hi"], signed=True)
 
-    span_arg, span_thr = (
-        w["f1pn_argmax"].max() - w["f1pn_argmax"].min(),
-        w["f1pn_threshold"].max() - w["f1pn_threshold"].min(),
-    )
-    substitute = (
-        "the threshold largely evens out the choice of weight: a post-hoc substitute for it"
-        if span_thr < 0.5 * span_arg
-        else "the threshold does not even out the choice of weight, so it is no substitute for it"
-    )
+    def ci(r):
+        return fmt(r["diff"], r["lo"], r["hi"], signed=True)
+
     t_all, t_unseen = a.loc[("threshold", "all")], a.loc[("threshold", "unseen")]
     b_all, b_unseen = a.loc[("neutral_bias", "all")], a.loc[("neutral_bias", "unseen")]
+    head = folds[folds["run"] == "02/hamam"]
+    d = wdiff[wdiff["subset"] == "all"].set_index("decision")
+    closes = d.loc["threshold"]
+    if closes["lo"] > 0 or closes["hi"] < 0:
+        sub = "the weights still differ after their thresholds: the threshold is no full substitute for the weight"
+    elif d.loc["argmax", "lo"] > 0 or d.loc["argmax", "hi"] < 0:
+        sub = "the weights differ under argmax but not after their thresholds: here the threshold stands in for it"
+    else:
+        sub = "the weights cannot be told apart either way, so this data cannot say whether one substitutes"
     return (
         f"**How large is the gain?** Rule (a), t = {t_all['param']:g} chosen on OOF, moves validation F1pn from "
         f"{t_all['f1pn_argmax']:.3f} to {t_all['f1pn_rule']:.3f}: {gain(t_all)} on all rows and "
         f"{gain(t_unseen)} on unseen-sentence rows (paired, sentence-clustered 95% CI). "
         f"Rule (b), b = {b_all['param']:g}: {gain(b_all)} on all rows, {gain(b_unseen)} unseen.\n\n"
-        f"**Is it stable?** Chosen on OOF: t = {chosen['threshold']:g}; best on validation would have been t = "
-        f"{t_all['oracle_param_on_validation']:g} (unseen rows: {t_unseen['oracle_param_on_validation']:g}).\n\n"
-        f"**Is it a substitute for the class weight?** Retrained on {n_folds} fold(s): argmax F1pn "
+        f"**Is it stable?** Each of the headline's {len(head)} fold models alone, its t chosen on its own fold's "
+        f"OOF rows: t from {head['t'].min():g} to {head['t'].max():g}, gains from {head['gain'].min():+.3f} to "
+        f"{head['gain'].max():+.3f} (mean {head['gain'].mean():+.3f}). Chosen on all OOF rows: t = "
+        f"{chosen['threshold']:g}; the best t on validation would have been {t_all['oracle_param_on_validation']:g}"
+        f" (unseen rows: {t_unseen['oracle_param_on_validation']:g}).\n\n"
+        f"**Is it a substitute for the class weight?** Argmax F1pn "
         + ", ".join(f"{r.f1pn_argmax:.3f} at weight {k:g}" for k, r in w.iterrows())
-        + "; the OOF-chosen threshold moves it by "
-        + ", ".join(f"{gain(r)} (t = {r.t_chosen_on_oof:g})" for _, r in w.iterrows())
-        + ". Neutral share of argmax predictions: "
-        + ", ".join(f"{r.pred_neutral_share_argmax:.0%}" for _, r in w.iterrows())
-        + f". Across weights, argmax F1pn spans {span_arg:.3f} and thresholded F1pn {span_thr:.3f}: {substitute}."
+        + "; after each run's OOF-chosen threshold "
+        + ", ".join(f"{r.f1pn_threshold:.3f} (t = {r.t_chosen_on_oof:g})" for k, r in w.iterrows())
+        + f". Paired, {wdiff['comparison'].iloc[0].split(' (')[0]} under argmax {ci(d.loc['argmax'])}, after the "
+        f"thresholds {ci(closes)}: {sub}."
     )
 
 
@@ -326,18 +308,3 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
     fig.suptitle(f"Neutral class weight, validation rows; {runs_note(weights)}", fontsize=11)
     return fig
-
-
-# --- the study's decision rule for one run (chapter 02's headline, lib.predict) ---------------------------
-
-
-def decision_rule(result, train: pd.DataFrame, rule: str = "threshold"):
-    """(rule name, parameter) chosen on the run's out-of-fold rows."""
-    if rule == "argmax":
-        return "argmax", None
-    held = result.oof_rows(train)
-    return rule, choose(train["label"].to_numpy()[held], result.oof[held], rule)
-
-
-def apply_rule(logits: np.ndarray, rule: str, param) -> np.ndarray:
-    return to_labels(logits) if rule == "argmax" else RULES[rule](logits, param)

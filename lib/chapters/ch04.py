@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .metrics import f1pn, to_labels
+from ..metrics import count, f1pn, over_trainings, to_labels
 
 FRACTION = 0.95  # "reached": the first evaluation at >= this share of the run's own best held-out F1pn
 
@@ -32,7 +32,7 @@ def run_name(prof, k: int, rate: float, seed: int) -> str:
 
 def run_all(study) -> dict:
     """Read every (K, rate, seed) run of the plan (`04/...`); tables for the chapter."""
-    from . import plan
+    from .. import plan
 
     prof, val = study.prof, study.val
     y_val = val["label"].to_numpy()
@@ -105,7 +105,10 @@ def iterations_difference(runs: pd.DataFrame, rate: float, k_a: int = 5, k_b: in
     """Steps to 95%, K=a minus K=b, paired by seed (and fold): the per-seed differences, their mean, min, max."""
     r = runs[runs["rate"] == rate].set_index(["seed", "fold", "K"])["steps_to_95"].unstack("K")
     d = (r[k_a] - r[k_b]).dropna()
+    over = over_trainings(d) if len(d) else {"lo": float("nan"), "hi": float("nan")}
     return {
+        "lo": over["lo"],  # a 95% t-interval over seeds
+        "hi": over["hi"],
         "per_seed": {
             f"seed {s}" + (f", fold {f}" if r.index.get_level_values("fold").nunique() > 1 else ""): v
             for (s, f), v in d.items()
@@ -123,7 +126,7 @@ def iterations_difference(runs: pd.DataFrame, rate: float, k_a: int = 5, k_b: in
 
 def summary(study, out: dict) -> pd.DataFrame:
     """Per setting: seed mean ± sd of validation F1pn, the seed ensemble with its clustered CI, cost per step."""
-    from .metrics import bootstrap_ci, sentence_groups
+    from ..metrics import bootstrap_ci, sentence_groups
 
     val, n = study.val, study.prof.bootstrap
     y, groups = val["label"].to_numpy(), sentence_groups(val)
@@ -159,14 +162,55 @@ def k_difference(study, out: dict, k_a: int = 5, k_b: int = 1) -> dict:
     ]
     ens = {k: to_labels(np.mean([out["logits"][(k, rate, s)] for s in out["seeds"]], axis=0)) for k in (k_a, k_b)}
     d = paired(study.val, ens[k_a], ens[k_b], study.prof.bootstrap, f"K={k_a} - K={k_b}")
+    over = over_trainings(per_seed)
     return {
         "per_seed": per_seed,
+        "over_seeds": [over["mean"], over["lo"], over["hi"]],  # mean with a 95% t-interval over seeds
         "per_seed_mean_sd": [
             float(np.mean(per_seed)),
             float(np.std(per_seed, ddof=1)) if len(per_seed) > 1 else float("nan"),
         ],
         "paired": d,
     }
+
+
+def entity_split(study, out: dict, k_a: int = 5, k_b: int = 1) -> pd.DataFrame:
+    """The paper's open question on unseen entities: validation F1pn on rows whose entity string occurs in train
+    and on rows whose does not, per K: each seed's model, and K=a minus K=b paired by seed with a 95% t-interval
+    over seeds."""
+    rate, val = study.prof.train.msd_rate, study.val
+    y, seen = val["label"].to_numpy(), val["entity_seen_in_train"].to_numpy(bool)
+    rows = []
+    for name, m in (("seen entity", seen), ("unseen entity", ~seen)):
+        f = {(k, s): f1pn(y[m], to_labels(out["logits"][(k, rate, s)])[m]) for k in (k_a, k_b) for s in out["seeds"]}
+        for k in (k_a, k_b):
+            v = [f[k, s] for s in out["seeds"]]
+            rows.append(
+                {
+                    "rows": name,
+                    "n": int(m.sum()),
+                    "K": f"K={k}",
+                    "mean": float(np.mean(v)),
+                    "min": min(v),
+                    "max": max(v),
+                    "lo": np.nan,
+                    "hi": np.nan,
+                }
+            )
+        d = over_trainings([f[k_a, s] - f[k_b, s] for s in out["seeds"]])
+        rows.append(
+            {
+                "rows": name,
+                "n": int(m.sum()),
+                "K": f"K={k_a} - K={k_b}",
+                "mean": d["mean"],
+                "min": d["min"],
+                "max": d["max"],
+                "lo": d["lo"],
+                "hi": d["hi"],
+            }
+        )
+    return pd.DataFrame(rows)
 
 
 def k_colors(ks) -> dict:
@@ -233,7 +277,7 @@ def curves_figure(out: dict, rate: float, fraction: float = FRACTION):
     axes[0].set(
         xlabel="optimisation step",
         ylabel="held-out (inner split) F1pn",
-        title=f"Held-out F1pn, evaluated every {_eval_every(h)} step(s)",
+        title=f"Held-out F1pn, evaluated every {count(_eval_every(h), 'step')}",
     )
     axes[1].set(xlabel="optimisation step", ylabel="training loss (20-step moving mean)", title="Training loss")
     axes[2].set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
@@ -287,7 +331,9 @@ def summary_figure(out: dict, summ: pd.DataFrame):
     return fig
 
 
-def answer(summ: pd.DataFrame, diff: dict, rate: float, n_seeds: int, iters: pd.DataFrame, idiff: dict) -> str:
+def answer(
+    summ: pd.DataFrame, diff: dict, rate: float, n_seeds: int, iters: pd.DataFrame, idiff: dict, ents=None
+) -> str:
     from .study import verdict
 
     s = summ[summ["rate"] == rate].set_index("K")
@@ -299,10 +345,12 @@ def answer(summ: pd.DataFrame, diff: dict, rate: float, n_seeds: int, iters: pd.
         + "."
     ]
     lines += [f"- {verdict(r)}" for _, r in diff["paired"].iterrows()]
+    m, lo, hi = diff["over_seeds"]
     lines.append(
         "- per seed, K = 5 − K = 1: "
         + ", ".join(f"{d:+.3f}" for d in ps)
-        + f" (mean {np.mean(ps):+.3f}, sd {sd:.3f}): the spread between trainings "
+        + f" (mean {np.mean(ps):+.3f}, sd {sd:.3f}; 95% t-interval over seeds [{lo:+.3f}, {hi:+.3f}]): the spread "
+        + "between trainings "
         + (
             "is as large as the difference, so seeds decide more than K"
             if not abs(np.mean(ps)) > sd
@@ -312,6 +360,18 @@ def answer(summ: pd.DataFrame, diff: dict, rate: float, n_seeds: int, iters: pd.
     if 1 in s.index and 5 in s.index:
         ratio = s.loc[5, "seconds_per_step"] / s.loc[1, "seconds_per_step"]
         lines.append(f"\n**Cost.** A K = 5 step takes {ratio:.2f}× a K = 1 step (only the small head repeats).")
+    if ents is not None:
+        e = ents[ents["K"].str.contains(" - ")].set_index("rows")
+        lines.append(
+            "\n**Unseen entities** (the paper's open question): K = 5 − K = 1 per seed, mean with a 95% t-interval "
+            "over seeds, on validation rows whose entity string "
+            + "; ".join(
+                f"{'occurs' if r == 'seen entity' else 'never occurs'} in train (n = {v.n}): {v['mean']:+.3f} "
+                f"[{v.lo:+.3f}, {v.hi:+.3f}]"
+                for r, v in e.iterrows()
+            )
+            + "."
+        )
     lines.append(iterations_answer(iters[iters["rate"] == rate], idiff))
     return "\n".join(lines)
 
@@ -345,11 +405,14 @@ def iterations_answer(iters: pd.DataFrame, d: dict, fraction: float = FRACTION) 
     if lo == hi == 0:
         text += "; the same for every seed"
     elif hi < 0:
-        text += f"; fewer for every one of the {n} seed(s)"
+        text += f"; fewer for every one of the {count(n, 'seed')}"
     elif lo > 0:
-        text += f"; more for every one of the {n} seed(s)"
+        text += f"; more for every one of the {count(n, 'seed')}"
     else:
         text += f"; the per-seed differences run from {lo:+.0f} to {hi:+.0f}, so no consistent reduction"
-    if n < 5:
-        text += f"; with only {n} seed(s) the spread is a rough guide, not a confidence interval"
+    if n > 1 and np.isfinite(d["lo"]):
+        sure = "excludes 0" if d["lo"] > 0 or d["hi"] < 0 else "includes 0"
+        text += f"; 95% t-interval over the {count(n, 'seed')} [{d['lo']:+.1f}, {d['hi']:+.1f}] ({sure})"
+    else:
+        text += f"; with only {count(n, 'seed')} there is no interval"
     return text + "." + stop

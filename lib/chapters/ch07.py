@@ -1,7 +1,7 @@
 """Chapter 07, the neutral majority: the plan's runs `07/<name>` (one loss of `lib.losses` each, same backbone,
 recipe, folds and seeds) scored on validation under argmax and under a decision rule chosen on clean OOF rows.
 
-The rule is `threshold` (`lib.thresholds`: neutral unless max(p(pos), p(neg)) >= t) for the three-class losses and
+The rule is `threshold` (`lib.rules`: neutral unless max(p(pos), p(neg)) >= t) for the three-class losses and
 `polar` (`lib.losses.polar_rule`: polar when p(polar) = 1 - p(neutral) > t, then the sign) for the two-head model,
 whose saved logits are log-probabilities. t comes from the run's out-of-fold train rows only, never validation.
 """
@@ -11,12 +11,12 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from . import thresholds as th
-from .config import LABEL2ID, LABELS
-from .errors import by_group
-from .folds import SUBSETS, subset_mask
-from .losses import polar_rule
-from .metrics import f1pn, fmt, score_subsets, softmax, to_labels
+from .. import rules
+from ..config import LABEL2ID, LABELS
+from ..folds import SUBSETS, subset_mask
+from ..losses import polar_rule
+from ..metrics import f1pn, fmt, score_subsets, softmax, to_labels
+from .ch02.errors import by_group
 from .study import paired
 
 NEU = LABEL2ID[0]
@@ -30,14 +30,14 @@ def rule_of(cfg) -> str:
 
 
 def apply(rule: str, logits, t: float) -> np.ndarray:
-    return polar_rule(logits, t) if rule == "polar" else th.RULES[rule](logits, t)
+    return polar_rule(logits, t) if rule == "polar" else rules.RULES[rule](logits, t)
 
 
 def choose(y, logits, rule: str, grid=None) -> float:
-    """t with the best F1pn on (y, logits), the middle of a tied plateau, as `lib.thresholds.choose`."""
-    if rule in th.RULES:
-        return th.choose(y, logits, rule, grid)
-    grid = np.asarray(th.GRIDS["threshold"] if grid is None else grid)
+    """t with the best F1pn on (y, logits), the middle of a tied plateau, as `lib.rules.choose`."""
+    if rule in rules.RULES:
+        return rules.choose(y, logits, rule, grid)
+    grid = np.asarray(rules.GRIDS["threshold"] if grid is None else grid)
     f = np.array([f1pn(y, apply(rule, logits, t)) for t in grid])
     best = np.flatnonzero(np.isclose(f, f.max()))
     return float(grid[best[len(best) // 2]])
@@ -101,7 +101,7 @@ def compare(val: pd.DataFrame, dec: dict, ref: str, n_boot: int) -> pd.DataFrame
 
 
 def by_type(val: pd.DataFrame, dec: dict, n_boot: int, min_rows: int = 30) -> pd.DataFrame:
-    """F1pn per entity type (`lib.errors.by_group`, types with >= min_rows rows) per variant x decision."""
+    """F1pn per entity type (`ch02.errors.by_group`, types with >= min_rows rows) per variant x decision."""
     parts = []
     for name, d in dec.items():
         for dn in DECISIONS:
@@ -137,8 +137,8 @@ def result_name(name: str) -> str:
 
 
 def numbers(scores: pd.DataFrame, comp: pd.DataFrame) -> dict:
-    """The chapter's results.json entries {key: [value, lo, hi]}; `.oof_rule` marks the OOF-chosen rule."""
-    num, tag = {}, {"argmax": "", "OOF rule": ".oof_rule"}
+    """results.json entries {key: [value, lo, hi]}: plain keys under the OOF-chosen rule, `.argmax` beside."""
+    num, tag = {}, {"argmax": ".argmax", "OOF rule": ""}  # plain key: the OOF-chosen rule
     for r in scores[scores["subset"] != "seen"].itertuples():  # seen-sentence rows are few: tables only
         num[f"07.{result_name(r.variant)}{tag[r.decision]}.validation.{r.subset}"] = [r.f1pn, r.f1pn_lo, r.f1pn_hi]
         if r.subset == "all":
@@ -155,6 +155,44 @@ def numbers(scores: pd.DataFrame, comp: pd.DataFrame) -> dict:
 def _ci(r) -> str:
     sure = "CI excludes 0" if r["lo"] > 0 or r["hi"] < 0 else "CI includes 0"
     return f"{fmt(r['diff'], r['lo'], r['hi'], signed=True)} ({sure})"
+
+
+def convergence(runs: dict) -> pd.DataFrame:
+    """Per variant and fold: the step early stopping kept against the run's last step, and whether the curve
+    had turned (the best evaluation is not the last one) and whether patience ended the run before its epochs."""
+    rows = []
+    for name, res in runs.items():
+        for r in res.runs:
+            last_epoch = r["history"][-1]["epoch"] if r["history"] else 0.0
+            rows.append(
+                {
+                    "variant": name,
+                    "fold": r["fold"],
+                    "best_step": r["best_step"],
+                    "last_step": r["steps"],
+                    "epochs_run": round(last_epoch, 2),
+                    "turned": r["best_step"] < r["steps"],
+                    "stopped_early": last_epoch < res.cfg.epochs - 1e-6,
+                }
+            )
+    return pd.DataFrame(rows)
+
+
+def describe(runs: dict, ref: str) -> str:
+    """The Method's facts, from the runs' configs: mode, epochs, folds, seed, loss and weight per variant."""
+    cfg = runs[ref].cfg
+    folds = ", ".join(map(str, runs[ref].folds))
+    parts = [
+        f"`{n}`: {r.cfg.loss}"
+        + ("" if r.cfg.loss == "two_head" else f", neutral weight {r.cfg.neutral_weight:g}")
+        + (f", γ = {r.cfg.focal_gamma:g}" if r.cfg.loss == "focal" else "")
+        + (f", polar weight {r.cfg.polar_weight:g}" if r.cfg.polar_weight else "")
+        for n, r in runs.items()
+    ]
+    return (
+        f"{len(runs)} runs, all {cfg.mode}, {cfg.epochs} epochs with early stopping on the inner split, folds "
+        f"{folds}, seed {cfg.seed}; reference **{ref}**. Variants: " + "; ".join(parts) + "."
+    )
 
 
 def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int) -> str:
@@ -183,11 +221,16 @@ def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int) -> str:
         )
     better = [f"{n} ({dn})" for (n, k, dn), r in c.iterrows() if k == "minus reference" and r["lo"] > 0]
     worse = [f"{n} ({dn})" for (n, k, dn), r in c.iterrows() if k == "minus reference" and r["hi"] < 0]
+    u = comp[(comp["subset"] == "unseen") & (comp["kind"] == "minus reference")]
+    u_better = [f"{r.variant} ({r.decision})" for r in u.itertuples() if r.lo > 0]
+    u_worse = [f"{r.variant} ({r.decision})" for r in u.itertuples() if r.hi < 0]
     spread = folds.groupby(["variant", "decision"])["f1pn"].agg(lambda v: v.max() - v.min())
     return "\n".join(out) + (
         f"\n\n**Which helps?** Best: {best[0]} with {best[1]}, {fmt(*s.loc[best, ['f1pn', 'f1pn_lo', 'f1pn_hi']])}. "
         f"Better than the reference with the same decision (paired CI above 0): {', '.join(better) or 'none'}; "
-        f"worse (CI below 0): {', '.join(worse) or 'none'}. For scale: single fold models of one variant differ by up "
+        f"worse (CI below 0): {', '.join(worse) or 'none'}. On unseen-sentence rows: better "
+        f"{', '.join(u_better) or 'none'}, worse {', '.join(u_worse) or 'none'}; every other variant cannot be told "
+        f"apart from the reference there. For scale: single fold models of one variant differ by up "
         f"to {spread.max():.3f} F1pn from one training to the next ({' with '.join(spread.idxmax())}).\n\n"
         "**Calibration of p(polar)** (expected calibration error, lower is better): "
         + ", ".join(f"{n} {e:.3f}" for n, e in ece(rel).items())

@@ -9,7 +9,7 @@ import numpy as np
 import seaborn as sns
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
-from .config import LABEL_NAMES  # noqa: F401  (re-exported for the chapters)
+from ..config import LABEL_NAMES  # noqa: F401  (re-exported for the chapters)
 from .style import (  # noqa: F401  (re-exported: the chapters call plots.<name>)
     AXIS_LABELS,
     BEST_MARK,
@@ -35,12 +35,13 @@ def setup() -> None:
     )
 
 
-CHECKS = "figure_checks.json"  # beside the figures: what lib.figcheck found in each saved figure
+CHECKS = "figure_checks.json"  # beside the figures: what lib.chapters.figcheck found in each saved figure
 
 
-def save(fig, name: str, folder: Path) -> Path:
+def save(fig, name: str, folder: Path) -> None:
     """Save a chapter figure, after checking its text (fonts >= 8 pt, no overlaps, legends off the data): the
-    problems found are recorded in `figure_checks.json` beside it, which the smoke-run test requires empty."""
+    problems found are recorded in `figure_checks.json` beside it, which the smoke-run test requires empty.
+    Returns nothing, so a notebook cell ending with it echoes no path of this machine."""
     import json
 
     from .figcheck import text_problems
@@ -55,7 +56,6 @@ def save(fig, name: str, folder: Path) -> Path:
     checks.write_text(json.dumps(dict(sorted(record.items())), indent=1, ensure_ascii=False) + "\n")
     # fixed metadata so an unchanged figure is byte-identical across runs
     fig.savefig(path, metadata={"Software": None})
-    return path
 
 
 def ci_bars(
@@ -88,7 +88,8 @@ def ci_bars(
 # --- chapter 06: attention -------------------------------------------------------------------------
 
 GROUP_COLORS = {"entity": "#d62728", "special": "#7f7f7f", "sentiment": "#2ca02c", "other": "black"}
-GROUP_NOTE = "token labels: red entity, green sentiment word, gray special token"
+GROUP_NAMES = {"sentiment": "corpus-assoc. words", "special": "special tokens", "other": "other words"}
+GROUP_NOTE = "token labels: red entity, green corpus-associated word, gray special token"
 
 
 def _ticks(n: int, max_labels: int = 12) -> list[int]:
@@ -166,7 +167,7 @@ def layer_profile(
     profile, frozen: int = 0, queries=("cls", "entity"), groups=("entity", "special", "sentiment", "other")
 ):
     """Mean mass per layer (heads averaged), one panel per query x group, one line per condition;
-    frozen layers shaded. `profile`: `lib.attention.Scan.layer_profile()`."""
+    frozen layers shaded. `profile`: `lib.chapters.ch06.attention.Scan.layer_profile()`."""
     fig, axes = plt.subplots(
         len(queries),
         len(groups),
@@ -200,7 +201,7 @@ def layer_profile(
             ax.set_ylim(
                 0, 1.15 * float(profile.loc[(profile["query"] == q) & (profile["group"] == g), "mass"].max()) + 1e-6
             )
-            ax.set_title(f"{'[CLS]' if q == 'cls' else 'entity'} → {g}", fontsize=10)
+            ax.set_title(f"{'[CLS]' if q == 'cls' else 'entity'} → {GROUP_NAMES.get(g, g)}", fontsize=10)
             if c == 0:
                 ax.set_ylabel("mean attention mass")
             if r == len(queries) - 1:
@@ -262,7 +263,7 @@ def attribution_summary(agree, spearman, model: str = "fine-tuned"):
 
 
 def token_bars(tables: dict, measures=("attention (entity → token)", "|input x gradient|")):
-    """{(example, mode): `lib.attention.token_table`}: per token, each measure's share of the row;
+    """{(example, mode): `lib.chapters.ch06.attention.token_table`}: per token, each measure's share of the row;
     rows the examples, columns the copies."""
     names, modes = list(dict.fromkeys(k[0] for k in tables)), list(dict.fromkeys(k[1] for k in tables))
     n = max(len(t) for t in tables.values())

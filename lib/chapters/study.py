@@ -11,16 +11,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plots
-from .config import DEFAULT_PROFILE, Profile, RunPaths, get_profile
-from .folds import load_prepared
-from .metrics import (
+from ..config import DEFAULT_PROFILE, Profile, RunPaths, get_profile
+from ..folds import load_prepared
+from ..metrics import (
     ci_note,
     fmt,  # noqa: F401  (the chapters' CI formatter)
     paired,  # noqa: F401  (re-exported for the chapters)
     sentence_groups,
 )
-from .train import hardware  # noqa: F401  (the chapters' hardware line)
+from ..training import hardware  # noqa: F401  (the chapters' hardware line)
+from . import plots
 
 
 @dataclass
@@ -44,19 +44,19 @@ class Study:
         return self.data["final"]
 
     def backbone_dir(self, name: str) -> str:
-        from . import plan
+        from .. import plan
 
         return plan.backbone_dir(self.prof, name, self.data, build=True)
 
     def run(self, name: str, folds=None):
         """A run of the plan, read from the cache (`lib.plan.read`)."""
-        from . import plan
+        from .. import plan
 
         return plan.read(self.prof, self.data, name, folds)
 
     def label(self, name: str) -> str:
         """The run's one display name, the same in every chapter and figure."""
-        from . import plan
+        from .. import plan
 
         return plan.get(self.prof, name).label
 
@@ -79,8 +79,8 @@ def setup(
     """Profile, output folders, the prepared tables of `data_dir` (default data/raw), the device and the plot
     style, in one call. With `chapter`, the runs of the plan that chapter reads are trained first where missing
     (and it says so), so the chapter itself only reads."""
-    from . import plan
-    from .train import pick_device
+    from .. import plan
+    from ..training import pick_device
 
     prof = get_profile(profile, **overrides)
     plots.setup()
@@ -110,6 +110,22 @@ def results_path(profile: str) -> Path:
     return RunPaths(profile).figures / "results.json"
 
 
+def code_commit() -> str:
+    """The commit whose code is running: `git rev-parse HEAD`, with "-dirty" when the code (lib/, notebooks/,
+    scripts/, run_all.sh) differs from it; "unknown" outside a git checkout."""
+    import subprocess
+
+    from ..config import ROOT
+
+    try:
+        head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        paths = ["lib", "notebooks", "scripts", "run_all.sh"]
+        dirty = subprocess.run(["git", "status", "--porcelain", "--", *paths], cwd=ROOT, capture_output=True, text=True)
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return head.stdout.strip() + ("-dirty" if dirty.stdout.strip() else "")
+
+
 def record(study: Study, chapter: str, numbers: dict, backbone: str | None = None, **extra) -> dict:
     """Write one chapter's headline numbers ({name: [value, lo, hi]}) into the profile's results.json.
 
@@ -120,6 +136,7 @@ def record(study: Study, chapter: str, numbers: dict, backbone: str | None = Non
     doc["profile"] = study.prof.name
     clean = {k: [round(float(x), 4) for x in (v if isinstance(v, (list, tuple)) else [v])] for k, v in numbers.items()}
     doc.setdefault("chapters", {})[chapter] = {
+        "commit": code_commit(),  # the code this chapter ran on; a full run's chapters all carry run.commit
         "backbone": backbone or study.prof.train.backbone,
         "seconds": round(time.perf_counter() - study.started),
         "hardware": hardware(),
@@ -142,7 +159,7 @@ def score_row(scores: pd.DataFrame, model: str, subset: str = "all", split: str 
 def kfold_scores(study: Study, name: str, res, folds=None, decide=None) -> list[dict]:
     """Score rows for one k-fold run: clean OOF (rows of the folds run) and validation per subset, under
     `decide` (logits -> labels; default argmax)."""
-    from .metrics import score, score_subsets, to_labels
+    from ..metrics import score, score_subsets, to_labels
 
     decide = decide or to_labels
     train, n = study.train, study.prof.bootstrap
@@ -160,7 +177,7 @@ def kfold_scores(study: Study, name: str, res, folds=None, decide=None) -> list[
 def decider(study: Study, res, folds=None, rule: str | None = None):
     """The profile's decision rule for a run (`Profile.decision_rule`), its parameter chosen on the run's clean
     OOF rows of `folds` only, never on validation: a function logits -> labels, with `.rule` and `.param`."""
-    from .thresholds import apply_rule, decision_rule
+    from ..rules import apply_rule, decision_rule
 
     train = study.train
     sub = res if folds is None else _with_folds(res, folds)
@@ -218,7 +235,7 @@ def frozen_phrase(cfg, n_layers: int, runs: list[dict]) -> str:
 
 def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:
     """F1pn of fold model k of run a minus fold model k of run b on validation: one training each."""
-    from .metrics import f1pn, to_labels
+    from ..metrics import f1pn, to_labels
 
     y = study.val["label"].to_numpy()
     return pd.DataFrame(
@@ -235,21 +252,26 @@ def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:
 
 # Published results on RuSentNE-23, each with its split. Our validation numbers are dev numbers:
 # they are never mixed with test numbers without saying so.
-FIELD = [  # published numbers as reported (F1pn x 100); "best epoch on dev" = the epoch was chosen on dev itself
+FIELD = [  # published numbers as reported (F1pn x 100); sources: the papers, RuSentNE-LLM-Benchmark's README and the
+    # Flan-T5 logs of Reasoning-for-Sentiment-Analysis-Framework (DOC_FLANT5_PROMPT_FT.md, DOC_FLANT5_THOR_FT.md)
     ("HAMAM 3-backbone ensemble (the paper; Kabaev et al., Dialogue 2023, arXiv 2308.15793)", "test", 66.67),
     ("Flan-T5-xl fine-tuned, prompt, machine-translated English input (arXiv 2404.12342)", "test", 68.20),
-    ("Flan-T5-xl with THoR reasoning (arXiv 2404.12342)", "test", 65.09),
-    ("GPT-4 zero-shot (RuSentNE-LLM-Benchmark)", "test", 54.59),
-    ("Flan-T5-xl fine-tuned, prompt, translated English (arXiv 2404.12342; best epoch on dev)", "dev", 68.62),
-    ("Flan-T5-xl with THoR (arXiv 2404.12342; best epoch on dev)", "dev", 68.02),
-    ("Flan-T5-large with THoR (arXiv 2404.12342; best epoch on dev)", "dev", 67.31),
-    ("Flan-T5-large fine-tuned, prompt (arXiv 2404.12342; best epoch on dev)", "dev", 65.83),
-    ("Flan-T5-base with THoR, ~250M parameters (arXiv 2404.12342; best epoch on dev)", "dev", 62.72),
-    ("GPT-4-turbo zero-shot, machine-translated English input (RuSentNE-LLM-Benchmark)", "dev", 50.79),
+    ("Flan-T5-xl with THoR, translated English input (arXiv 2404.12342)", "test", 65.09),
+    ("Flan-T5-large with THoR, translated English input (arXiv 2404.12342)", "test", 62.72),
+    ("Flan-T5-large fine-tuned, prompt, translated English input (arXiv 2404.12342)", "test", 60.80),
+    ("Flan-T5-base with THoR, ~250M parameters, translated English input (arXiv 2404.12342)", "test", 60.02),
+    ("GPT-4-1106-preview zero-shot, machine-translated English input (RuSentNE-LLM-Benchmark)", "test", 54.59),
+    ("GPT-4-1106-preview zero-shot, Russian input (RuSentNE-LLM-Benchmark)", "test", 48.04),
+    ("Flan-T5-xl fine-tuned, prompt, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 68.62),
+    ("Flan-T5-xl with THoR, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 68.02),
+    ("Flan-T5-large with THoR, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 67.31),
+    ("Flan-T5-large fine-tuned, prompt, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 65.83),
+    ("Flan-T5-base with THoR, ~250M parameters, translated English; checkpoint chosen on dev", "dev", 62.72),
+    ("GPT-4-turbo-2024-04-09 zero-shot, machine-translated English input (RuSentNE-LLM-Benchmark)", "dev", 50.79),
     ("Llama-3-70B-instruct zero-shot, translated English input (RuSentNE-LLM-Benchmark)", "dev", 49.79),
     ("Llama-3-70B-instruct zero-shot, Russian input (RuSentNE-LLM-Benchmark)", "dev", 45.89),
-    ("GPT-4-turbo zero-shot, Russian input (RuSentNE-LLM-Benchmark)", "dev", 42.21),
-]
+]  # "checkpoint chosen on dev": the epoch kept was the best on dev itself (by 3-class macro F1), so it is optimistic;
+# GPT-4-turbo with Russian input (42.21 on dev) is left out: its answer file covers only the first 381 of 2845 rows
 
 
 def field_table(ours: list[tuple[str, list[float]]]) -> str:

@@ -1,5 +1,5 @@
 """The study's one figure style: a fixed colour per split and per model and one display name per axis quantity,
-the same in every chapter (lib.plots draws with it)."""
+the same in every chapter (lib.chapters.plots draws with it)."""
 
 from __future__ import annotations
 
@@ -36,6 +36,7 @@ MODEL_COLORS = {
     "HAMAM": "#1f77b4",
     "unmasked": "#ff7f0e",
     "masked": "#98df8a",
+    "unmasked + masked (late fusion)": "#006d2c",
     "HAMAM navec-bert": "#8c564b",
     "HAMAM, every mention masked": "#6baed6",
     "HAMAM backbone ensemble": "#08306b",
@@ -82,7 +83,7 @@ def split_color(name: str) -> str:
     key = _plain(name)
     key = SPLIT_ALIASES.get(key, key)
     if key not in SPLIT_COLORS:
-        raise KeyError(f"no colour for split {name!r}: add it to lib.style.SPLIT_COLORS or SPLIT_ALIASES")
+        raise KeyError(f"no colour for split {name!r}: add it to lib.chapters.style.SPLIT_COLORS or SPLIT_ALIASES")
     return SPLIT_COLORS[key]
 
 
@@ -97,7 +98,7 @@ def model_key(name: str) -> str:
     for prefix in MODEL_PREFIXES:
         if head.startswith((prefix + " ", prefix + ":")):
             return prefix
-    raise KeyError(f"no colour for model {name!r}: add it to lib.style.MODEL_COLORS")
+    raise KeyError(f"no colour for model {name!r}: add it to lib.chapters.style.MODEL_COLORS")
 
 
 def model_color(name: str) -> str:

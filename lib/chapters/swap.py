@@ -9,13 +9,12 @@ measure how often and how far the prediction moves. A context-driven model shoul
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from .config import LABEL_NAMES, LABELS
-from .metrics import draw_resamples, f1pn, f1pn_resampled, sentence_groups, softmax, to_labels
+from ..config import LABEL_NAMES, LABELS
+from ..metrics import draw_resamples, f1pn, f1pn_resampled, sentence_groups, softmax, to_labels
 
 MEASURES = ("flip_rate", "dp_pos", "dp_neg", "f1pn_original", "f1pn_swapped", "f1pn_delta")
 _POS, _NEG = LABELS.index(1), LABELS.index(-1)
@@ -98,6 +97,19 @@ def counterfactual_copies(df: pd.DataFrame, train: pd.DataFrame, n: int = 5, see
     out["original_entity"] = out["entity"]
     out["entity"] = repl
     out["fits"] = np.array([fits(o, r) for o, r in zip(out["original_entity"], repl)], dtype=bool)
+    return out
+
+
+def null_copies(df: pd.DataFrame, copies: pd.DataFrame) -> pd.DataFrame:
+    """The null control: each copy with its entity replaced by itself (the source row's own text), so only how
+    the row is batched and rounded differs from the original. Predicted in the same call as the real copies
+    (never beside their originals), its flip rate is the floor that batching and precision alone produce."""
+    src = df.reset_index(drop=True)
+    out = copies.copy()
+    rows = out["row"].to_numpy(int)
+    out["sentence"] = src["sentence"].to_numpy()[rows]
+    out["end"] = src["end"].to_numpy(int)[rows]
+    out["entity"] = out["original_entity"]
     return out
 
 
@@ -187,57 +199,6 @@ def effects_by(copies, df, orig_logits, swap_logits, by: str, n_boot=1000, seed=
 
 
 # --- predicting the copies with a run's saved fold models ---------------------------------------------------
-
-
-def predict_copies(result, df: pd.DataFrame, device, folds=None, mode=None, batch_size: int = 64, chunk: int = 1024):
-    """Fold-ensemble logits of a k-fold run on the rows of `df` (copies, or any rows with sentence, start, end
-    and entity): each fold's saved checkpoint is loaded, predicts every row, and the logits are averaged over
-    `folds` (default: the run's), as `KFoldResult.ensemble` averages the saved validation logits.
-
-    `mode`: None (the run's own), "unmasked" / "masked" (a HAMAM model's pass alone) or "hamam"; or a tuple of
-    these, then {mode: logits} with each fold model loaded once. A tuple with both passes and "hamam" gets
-    "hamam" as the passes' mean, which is what the model computes in its one forward of both (not for
-    loss two_head: its passes are averaged before a non-linear map), so it costs no third forward.
-    Rows go through in length order, `chunk` at a time (little padding; the bar counts rows and shows rows/s).
-    """
-    import torch
-    from tqdm.auto import tqdm
-
-    from . import model as hm
-    from . import train as T
-    from .device import resolve_precision
-
-    folds = list(result.folds if folds is None else folds)
-    if not folds or set(folds) - set(result.folds):
-        raise ValueError(f"folds {folds} must be a non-empty subset of the run's folds {result.folds}")
-    modes = tuple(mode) if isinstance(mode, (tuple, list)) else (mode,)
-    derive = "hamam" in modes and {"unmasked", "masked"} <= set(modes) and result.cfg.loss != "two_head"
-    todo = [m for m in modes if not (derive and m == "hamam")]
-    sums = {m: np.zeros((len(df), len(LABELS))) for m in todo}
-    device = torch.device(device)
-    bar = tqdm(
-        total=len(folds) * len(todo) * len(df),
-        unit="row",
-        desc=f"{Path(result.root).name} {'+'.join(m or result.cfg.mode for m in modes)}",
-    )
-    for k in folds if len(df) else []:
-        model, tok = hm.load(result.checkpoint(k), device)
-        enc = T.encode_df(tok, df, model.cfg)
-        prec = resolve_precision(model.cfg.precision, device)
-        lengths = np.array([len(e["input_ids"]) for e in enc])
-        same = pd.factorize(pd.Series([tuple(e["input_ids"]) for e in enc]))[0]  # identical rows side by side
-        order = np.lexsort((same, lengths))
-        for m in todo:
-            for part in np.array_split(order, max(1, -(-len(order) // chunk))):
-                z = T.predict(model, [enc[i] for i in part], tok.pad_token_id, device, batch_size, m, prec)
-                sums[m][part] += z
-                bar.update(len(part))
-        del model
-    bar.close()
-    out = {m: (s / len(folds)).astype(np.float32) for m, s in sums.items()}
-    if derive:
-        out["hamam"] = (out["unmasked"] + out["masked"]) / 2
-    return out if isinstance(mode, (tuple, list)) else out[mode]
 
 
 # --- tables and the figure ------------------------------------------------------------------------------------

@@ -1,7 +1,7 @@
 import numpy as np
 import pandas as pd
 
-from lib import errors
+from lib.chapters.ch02 import errors
 from lib.metrics import f1pn
 
 
@@ -46,8 +46,8 @@ def test_the_seen_group_says_what_is_seen_and_the_figure_reads_cleanly():
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lib import plots
-    from lib.figcheck import text_problems
+    from lib.chapters import plots
+    from lib.chapters.figcheck import text_problems
 
     df = frame()
     t = errors.by_group(df, np.random.default_rng(3).normal(size=(len(df), 3)), n_boot=50)

@@ -3,7 +3,8 @@
 import json
 import shutil
 
-from lib import plan, recipe
+from lib import plan
+from lib.chapters.ch02 import recipe
 
 
 def test_recipe_table_scores_cached_runs_on_their_oof_rows(smoke, tmp_path, monkeypatch):

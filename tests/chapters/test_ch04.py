@@ -9,8 +9,8 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 
-from lib import ablation  # noqa: E402
-from lib.figcheck import text_problems  # noqa: E402
+from lib.chapters import ch04  # noqa: E402
+from lib.chapters.figcheck import text_problems  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("chapter_style")
 
@@ -21,11 +21,11 @@ def history(scores, every: int = 5):
 
 def test_steps_to_95_is_the_first_evaluation_at_95_percent_of_the_runs_own_best():
     # best 0.60 -> the bar is 0.57; 0.56 at step 15 is short of it, 0.58 at step 20 reaches it
-    assert ablation.steps_to_fraction(history([0.2, 0.5, 0.56, 0.58, 0.6, 0.59])) == 20
-    assert ablation.steps_to_fraction(history([0.2, 0.6, 0.1, 0.3])) == 10  # a later dip does not matter
-    assert ablation.steps_to_fraction(history([0.3, 0.4]), fraction=0.5) == 5
-    assert np.isnan(ablation.steps_to_fraction([]))
-    assert np.isnan(ablation.steps_to_fraction(history([0.0, 0.0])))  # never a right polar prediction: no curve
+    assert ch04.steps_to_fraction(history([0.2, 0.5, 0.56, 0.58, 0.6, 0.59])) == 20
+    assert ch04.steps_to_fraction(history([0.2, 0.6, 0.1, 0.3])) == 10  # a later dip does not matter
+    assert ch04.steps_to_fraction(history([0.3, 0.4]), fraction=0.5) == 5
+    assert np.isnan(ch04.steps_to_fraction([]))
+    assert np.isnan(ch04.steps_to_fraction(history([0.0, 0.0])))  # never a right polar prediction: no curve
 
 
 def runs_frame(steps: dict) -> pd.DataFrame:
@@ -50,22 +50,22 @@ def runs_frame(steps: dict) -> pd.DataFrame:
 
 def test_iterations_table_and_the_paired_difference_over_seeds():
     runs = runs_frame({(1, 13): 60, (1, 14): 80, (1, 15): 70, (5, 13): 40, (5, 14): 90, (5, 15): 50})
-    t = ablation.iterations_table(runs).set_index("K")
+    t = ch04.iterations_table(runs).set_index("K")
     assert t.loc[1, ["steps_to_95_mean", "steps_to_95_min", "steps_to_95_max", "runs"]].tolist() == [70, 60, 80, 3]
     assert t.loc[5, "seconds_to_95_mean"] == pytest.approx(0.5 * 60)
-    d = ablation.iterations_difference(runs, 0.3)
+    d = ch04.iterations_difference(runs, 0.3)
     assert list(d["per_seed"].values()) == [-20, 10, -20]  # K = 5 - K = 1, seed by seed
     assert (d["mean"], d["min"], d["max"], d["n"]) == (pytest.approx(-10), -20, 10, 3)
-    text = ablation.iterations_answer(ablation.iterations_table(runs), d)
+    text = ch04.iterations_answer(ch04.iterations_table(runs), d)
     assert "10.0 fewer steps" in text and "from -20 to +10" in text and "no consistent reduction" in text
-    assert "only 3 seed(s)" in text  # few seeds are named as such
+    assert "95% t-interval over the 3 seeds" in text  # the CI over seeds, with their number
 
 
 def test_the_answer_says_fewer_for_every_seed_when_it_is():
     runs = runs_frame({(1, 13): 60, (1, 14): 80, (5, 13): 40, (5, 14): 70})
-    d = ablation.iterations_difference(runs, 0.3)
-    text = ablation.iterations_answer(ablation.iterations_table(runs), d)
-    assert "needs 15.0 fewer steps, 21% of K = 1's mean" in text and "fewer for every one of the 2 seed(s)" in text
+    d = ch04.iterations_difference(runs, 0.3)
+    text = ch04.iterations_answer(ch04.iterations_table(runs), d)
+    assert "needs 15.0 fewer steps, 21% of K = 1's mean" in text and "fewer for every one of the 2 seeds" in text
 
 
 def test_learning_curves_average_only_as_far_as_the_shortest_run():
@@ -75,11 +75,11 @@ def test_learning_curves_average_only_as_far_as_the_shortest_run():
             h = history(list(np.linspace(0.1, 0.5, n_evals) + 0.01 * k), every=5)
             hist += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "eval": i, **e} for i, e in enumerate(h)]
             curves += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "step": i + 1, "loss": 1.0} for i in range(40)]
-            rows.append({"K": k, "rate": 0.3, "seed": seed, "fold": 0, "steps_to_95": ablation.steps_to_fraction(h)})
+            rows.append({"K": k, "rate": 0.3, "seed": seed, "fold": 0, "steps_to_95": ch04.steps_to_fraction(h)})
     out = {"hist": pd.DataFrame(hist), "curves": pd.DataFrame(curves), "runs": pd.DataFrame(rows)}
-    m = ablation._seed_mean(out["hist"][out["hist"]["K"] == 1], "step", "held_f1pn", "eval")
+    m = ch04._seed_mean(out["hist"][out["hist"]["K"] == 1], "step", "held_f1pn", "eval")
     assert m["eval"].max() == 5 and m["x"].max() == 30  # 6 evaluations in the shorter run: no mean past them
-    fig = ablation.curves_figure(out, 0.3)
+    fig = ch04.curves_figure(out, 0.3)
     bold = [line for line in fig.axes[0].lines if line.get_linewidth() > 2]
     assert len(bold) == 2 and all(line.get_xdata().max() == 30 for line in bold)
     assert text_problems(fig) == []

@@ -3,7 +3,7 @@ import time
 import pandas as pd
 import pytest
 
-from lib import bench
+from lib.chapters.ch05 import bench
 
 SENT = "Путин встретился с Байденом в Женеве, а потом улетел в Москву"
 PER_ENTITY = ["HAMAM (cross)", "CLS pair (cross)", "SBERT marked u", "SBERT plain u, cached"]  # Scorers.per_entity
@@ -87,8 +87,8 @@ def test_throughput_plot_draws_points_with_min_max_whiskers_in_the_models_colour
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from lib import plots
-    from lib.figcheck import text_problems
+    from lib.chapters import plots
+    from lib.chapters.figcheck import text_problems
 
     methods = list(bench.METHODS)
     tp = bench.aggregate({m: [0.5, 0.4, 0.7] for m in methods[:-1]})

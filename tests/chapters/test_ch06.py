@@ -4,13 +4,13 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from lib import attention as A
-from lib import attention_report as R
 from lib import model as hm
 from lib.backbones import build_tiny_random, corpus_words, word_tokenizer
+from lib.chapters.ch06 import attention as A
+from lib.chapters.ch06 import report as R
 from lib.config import TrainConfig
 from lib.data import load_split
-from lib.train import collate
+from lib.training import collate
 
 # the target "Путин" is the second occurrence; "ужасный" and "провал" are lexicon words
 SENT = "Путин встретился с Путиным, а Путин назвал ужасный провал ошибкой."
@@ -325,7 +325,8 @@ def test_example_view_feeds_bertviz(backbones):
     att, tokens = R.example_view(model, tok, ex, "masked", decimals=2)
     cfg = model.encoder.config
     assert len(att) == cfg.num_hidden_layers and att[0].shape == (1, cfg.num_attention_heads, len(tokens), len(tokens))
-    assert [t == tok.mask_token for t in tokens] == [bool(m) for m in ex["entity_mask"]]
+    marked = f"⟦{tok.mask_token}⟧"  # the masked entity, in double brackets: bertviz highlights no token itself
+    assert [t == marked for t in tokens] == [bool(m) for m in ex["entity_mask"]]
     assert att[0].dtype == torch.float64 and torch.equal(att[0], torch.round(att[0], decimals=2))
     raw, _ = R.example_view(model, tok, ex, "masked")
     assert torch.allclose(raw[-1].sum(-1), torch.ones(1, cfg.num_attention_heads, len(tokens)), atol=1e-5)
@@ -418,7 +419,7 @@ def test_head_gain_and_difference_panels():
     assert h["gain"] == pytest.approx(1.0 - scan.grid("initial", "unmasked", "entity", "sentiment").loc[4, 1])
     tune = R.diff_panels(scan, "finetuning")
     assert len(tune) == 2 * 2 * 4
-    d = tune["from entity · unmasked", "→ sentiment"]
+    d = tune["from entity · unmasked", "→ corpus-assoc. words"]
     assert (d.loc[[1, 2]] == 0).all().all() and d.loc[4, 1] == pytest.approx(h["gain"])  # frozen layers do not move
     mask = R.diff_panels(scan, "masking")["from [CLS] · initial", "→ entity"]
     assert np.allclose(
@@ -455,9 +456,12 @@ def test_headline_and_answer_on_a_made_up_scan():
         scan.results["fine-tuned", "unmasked"]["attribution"][:, 0].mean()
     )
     text = R.answer(scan, nums, profile="cpu", backbone="e5-small", lexicon_size=7)
-    assert "layers 1–2 frozen" in text and "trained layers 3–4" in text and "7 lexicon words" in text
+    assert "layers 1–2 frozen" in text and "trained layers 3–4" in text and "7 corpus-associated words" in text
     h = A.head_gain(scan, "entity", "sentiment")
-    assert f"the largest of the {h['n']} changes, layer {h['layer']} head {h['head']}" in text  # a selected maximum
+    assert f"the largest gain of the {h['n']}, layer {h['layer']} head {h['head']}" in text  # a selected maximum
+    assert f"the largest change in either direction, layer {h['abs_layer']} head {h['abs_head']}" in text
+    assert abs(h["abs_change"]) >= abs(h["gain"])  # the largest |change| is at least the largest gain
+    assert "**Does our model do what the reference inspection reported" in text and "corpus-associated" in text
     # it points at committed files only, never at the git-ignored runs/ folder
     assert "`figures/06_layer_head_masses.csv`" in text and "`reports/06_attention.html`" in text
     assert "runs/" not in text
@@ -545,7 +549,8 @@ def test_token_table_matches_the_example_view(backbones):
     for mode in A.COPIES:
         t = R.token_table(model, tok, ex, mode)
         att, tokens = R.example_view(model, tok, ex, mode)
-        assert list(t["token"]) == tokens and list(t["group"]) == [A.GROUPS[g] for g in ex["groups"]]
+        plain = [tk[1:-1] if tk.startswith("⟦") else tk for tk in tokens]  # the view brackets the entity
+        assert list(t["token"]) == plain and list(t["group"]) == [A.GROUPS[g] for g in ex["groups"]]
         assert np.allclose(t[["attention (entity → token)", "|input x gradient|"]].sum(), 1)
         ent = torch.tensor(ex["entity_mask"], dtype=torch.float32)
         row = (att[-1][0].mean(0) * (ent / ent.sum())[:, None]).sum(0)
@@ -630,7 +635,7 @@ def fake_view(seed=0):
 
 def chapter_figures(scan, groups=TOKEN_GROUPS):
     """Every figure the chapter draws, as the notebook draws them."""
-    from lib import plots
+    from lib.chapters import plots
 
     table = pd.DataFrame(
         {"token": TOKENS, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32}
@@ -656,7 +661,7 @@ def chapter_figures(scan, groups=TOKEN_GROUPS):
 def test_chapter_figures_are_readable_at_12_layers_by_12_heads():
     import matplotlib.pyplot as plt
 
-    from lib import plots
+    from lib.chapters import plots
 
     plots.setup()
     for name, fig in chapter_figures(fake_scan(n=30, layers=12, heads=12, freeze=6)).items():
@@ -707,14 +712,14 @@ def test_the_legend_names_only_the_token_groups_drawn():
     no_lexicon = ["other" if g == "sentiment" else g for g in TOKEN_GROUPS]
     views = {c: fake_view() for c in A.CONDITIONS}
     with_words, without = R.example_maps(views, TOKEN_GROUPS, [12], "a"), R.example_maps(views, no_lexicon, [12], "b")
-    assert any("lexicon word" in t for t in legend_texts(with_words))
-    assert not any("lexicon word" in t for t in legend_texts(without))
+    assert any("corpus-associated word" in t for t in legend_texts(with_words))
+    assert not any("corpus-associated word" in t for t in legend_texts(without))
     assert any("entity" in t for t in legend_texts(without)) and any("special" in t for t in legend_texts(without))
     table = pd.DataFrame(
         {"token": TOKENS, "group": no_lexicon, "attention (entity → token)": 0.1, "|input x gradient|": 0.1}
     )
     bars = R.token_bars({("a", "masked"): table})
     texts = legend_texts(bars)
-    assert len(bars.legends) == 1 and "|input x gradient|" in texts and not any("lexicon" in t for t in texts)
+    assert len(bars.legends) == 1 and "|input x gradient|" in texts and not any("corpus-associated" in t for t in texts)
     for fig in (with_words, without, bars):
         plt.close(fig)

@@ -6,7 +6,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pytest  # noqa: E402
 
-from lib.figcheck import text_problems  # noqa: E402
+from lib.chapters.figcheck import text_problems  # noqa: E402
 
 
 @pytest.fixture(autouse=True)

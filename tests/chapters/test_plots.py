@@ -1,5 +1,5 @@
-"""The study's one palette (lib.plots): a distinct colour per split and per model, and every name the chapters
-give a split or a model resolves to one; figures drawn with it pass lib.figcheck."""
+"""The study's one palette (lib.chapters.plots): a distinct colour per split and per model, and every name the chapters
+give a split or a model resolves to one; figures drawn with it pass lib.chapters.figcheck."""
 
 import re
 
@@ -13,10 +13,14 @@ import pandas as pd  # noqa: E402
 import pytest  # noqa: E402
 from matplotlib.colors import to_rgb  # noqa: E402
 
-from lib import bench, corpus, plan, plots  # noqa: E402
-from lib import sbert_report as report  # noqa: E402
+from lib import plan  # noqa: E402
+from lib.chapters import ch01, plots  # noqa: E402
+from lib.chapters.ch05 import (
+    bench,  # noqa: E402
+    report,  # noqa: E402
+)
+from lib.chapters.figcheck import text_problems  # noqa: E402
 from lib.config import PROFILES, ROOT  # noqa: E402
-from lib.figcheck import text_problems  # noqa: E402
 from lib.folds import SUBSETS  # noqa: E402
 
 MODEL_KINDS = ("fold", "sbert")
@@ -42,7 +46,7 @@ def test_one_distinct_colour_per_split_and_per_model():
 
 
 def test_every_split_name_the_chapters_use_has_a_colour():
-    names = [*corpus.SPLITS, "train OOF", "validation, unseen sentence", *SUBSETS, *plots.SUBSET_LABELS.values()]
+    names = [*ch01.SPLITS, "train OOF", "validation, unseen sentence", *SUBSETS, *plots.SUBSET_LABELS.values()]
     for name in names:
         assert plots.split_color(name) in plots.SPLIT_COLORS.values()
     assert plots.split_color("unseen") == plots.split_color("validation, unseen sentence")
@@ -55,7 +59,7 @@ def _chapter_model_names(prof) -> set[str]:
     runs = [r for r in plan.runs(prof) if r.kind in MODEL_KINDS and set(r.readers) & set(MODEL_CHAPTERS)]
     names = {r.label for r in runs} | set(report.labels(prof).values())
     names |= {bench.method_model(m, report.labels(prof)) for m in bench.METHODS}
-    for path in [*sorted((ROOT / "notebooks").glob("0[1-5]_*.ipynb")), *sorted((ROOT / "lib").glob("*.py"))]:
+    for path in [*sorted((ROOT / "notebooks").glob("0[1-5]_*.ipynb")), *sorted((ROOT / "lib").rglob("*.py"))]:
         src = path.read_text()  # model="..." names written out in the chapters and their lib code
         names |= {n for n in re.findall(r'model=\\?"([^"{}\\]+)\\?"', src) if n != "..."}
     # chapter 02's score rows: a run's label with what was ensembled or which rule decided

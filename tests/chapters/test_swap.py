@@ -4,7 +4,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from lib.swap import (
+from lib.chapters.swap import (
     MEASURES,
     counterfactual_copies,
     effects_by,
@@ -211,8 +211,8 @@ def test_real_validation_scales():
 
 
 def test_effects_table_and_figure(setup, df):
-    from lib.figcheck import text_problems
-    from lib.swap import FIGURE_MEASURES, effects_figure, effects_table
+    from lib.chapters.figcheck import text_problems
+    from lib.chapters.swap import FIGURE_MEASURES, effects_figure, effects_table
 
     c, orig = setup
     swap = orig[c["row"]] + np.random.default_rng(4).normal(scale=2, size=(len(c), 3))
@@ -228,7 +228,7 @@ def test_effects_table_and_figure(setup, df):
 def test_predict_copies_is_the_fold_ensemble(smoke, tmp_path, monkeypatch):
     """Predicting the original rows through the loaded checkpoints gives the logits saved at training time."""
     from lib import plan
-    from lib.swap import predict_copies
+    from lib.predict import predict_folds as predict_copies
 
     prof, data = smoke
     monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
@@ -259,3 +259,26 @@ def test_predict_copies_is_the_fold_ensemble(smoke, tmp_path, monkeypatch):
     assert predict_copies(unmasked, copies.iloc[:0], "cpu", folds).shape == (0, 3)
     with pytest.raises(ValueError, match="subset of the run's folds"):
         predict_copies(unmasked, val, "cpu", [7])
+
+
+def test_null_copies_are_the_originals_text_row_for_row():
+    from lib.chapters.swap import counterfactual_copies, null_copies
+
+    df = pd.DataFrame(
+        {
+            "sentence": ["Иван сказал, что всё плохо.", "Компания Альфа выросла."],
+            "entity": ["Иван", "Альфа"],
+            "entity_tag": ["PERSON", "ORGANIZATION"],
+            "start": [0, 9],
+            "end": [4, 14],
+            "label": [-1, 1],
+        }
+    )
+    train = df.assign(entity=["Мария", "Бета"], sentence=["Мария пришла.", "Бета растёт."], start=[0, 0], end=[5, 4])
+    copies = counterfactual_copies(df, train, n=1)
+    null = null_copies(df, copies)
+    assert (copies["sentence"] != df["sentence"].to_numpy()[copies["row"]]).all()  # real copies changed
+    src = df.iloc[null["row"]].reset_index(drop=True)
+    assert (null["sentence"] == src["sentence"]).all() and (null["entity"] == src["entity"]).all()
+    assert all(s[a:b] == e for s, a, b, e in zip(null["sentence"], null["start"], null["end"], null["entity"]))
+    assert (null["fits"] == copies["fits"]).all()  # the same subsets apply

@@ -6,14 +6,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .metrics import sentence_groups, softmax, to_labels
+from ...metrics import sentence_groups, softmax, to_labels
 
 
-def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 30) -> pd.DataFrame:
-    """F1pn with sentence-clustered CIs per entity type, entity seen/unseen in train and length bin."""
-    from .metrics import score
+def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 30, decide=to_labels) -> pd.DataFrame:
+    """F1pn with sentence-clustered CIs per entity type, entity seen/unseen in train and length bin, under
+    `decide` (logits -> labels: the headline's decision rule; default argmax)."""
+    from ...metrics import score
 
-    pred, y = to_labels(logits), df["label"].to_numpy()
+    pred, y = decide(logits), df["label"].to_numpy()
     words = df["sentence"].str.split().str.len()
     bins = ["≤15", "16–25", "26–40", ">40"]
     keys = {
@@ -46,12 +47,12 @@ def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 
     return pd.DataFrame(rows).sort_values(["by", "order"], ignore_index=True).drop(columns="order")
 
 
-def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20) -> pd.DataFrame:
-    """The k wrong predictions with the highest predicted probability, with their sentences."""
-    from .config import LABELS
+def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20, decide=to_labels) -> pd.DataFrame:
+    """The k wrong predictions (under `decide`) with the highest predicted probability, with their sentences."""
+    from ...config import LABELS
 
     p = softmax(logits)
-    pred = to_labels(logits)
+    pred = decide(logits)
     wrong = np.flatnonzero(pred != df["label"].to_numpy())
     top = wrong[np.argsort(-p[wrong].max(1), kind="stable")[:k]]
     names = {-1: "negative", 0: "neutral", 1: "positive"}
@@ -68,11 +69,11 @@ def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20) -> pd.Da
     )
 
 
-def figure(table: pd.DataFrame):
-    """F1pn per group with its 95% CI, a point per group (validation's colour), one panel per grouping."""
+def figure(table: pd.DataFrame, model: str = "HAMAM"):
+    """F1pn per group with its 95% CI, a point per group (in `model`'s colour), one panel per grouping."""
     import matplotlib.pyplot as plt
 
-    from .plots import split_color
+    from ..plots import model_color
 
     bys = list(dict.fromkeys(table["by"]))
     fig, axes = plt.subplots(
@@ -86,7 +87,7 @@ def figure(table: pd.DataFrame):
         t = table[table["by"] == b]
         x = np.arange(len(t))
         err = [t["f1pn"] - t["f1pn_lo"], t["f1pn_hi"] - t["f1pn"]]
-        ax.errorbar(x, t["f1pn"], yerr=err, fmt="o", capsize=3, color=split_color("validation"))
+        ax.errorbar(x, t["f1pn"], yerr=err, fmt="o", capsize=3, color=model_color(model))
         ax.set_xticks(
             x,
             [f"{g}\n(n={n})" for g, n in zip(t["group"], t["rows"])],

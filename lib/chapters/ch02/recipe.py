@@ -10,9 +10,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import thresholds as th
-from .config import RunPaths, TrainConfig
-from .metrics import bootstrap_ci, f1pn, fmt, sentence_groups, to_labels
+from ... import rules
+from ...config import RunPaths, TrainConfig
+from ...metrics import bootstrap_ci, f1pn, fmt, sentence_groups, to_labels
 
 SKIP = ("backbone", "precision")  # precision: auto resolves per machine; the same model up to rounding
 
@@ -33,8 +33,8 @@ def table(prof, train: pd.DataFrame, runs_dir=None, mode: str = "hamam", n_boot:
         z = np.load(done.parent / "logits_oof.npy")
         if len(z) != held.sum():
             continue  # another version of the data
-        t = th.choose(y[held], z, "threshold")
-        p_arg, p_t = to_labels(z), th.threshold_rule(z, t)
+        t = rules.choose(y[held], z, "threshold")
+        p_arg, p_t = to_labels(z), rules.threshold_rule(z, t)
         fields = [f for f in TrainConfig.__dataclass_fields__ if f not in SKIP]
         value = {f: cfg.get(f, TrainConfig.__dataclass_fields__[f].default) for f in fields}  # older configs
         diff = {f: v for f, v in value.items() if v != getattr(base, f)}

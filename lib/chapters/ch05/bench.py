@@ -22,9 +22,9 @@ import numpy as np
 import pandas as pd
 import torch
 
-from . import model as hm
-from . import sbert
-from .train import encode_df, predict
+from ... import model as hm
+from ... import sbert
+from ...training import encode_df, predict
 
 NS = (1, 2, 4, 8, 16)
 
@@ -222,10 +222,10 @@ def method_label(method: str, labels: dict | None = None) -> str:
 
 def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS, labels: dict | None = None):
     """Left: items/s per method, the median run as a point with min-max whiskers; right: ms per sentence vs N
-    (log-log), the same way, methods side by side; colours are the models' (`lib.plots`); legend outside."""
+    (log-log), the same way, methods side by side; colours are the models' (`lib.chapters.plots`); legend outside."""
     from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
-    from .plots import model_color
+    from ..plots import model_color
 
     n_runs = int(throughput["repeats"].max())
     ax = axes[0]

@@ -9,10 +9,10 @@ import numpy as np
 import pandas as pd
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve
 
-from .config import LABEL2ID, LABELS
-from .folds import subset_mask
-from .metrics import draw_resamples, fmt, score, score_subsets, sentence_groups, softmax, to_labels
-from .sbert import POLAR, VARIANTS, best_f1_threshold, polar_predict
+from ...config import LABEL2ID, LABELS
+from ...folds import subset_mask
+from ...metrics import count, draw_resamples, fmt, score, score_subsets, sentence_groups, softmax, to_labels
+from ...sbert import POLAR, VARIANTS, best_f1_threshold, polar_predict
 
 FINE_TUNED, FROZEN, CROSS = "bi-encoder, fine-tuned", "bi-encoder, frozen", "cross-encoder"
 E5_FROZEN = "pretrained e5 + LR"
@@ -33,7 +33,7 @@ def labels(prof=None) -> dict:
     ("HAMAM e5-small", "CLS cross-encoder", "SBERT softmax-entity"), else NAMES' name."""
     out = {k: name for k, (name, _) in NAMES.items()}
     if prof is not None:
-        from . import plan
+        from ... import plan
 
         have = {r.name: r.label for r in plan.runs(prof)}
         out.update({k: have[run] for k, run in RUNS.items() if run in have})
@@ -231,7 +231,7 @@ def retrieval_table(val: pd.DataFrame, preds: dict[str, Pred]) -> pd.DataFrame:
 def plot_scores(axes, scores: pd.DataFrame, best: str, names: dict | None = None):
     """Validation F1pn and macro F1 (all / unseen-sentence rows) per model with CIs, bars in the subsets' colours;
     the OOF-chosen bi-encoder marked ★ after its unchanged name. `names`: model key -> display name."""
-    from . import plots
+    from .. import plots
 
     names = _labels(names)
     shown = scores[(scores["split"] == "validation") & scores["subset"].isin(["all", "unseen"])].copy()
@@ -250,7 +250,7 @@ def plot_diffs(ax, diffs: pd.DataFrame, names: dict | None = None):
     """Paired differences a - b with their 95% CIs, one row per comparison and subset (colour: the subset's)."""
     from matplotlib.lines import Line2D
 
-    from . import plots
+    from .. import plots
 
     names = _labels(names)
     d = diffs.iloc[::-1].reset_index(drop=True)
@@ -279,7 +279,7 @@ def plot_diffs(ax, diffs: pd.DataFrame, names: dict | None = None):
 def plot_pr(axes, val: pd.DataFrame, preds: dict[str, Pred], models, thresholds: dict | None = None, names=None):
     """Per POLAR class: precision-recall curve of each model's class score over validation rows (in the model's
     colour), the class's base rate and, for the retrieval variant, its OOF-chosen operating point."""
-    from . import plots
+    from .. import plots
 
     names = _labels(names)
     y = val["label"].to_numpy()
@@ -318,12 +318,13 @@ def _fmt(v) -> str:
 
 
 def _verdict(r, a: str, b: str) -> str:
-    ci = f"{fmt(r['diff'], r['lo'], r['hi'], signed=True)} (paired 95% CI)"
+    """Who is ahead, with the difference written leader minus other (so its sign is always +)."""
     if r["lo"] > 0:
-        return f"{a} is ahead of {b} ({ci}, excludes 0)"
+        return f"{a} is ahead of {b}: {a} − {b} = {fmt(r['diff'], r['lo'], r['hi'], signed=True)} (paired 95% CI)"
     if r["hi"] < 0:
-        return f"{b} is ahead of {a} ({ci}, excludes 0)"
-    return f"{a} − {b} = {ci}: includes 0, no difference distinguishable here"
+        return f"{b} is ahead of {a}: {b} − {a} = {fmt(-r['diff'], -r['hi'], -r['lo'], signed=True)} (paired 95% CI)"
+    ci = fmt(r["diff"], r["lo"], r["hi"], signed=True)
+    return f"{a} − {b} = {ci} (paired 95% CI): includes 0, no difference distinguishable here"
 
 
 def answer(
@@ -344,7 +345,7 @@ def answer(
     oof = scores[scores["split"] == "train OOF"].set_index("model")["f1pn"]
     bis = [m for m in models if NAMES[m][1] != CROSS]
     lines = [
-        f"**Validation F1pn** ({profile} profile, ensembles of the same {n_folds} fold model(s) on every side; "
+        f"**Validation F1pn** ({profile} profile, ensembles of the same {count(n_folds, 'fold model')} on every side; "
         "all rows / unseen-sentence rows; sentence-clustered 95% CIs):",
         "",
     ]
@@ -357,7 +358,7 @@ def answer(
     lines += [
         "",
         f"**Choice of the bi-encoder.** Among {', '.join(flat[m] for m in bis)}, the best F1pn on the OOF rows "
-        f"(train rows of the fold(s) used, never validation) is **{flat[best]}** ({oof[best]:.3f}); "
+        f"(train rows of the folds used, never validation) is **{flat[best]}** ({oof[best]:.3f}); "
         f"its validation F1pn is {_fmt(get(scores, best))}.",
         "",
     ]
@@ -400,12 +401,15 @@ def answer(
         "sentence and per entity).",
     ]
     verdict = (
-        f"{ham} is the better choice on accuracy"
+        f"on accuracy {ham} is ahead of the best bi-encoder ({flat[best]})"
         if h["lo"] > 0
-        else f"{flat[best]} is the better choice on accuracy as well"
+        else f"on accuracy the best bi-encoder ({flat[best]}) is ahead of {ham}"
         if h["hi"] < 0
-        else "on accuracy the two are not distinguishable here"
+        else f"on accuracy {ham} and the best bi-encoder ({flat[best]}) are not distinguishable here"
     )
+    if ("hamam_minus_cls", "all") in d:  # the two cross-encoders, at the strength of their CI
+        r = d[("hamam_minus_cls", "all")]
+        verdict += "; between the two cross-encoders, " + _verdict(r, ham, flat["CLS cross-encoder"])
     lines += [
         "",
         f"**When to use which.** {verdict[0].upper() + verdict[1:]}. A bi-encoder pays off only where sentence "

@@ -1,7 +1,7 @@
 """Where the encoder looks (notebook 06), the computation: a sentiment lexicon from the training data,
 key-token groups, attention mass per layer x head, input x gradient as an attention-free check, the
 scan over validation rows and its statistics. The chapter's figures, tables and answer text are in
-`lib.attention_report`.
+`lib.chapters.ch06.report`.
 
 Every key token falls in exactly one group, in this order of precedence:
   entity    - the tokens `lib.model.encode` marks (same offset mapping, same window as the model)
@@ -24,10 +24,10 @@ import torch
 from scipy.stats import spearmanr
 from tqdm.auto import tqdm
 
-from . import model as hm
+from ... import model as hm
+from ...metrics import draw_resamples, sentence_groups
+from ...training import batches, collate
 from .lexicon import WORD, context_words, pos_tags, sentiment_lexicon  # noqa: F401  (re-exported)
-from .metrics import draw_resamples, sentence_groups
-from .train import batches, collate
 
 GROUPS = ("entity", "special", "sentiment", "other")
 QUERIES = ("cls", "entity")
@@ -74,7 +74,7 @@ def encode_groups(tokenizer, df: pd.DataFrame, max_length: int, lexicon) -> list
 
 
 def collate_groups(examples: list[dict], pad_id: int) -> dict:
-    """`lib.train.collate` plus the group ids, padded with PAD_GROUP."""
+    """`lib.training.collate` plus the group ids, padded with PAD_GROUP."""
     x = collate(examples, pad_id)
     g = torch.full(x["input_ids"].shape, PAD_GROUP, dtype=torch.long)
     for i, e in enumerate(examples):
@@ -158,7 +158,7 @@ def analyse(model, examples: list[dict], pad_id: int, mode: str, batch_size=32, 
     model.eval()
     order = batches([len(e["input_ids"]) for e in examples], batch_size, shuffle=False, bucket=True)
     out = None
-    for b in tqdm(order, desc=desc or mode, leave=False):
+    for b in tqdm(order, desc=desc or mode, leave=False, disable=None):
         x = collate_groups([examples[i] for i in b], pad_id)
         if attribution:
             attr, logits, att = input_x_gradient(model, x, mode)
@@ -297,8 +297,8 @@ def run_scan(models: dict, examples, pad_id: int, rows, freeze=0, attribution=("
 
 def head_gain(scan: Scan, query: str, group: str, mode: str = "unmasked", layers=None) -> dict:
     """Fine-tuned − initial mean mass per head of the given layers (the trained ones when None): how
-    many of the `n` heads gain, and the head that gains most (the maximum of `n` changes, so it
-    overstates a typical head), with its masses before and after."""
+    many of the `n` heads gain, the head that gains most (the maximum of `n` changes, so it overstates a
+    typical head) with its masses before and after, and the head whose mass changed most in either direction."""
     layers = scan.trained if layers is None else layers
     before = scan.grid("initial", mode, query, group).loc[layers]
     after = scan.grid("fine-tuned", mode, query, group).loc[layers]
@@ -306,7 +306,19 @@ def head_gain(scan: Scan, query: str, group: str, mode: str = "unmasked", layers
     layer, head = d.stack().idxmax()
     up, n, gain = int((d > 0).to_numpy().sum()), d.size, float(d.loc[layer, head])
     b, a = float(before.loc[layer, head]), float(after.loc[layer, head])
-    return {"up": up, "n": n, "layer": int(layer), "head": int(head), "before": b, "after": a, "gain": gain}
+    big_layer, big_head = d.abs().stack().idxmax()  # the largest change in either direction
+    return {
+        "up": up,
+        "n": n,
+        "layer": int(layer),
+        "head": int(head),
+        "before": b,
+        "after": a,
+        "gain": gain,
+        "abs_layer": int(big_layer),
+        "abs_head": int(big_head),
+        "abs_change": float(d.loc[big_layer, big_head]),
+    }
 
 
 def agreement(scan: Scan) -> pd.DataFrame:

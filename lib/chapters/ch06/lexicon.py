@@ -9,7 +9,7 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from .backbones import WORD_PATTERN
+from ...backbones import WORD_PATTERN
 
 WORD = re.compile(WORD_PATTERN)  # the navec tokenizer's word definition, so "word" means one thing here
 CONTENT_POS = ("NOUN", "ADJ", "VERB", "ADV")  # Universal Dependencies tags of content words

@@ -1,10 +1,10 @@
-"""Notebook 06's examples, tables, figures and answer text, from `lib.attention`'s computation.
+"""Notebook 06's examples, tables, figures and answer text, from `lib.chapters.ch06.attention`'s computation.
 
-Figures keep `lib.plots`'s style (`plots.setup`, `plots.save`, its group colours). Two helpers any
+Figures keep `lib.chapters.plots`'s style (`plots.setup`, `plots.save`, its group colours). Two helpers any
 chapter may use: `readable` raises every text of a figure to at least MIN_PT points and moves axes
 legends off the data, and `sink_free_vmax` sets an attention map's colour scale without the special
 tokens ([CLS]/[SEP], <s>/</s>), which otherwise take most of the weight and wash the rest out.
-Layers and heads are numbered from 1, as in `lib.attention`; bertviz numbers both from 0.
+Layers and heads are numbered from 1, as in `lib.chapters.ch06.attention`; bertviz numbers both from 0.
 """
 
 from __future__ import annotations
@@ -19,16 +19,21 @@ import torch
 from matplotlib.patches import Patch
 from matplotlib.text import Text
 
+from ... import model as hm
+from ...config import ROOT
+from ...folds import subset_mask
+from ...training import collate
+from .. import plots
 from . import attention as A
-from . import model as hm
-from . import plots
-from .config import ROOT
-from .folds import subset_mask
-from .train import collate
 
 NAMES = {-1: "negative", 1: "positive"}
 MIN_PT = 8  # smallest font size of a saved figure, in points
-GROUP_LABELS = {"entity": "entity", "special": "special token", "sentiment": "lexicon word", "other": "other word"}
+GROUP_LABELS = {
+    "entity": "entity",
+    "special": "special token",
+    "sentiment": "corpus-associated word",  # a word used more in polar than in neutral train rows, not a lexicon
+    "other": "other word",
+}
 
 
 # --- the examples ---------------------------------------------------------------------------------
@@ -71,14 +76,17 @@ def example_view(model: hm.HamamModel, tokenizer, example: dict, mode: str, deci
     """(attention tuple of (1, H, T, T) per layer, token strings) as bertviz wants them.
 
     Tokens are the ids the model saw, so the masked copy shows the mask token at the entity's
-    positions. With `decimals`, weights are rounded in float64 so bertviz's JSON stays short.
+    positions; the entity's tokens are shown in double brackets (⟦…⟧), since bertviz highlights none.
+    With `decimals`, weights are rounded in float64 so bertviz's JSON stays short.
     """
     x = collate([example], tokenizer.pad_token_id)
     att = A.forward_attentions(model, x, mode)[1].cpu()
     ids = hm.mask_entity(x["input_ids"], x["entity_mask"], model.mask_token_id) if mode == "masked" else x["input_ids"]
     if decimals is not None:
         att = torch.round(att.double(), decimals=decimals)
-    return tuple(att[:, layer] for layer in range(att.shape[1])), tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    tokens = tokenizer.convert_ids_to_tokens(ids[0].tolist())
+    tokens = [f"⟦{tk}⟧" if e else tk for tk, e in zip(tokens, x["entity_mask"][0].tolist())]
+    return tuple(att[:, layer] for layer in range(att.shape[1])), tokens
 
 
 def token_table(model: hm.HamamModel, tokenizer, example: dict, mode: str) -> pd.DataFrame:
@@ -144,7 +152,10 @@ def mean_mass_table(scan: A.Scan, layers=None) -> pd.DataFrame:
 
 def mass_panels(scan: A.Scan, query: str) -> dict:
     """{(condition, "→ group"): layer x head frame} for one query: rows the four conditions."""
-    return {(f"{m} · {c}", f"→ {g}"): scan.grid(m, c, query, g) for m, c in A.CONDITIONS for g in A.GROUPS}
+    names = plots.GROUP_NAMES
+    return {
+        (f"{m} · {c}", f"→ {names.get(g, g)}"): scan.grid(m, c, query, g) for m, c in A.CONDITIONS for g in A.GROUPS
+    }
 
 
 def diff_panels(scan: A.Scan, kind: str) -> dict:
@@ -162,7 +173,7 @@ def diff_panels(scan: A.Scan, kind: str) -> dict:
                     else [(part, "masked"), (part, "unmasked")]
                 )
                 d = scan.grid(*pairs[0], q, g) - scan.grid(*pairs[1], q, g)
-                out[(f"from {'[CLS]' if q == 'cls' else 'entity'} · {part}", f"→ {g}")] = d
+                out[(f"from {'[CLS]' if q == 'cls' else 'entity'} · {part}", f"→ {plots.GROUP_NAMES.get(g, g)}")] = d
     return out
 
 
@@ -250,7 +261,7 @@ def head_maps(views: dict, groups: dict, layer: int, head: int, title: str):
 
 
 def token_bars(tables: dict):
-    """`lib.plots.token_bars` with readable labels and one legend that names the measures and only
+    """`lib.chapters.plots.token_bars` with readable labels and one legend that names the measures and only
     the token-label colours that occur."""
     fig = plots.token_bars(tables)
     old = fig.legends[0]
@@ -296,8 +307,10 @@ def _moved(scan: A.Scan, query: str, group: str, mode: str = "unmasked") -> str:
     hb, ha = _fmt(h["before"], h["after"])
     which = "heads of the trained layers" if scan.freeze else "heads"
     return (
-        f"{h['up']}/{h['n']} {which} gain; the largest of the {h['n']} changes, layer {h['layer']} head {h['head']}: "
-        f"{hb} → {ha} ({_fmt(h['gain'], signed=True)[0]}); mean over {'the trained' if scan.freeze else 'all'} "
+        f"{h['up']}/{h['n']} {which} gain; the largest gain of the {h['n']}, layer {h['layer']} head {h['head']}: "
+        f"{hb} → {ha} ({_fmt(h['gain'], signed=True)[0]}); the largest change in either direction, layer "
+        f"{h['abs_layer']} head {h['abs_head']}: {_fmt(h['abs_change'], signed=True)[0]}; "
+        f"mean over {'the trained' if scan.freeze else 'all'} "
         f"layers {' → '.join(_fmt(*m))}, last layer {' → '.join(_fmt(*e))}"
     )
 
@@ -310,11 +323,33 @@ def _groups(d: dict) -> str:
     return ", ".join(f"{g} {v}" for g, v in zip(d, _fmt(*d.values(), signed=True)))
 
 
+def verdict(nums: dict) -> str:
+    """The chapter's question answered yes/no from the fine-tuning changes and their CIs: does attention move
+    toward the entity (from [CLS]) and from the entity toward the words that go with polar labels?"""
+    k = "06.{}.trained_layers.finetuned_minus_initial"
+    parts = []
+    for key, what in (
+        ("cls_to_entity", "from [CLS] toward the entity"),
+        ("entity_to_sentiment", "from the entity toward corpus-associated words"),
+    ):
+        v, lo, hi = nums[k.format(key)]
+        word = "yes" if lo > 0 else "no, it moves away" if hi < 0 else "no measurable move"
+        parts.append(f"{what}: **{word}** ({_ci(nums[k.format(key)], True)})")
+    return (
+        "**Does our model do what the reference inspection reported (attention moving to the entity and to "
+        "sentiment-bearing words after fine-tuning)?** Mean mass in the trained layers, fine-tuned − initial, "
+        + "; ".join(parts)
+        + ". The word group is learnt from this corpus' labels (words used more in polar than in neutral train "
+        "rows), not a published sentiment lexicon, so a word in it may go with polar rows without carrying "
+        "sentiment itself."
+    )
+
+
 def answer(
     scan: A.Scan, nums: dict, *, profile: str, backbone: str, lexicon_size: int, figures: str = "figures"
 ) -> str:
     """The chapter's answer as Markdown, every number computed from `scan` and `nums`
-    (`lib.attention.headline`); `figures`: the folder the chapter's figures were saved in."""
+    (`lib.chapters.ch06.attention.headline`); `figures`: the folder the chapter's figures were saved in."""
     L, H = scan.shape
     f, ft = scan.freeze, "fine-tuned"
     share = scan.results[ft, "unmasked"]["tokens"].mean(0)
@@ -339,12 +374,13 @@ def answer(
     )
     out = [
         intro,
+        verdict(nums),
         f"Uniform attention would put {share[0]:.3f} of a query's mass on the entity, {share[1]:.3f} on special "
-        f"tokens and {_fmt(share[2])[0]} on the {lexicon_size} lexicon words (mean token shares).",
+        f"tokens and {_fmt(share[2])[0]} on the {lexicon_size} corpus-associated words (mean token shares).",
         f"*Toward the entity after fine-tuning* (unmasked copy, {trained}): from [CLS] — "
         f"{_moved(scan, 'cls', 'entity')}; change of the mean {d_ent}. "
         f"From the entity tokens — {_moved(scan, 'entity', 'entity')}.",
-        f"*Toward lexicon (sentiment) words after fine-tuning* (unmasked copy, {trained}): from the entity tokens — "
+        f"*Toward corpus-associated words after fine-tuning* (unmasked copy, {trained}): from the entity tokens — "
         f"{_moved(scan, 'entity', 'sentiment')}; change of the mean {d_sent}. From [CLS] — "
         f"{_moved(scan, 'cls', 'sentiment')}. In the masked copy, from the entity positions — "
         f"{_moved(scan, 'entity', 'sentiment', 'masked')}.",
@@ -366,7 +402,7 @@ def answer(
     out.append(
         "*What masking the entity changes* (masked − unmasked copy, mean over all layers and heads). Fine-tuned "
         f"model, from the entity positions: {_groups(diff['entity'])}; onto the context words (lexicon + other) "
-        f"{_ci(nums[m.format('finetuned')], True)}, of which lexicon words "
+        f"{_ci(nums[m.format('finetuned')], True)}, of which corpus-associated words "
         f"{_ci(nums['06.masked_minus_unmasked.entity_to_sentiment.finetuned'], True)}. From [CLS]: "
         f"{_groups(diff['cls'])}. The initial backbone moves {_ci(nums[m.format('initial')], True)} onto the context, "
         f"so fine-tuning changed this shift by {_ci(nums[m.format('finetuned_minus_initial')], True)}{alone}."
@@ -376,7 +412,8 @@ def answer(
     vals = _fmt(*row, *base)
     by_label = ", ".join(f"{lab} {vals[i]} (uniform {vals[len(row) + i]})" for i, lab in enumerate(row.index))
     out.append(
-        f"*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): lexicon words {by_label}."
+        "*Polar vs neutral rows* (fine-tuned, unmasked, last layer, from the entity): corpus-associated words "
+        f"{by_label}."
     )
     if "06.attribution.entity_share.finetuned" in nums:
         out.append(_attribution(scan, nums))
@@ -404,7 +441,7 @@ def _attribution(scan: A.Scan, nums: dict) -> str:
     )
     return (
         "*Attention vs attribution* (fine-tuned, unmasked copy): input x gradient puts "
-        f"{_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass on lexicon words and "
+        f"{_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass on corpus-associated words and "
         f"{_ci(nums['06.attribution.entity_share.finetuned'])} on the entity, against {_fmt(att['sentiment'])[0]} and "
         f"{att['entity']:.3f} for the last layer's attention from the entity. Per row, over context tokens, the median "
         f"Spearman correlation between last-layer attention from the entity and |input x gradient| is "

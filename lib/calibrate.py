@@ -1,0 +1,95 @@
+"""What a run of the plan costs on this machine before anything is trained: a few timed optimiser steps of each
+kind of model the plan trains (seconds, not minutes), so `./run_all.sh --plan` shows minutes on a fresh clone.
+
+A kind is what decides the cost of a step (`cost_key`: backbone, mode, pooling, frozen layers, sequence length,
+batch, K > 1, loss, precision). Each kind is built once, warmed up with one step and timed over a few more on
+real training rows, with the training loop's own `optimiser_step`. The result is an estimate, not a measurement
+of the run: early stopping may end a run sooner, held-out evaluations add time, and from the second epoch on the
+frozen layers' outputs are replayed (`HamamModel.cache_frozen`), which makes steps cheaper. Once a run has been
+trained here, its own seconds replace the estimate (`lib.plan.measured_rates`). Results are kept per machine in
+`runs/<profile>/calibration.json`, keyed by the hardware line and the training code's digest.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from . import cache, losses
+from . import model as hm
+from . import training as T
+from .config import RunPaths, TrainConfig
+
+
+def cost_key(cfg: TrainConfig, precision) -> tuple:
+    """The settings a step's cost depends on."""
+    return (
+        cfg.backbone,
+        cfg.mode,
+        cfg.pooling,
+        cfg.freeze_layers,
+        cfg.max_length,
+        cfg.batch_size,
+        cfg.msd_k > 1,
+        cfg.loss,
+        precision,
+    )
+
+
+def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = "cpu", steps: int = 3) -> float:
+    """Median wall seconds of `steps` optimiser steps (after one untimed warm-up) on the first rows of `train`."""
+    dev = T.pick_device(device)
+    precision = T.resolve_precision(cfg.precision, dev)
+    model, tok = hm.build(backbone_path, cfg)
+    model.to(dev).train()
+    enc = T.encode_df(tok, train.head(cfg.batch_size * (steps + 1)), cfg)
+    y = train["label"].to_numpy()[: len(enc)]
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
+    scaler = torch.amp.GradScaler(enabled=precision == "fp16")
+    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, polar_weight=cfg.polar_weight)
+    row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(dev)
+    micro = cfg.batch_size // cfg.grad_accum_steps
+    times = []
+    for s in range(steps + 1):
+        rows = np.arange(s * cfg.batch_size, min((s + 1) * cfg.batch_size, len(enc)))
+        if not len(rows):
+            break
+        parts = [
+            {k: v.to(dev) for k, v in T.collate([enc[i] for i in part], tok.pad_token_id, None, y[part]).items()}
+            for part in (rows[i : i + micro] for i in range(0, len(rows), micro))
+        ]
+        t0 = time.perf_counter()
+        T.optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, dev, precision, cfg.grad_clip)
+        if s:  # the first step pays for allocation and kernels' first use
+            times.append(time.perf_counter() - t0)
+    return float(np.median(times)) if times else float("nan")
+
+
+def _file(profile_name: str) -> Path:
+    return RunPaths(profile_name).root / "calibration.json"
+
+
+def calibrated_rates(profile_name: str, todo: list[tuple[TrainConfig, str, object]], device: str = "auto") -> dict:
+    """{cost_key: seconds per step} for every kind in `todo` [(cfg, backbone_path, train rows)], timed here once
+    and read back from `calibration.json` afterwards (same hardware, same training code)."""
+    here = T.hardware()
+    code = cache.code_digest(*T.TRAINING_CODE)
+    f = _file(profile_name)
+    stored = json.loads(f.read_text()) if f.is_file() else {}
+    if stored.get("hardware") != here or stored.get("code") != code:
+        stored = {"hardware": here, "code": code, "rates": {}}
+    dev = T.pick_device(device)
+    rates = {}
+    for cfg, backbone_path, train in todo:
+        key = cost_key(cfg, T.resolve_precision(cfg.precision, dev))
+        name = json.dumps(key)
+        if name not in stored["rates"]:
+            stored["rates"][name] = seconds_per_step(cfg, backbone_path, train, str(dev))
+            f.parent.mkdir(parents=True, exist_ok=True)
+            f.write_text(json.dumps(stored, indent=1))
+        rates[key] = stored["rates"][name]
+    return rates

@@ -1,0 +1,1 @@
+"""Each chapter's own computations, tables, figures and answers (the reporting layer)."""

@@ -1,0 +1,1 @@
+"""Chapter 02: training report, recipe table, errors, baselines, entity swaps."""

@@ -1,0 +1,260 @@
+"""Chapter 02's answers over trainings: every (seed, fold) model, paired across modes; the seed-to-seed spread
+of the k-fold ensemble; the headline over every HAMAM model of every seed, under a decision rule whose transfer
+from out-of-fold (OOF) rows to an averaged ensemble is measured on OOF rows, never on validation.
+
+A bootstrap over validation sentences sees the sampling of rows, not the noise of training (the seed and the
+data order): only more trainings measure that. Both are reported; a difference "holds" only where both
+intervals exclude 0.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from ... import rules
+from ...metrics import count, f1pn, fmt, over_trainings, softmax, to_labels
+
+CANDIDATES = ("single-model threshold", "seed-average threshold", "neutral bias", "matched polar rate", "argmax")
+
+
+# --- single models, paired over trainings ---------------------------------------------------------------------
+
+
+def single_models(sets: dict[str, dict[int, object]], train: pd.DataFrame, val: pd.DataFrame) -> pd.DataFrame:
+    """One row per (mode, seed, fold) model: validation F1pn under argmax and under a threshold chosen on that
+    model's own held-out fold rows (its clean OOF rows)."""
+    y_tr, y_val, fold = train["label"].to_numpy(), val["label"].to_numpy(), train["fold"].to_numpy()
+    rows = []
+    for mode, by_seed in sets.items():
+        for seed, res in by_seed.items():
+            for k in res.folds:
+                z, held = res.ensemble("validation", [k]), fold == k
+                t = rules.choose(y_tr[held], res.oof[held], "threshold")
+                rows.append(
+                    {
+                        "mode": mode,
+                        "seed": seed,
+                        "fold": k,
+                        "f1pn_argmax": f1pn(y_val, to_labels(z)),
+                        "f1pn_rule": f1pn(y_val, rules.threshold_rule(z, t)),
+                        "threshold": t,
+                    }
+                )
+    return pd.DataFrame(rows)
+
+
+def paired_trainings(models: pd.DataFrame, a: str, b: str, column: str = "f1pn_rule") -> tuple[dict, pd.DataFrame]:
+    """Model (seed, fold) of mode a minus the same (seed, fold) of mode b: same training rows, same seed."""
+    wide = models.pivot_table(index=["seed", "fold"], columns="mode", values=column)
+    pairs = wide[[a, b]].dropna()
+    diff = (pairs[a] - pairs[b]).rename("diff").reset_index()
+    return over_trainings(diff["diff"]), diff
+
+
+def seed_spread(models_by_seed: dict[int, np.ndarray], y: np.ndarray, decide) -> pd.DataFrame:
+    """Validation F1pn of each seed's k-fold ensemble under `decide` (logits -> labels)."""
+    return pd.DataFrame([{"seed": s, "f1pn": f1pn(y, decide(z))} for s, z in models_by_seed.items()])
+
+
+# --- the all-seeds ensemble and its decision rule ---------------------------------------------------------------
+
+
+def pooled(results: list):
+    """One KFoldResult standing for every fold model of every run in `results` (seeds of one mode, or the two
+    halves of a late fusion): validation/final logits of all models (their `ensemble` is the all-model mean),
+    OOF logits averaged over the runs (each OOF row: one model per run)."""
+    from dataclasses import replace
+
+    with np.errstate(invalid="ignore"):
+        oof = np.stack([r.oof for r in results]).mean(0)
+    logits = {s: np.concatenate([r.logits[s] for r in results]) for s in results[0].logits}
+    runs = [x for r in results for x in r.runs]
+    return replace(results[0], oof=oof, logits=logits, runs=runs, folds=list(results[0].folds))
+
+
+def average(results: list, split: str) -> np.ndarray:
+    """Mean logits of every fold model of every run in `results` (equal weight per model)."""
+    return np.concatenate([r.logits[split] for r in results]).mean(0)
+
+
+def oof_by_seed(results: list, train: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """(seeds, n_rows, 3) OOF logits, one model per seed for each row, and the rows every seed covers."""
+    z = np.stack([r.oof for r in results])
+    return z, ~np.isnan(z).any(axis=(0, 2))
+
+
+def _polar_share(labels) -> float:
+    return float(np.isin(labels, (-1, 1)).mean())
+
+
+def _matched_threshold(logits: np.ndarray, share: float) -> float:
+    """The threshold at which `share` of these rows are called polar (no labels used)."""
+    p = softmax(logits)
+    polar = np.maximum(p[:, rules.POS], p[:, rules.NEG])
+    return float(np.quantile(polar, 1 - share)) if 0 < share < 1 else (0.0 if share >= 1 else 1.0 + 1e-9)
+
+
+def fit_rule(candidate: str, y: np.ndarray, single: np.ndarray, averaged: np.ndarray):
+    """Fit `candidate` on OOF rows: `single` (seeds, rows, 3) single-model logits, `averaged` their mean.
+    Returns a function (logits of an averaged ensemble) -> labels, with `.param`."""
+    pooled_y, pooled = np.tile(y, len(single)), single.reshape(-1, single.shape[-1])
+    if candidate == "argmax":
+        decide, param = to_labels, None
+    elif candidate == "single-model threshold":
+        param = rules.choose(pooled_y, pooled, "threshold")
+        decide = lambda z: rules.threshold_rule(z, param)  # noqa: E731
+    elif candidate == "seed-average threshold":
+        param = rules.choose(y, averaged, "threshold")
+        decide = lambda z: rules.threshold_rule(z, param)  # noqa: E731
+    elif candidate == "neutral bias":  # adds to the neutral logit: commutes with averaging logits
+        param = rules.choose(pooled_y, pooled, "neutral_bias")
+        decide = lambda z: rules.bias_rule(z, param)  # noqa: E731
+    elif candidate == "matched polar rate":  # the share of rows the single-model rule calls polar on OOF
+        t = rules.choose(pooled_y, pooled, "threshold")
+        param = _polar_share(rules.threshold_rule(pooled, t))
+        decide = lambda z: rules.threshold_rule(z, _matched_threshold(z, param))  # noqa: E731
+    else:
+        raise ValueError(f"unknown rule candidate {candidate!r}; one of {CANDIDATES}")
+    decide.param = param
+    return decide
+
+
+def transfer_table(results: list, train: pd.DataFrame) -> pd.DataFrame:
+    """Each candidate rule, fitted on the OOF rows of all folds but one and applied to the held-out fold's
+    seed-averaged logits (the nearest thing to an averaged ensemble that OOF rows offer): pooled F1pn over the
+    held-out folds, and the per-fold spread. Validation never enters."""
+    single, covered = oof_by_seed(results, train)
+    y, fold = train["label"].to_numpy(), train["fold"].to_numpy()
+    rows = []
+    for cand in CANDIDATES:
+        pred = np.zeros(len(y), dtype=int)
+        per_fold = []
+        for k in sorted(set(fold[covered])):
+            fit, out = covered & (fold != k), covered & (fold == k)
+            decide = fit_rule(cand, y[fit], single[:, fit], single[:, fit].mean(0))
+            pred[out] = decide(single[:, out].mean(0))
+            per_fold.append(f1pn(y[out], pred[out]))
+        rows.append(
+            {
+                "rule": cand,
+                "oof_f1pn": f1pn(y[covered], pred[covered]),
+                "fold_min": min(per_fold),
+                "fold_max": max(per_fold),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def headline_rule(results: list, train: pd.DataFrame, table: pd.DataFrame | None = None):
+    """The candidate with the best leave-one-fold-out OOF F1pn (ties: the first in CANDIDATES order), refitted
+    on every OOF row. Returns (decide, table); decide has `.rule` and `.param`."""
+    table = transfer_table(results, train) if table is None else table
+    best = table.loc[table["oof_f1pn"].idxmax(), "rule"]
+    single, covered = oof_by_seed(results, train)
+    y = train["label"].to_numpy()[covered]
+    decide = fit_rule(best, y, single[:, covered], single[:, covered].mean(0))
+    decide.rule = best
+    return decide, table
+
+
+# --- words computed from what ran ------------------------------------------------------------------------------
+
+
+def describe(sets: dict) -> str:
+    """What was trained, from the runs themselves: seeds, folds and models per mode."""
+    parts = []
+    for mode, by_seed in sets.items():
+        folds = next(iter(by_seed.values())).folds
+        n = sum(len(r.folds) for r in by_seed.values())
+        seeds = ", ".join(map(str, by_seed))
+        sizes = f"{count(len(by_seed), 'seed')} ({seeds}) × {count(len(folds), 'fold')}"
+        parts.append(f"{mode}: {sizes} = {count(n, 'model')}")
+    return "Trained with the same recipe: " + "; ".join(parts) + "."
+
+
+def rule_sentence(table: pd.DataFrame, decide) -> str:
+    """Which decision rule the headline uses and why, from the OOF transfer table."""
+    rows = "; ".join(f"{r.rule} {r.oof_f1pn:.3f}" for r in table.itertuples())
+    param = "" if decide.param is None else f" (parameter {decide.param:.3g}, refitted on every OOF row)"
+    return (
+        f"Leave-one-fold-out OOF F1pn of each candidate rule, fitted on the other folds' OOF rows and applied to "
+        f"the held-out fold's seed-averaged logits: {rows}. The headline uses **{decide.rule}**{param}; "
+        "validation did not enter the choice."
+    )
+
+
+def trainings_table(over: dict) -> pd.DataFrame:
+    return pd.DataFrame([{"comparison": c, **s} for c, (s, _) in over.items()])
+
+
+def verdict(comparison: str, ens: tuple, trn: dict) -> str:
+    """A difference holds only where the ensemble-level CI (validation sentences) and the CI over trainings
+    (seeds x folds) both exclude 0; otherwise say which one does, or that neither can tell."""
+    e_out = ens[1] > 0 or ens[2] < 0
+    t_out = np.isfinite(trn["lo"]) and (trn["lo"] > 0 or trn["hi"] < 0)
+    sign = "better" if ens[0] > 0 else "worse"
+    e = f"ensembles {fmt(*ens, signed=True)}"
+    t = (
+        f"single models, mean over {trn['n']} paired trainings {fmt(trn['mean'], trn['lo'], trn['hi'], signed=True)}"
+        f" (sd {trn['sd']:.3f}, range {trn['min']:+.3f} to {trn['max']:+.3f})"
+    )
+    if e_out and t_out and np.sign(ens[0]) == np.sign(trn["mean"]):
+        head = f"**{comparison}: {sign}**, and a retraining should not flip it (both CIs exclude 0)"
+    elif e_out or t_out:
+        which = "the ensemble-level CI" if e_out else "the CI over trainings"
+        head = f"**{comparison}: not settled**: only {which} excludes 0"
+    else:
+        head = f"**{comparison}: cannot be told apart** here (both CIs include 0)"
+    return f"{head}: {e}; {t}."
+
+
+# --- the figure ---------------------------------------------------------------------------------------------
+
+
+def figure(models: pd.DataFrame, ensembles: pd.DataFrame, diffs: pd.DataFrame, points: dict, names: dict):
+    """Left: validation F1pn of every single model (small points, one per seed and fold) and of each k-fold
+    ensemble (large points with CIs), per mode. Right: paired differences, each comparison over trainings
+    (per-training points, mean with its t-interval) and at ensemble level (sentence-clustered CI).
+    `names`: mode -> display name (colour); `points`: comparison -> per-training differences."""
+    import matplotlib.pyplot as plt
+
+    from ..plots import model_color
+
+    fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.1, 1]}, layout="constrained")
+    rng = np.random.default_rng(0)
+    modes = list(dict.fromkeys(models["mode"]))
+    for i, m in enumerate(modes):
+        v = models.loc[models["mode"] == m, "f1pn_rule"]
+        ax.scatter(i - 0.15 + rng.uniform(-0.06, 0.06, len(v)), v, s=14, alpha=0.6, color=model_color(names[m]))
+        e = ensembles[ensembles["mode"] == m].reset_index(drop=True)
+        for j, r in e.iterrows():
+            x = i + 0.12 + 0.12 * j
+            ax.errorbar(
+                x,
+                r.f1pn,
+                yerr=[[r.f1pn - r.lo], [r.hi - r.f1pn]],
+                fmt=r.get("marker", "D"),
+                ms=7,
+                capsize=3,
+                color=model_color(names[m]),
+                mec="black",
+            )
+    ax.set_xticks(range(len(modes)), [names[m].split(" ")[0] for m in modes])  # the mode; the backbone is in the title
+    ax.set_xlim(-0.5, len(modes) - 0.3)
+    backbone = names[modes[0]].split(" ", 1)[-1]
+    ax.set(ylabel="validation F1pn (own OOF rule)", title=f"{backbone}: single models (dots), ensembles (95% CI)")
+    comps = list(dict.fromkeys(diffs["comparison"]))
+    for i, c in enumerate(comps):
+        pts = np.asarray(points.get(c, []), dtype=float)
+        bx.scatter(pts, i + 0.2 + rng.uniform(-0.05, 0.05, len(pts)), s=14, alpha=0.6, color="#4d4d4d")
+        for off, kind, mk in ((0.2, "over trainings", "s"), (-0.2, "ensemble", "D")):
+            r = diffs[(diffs["comparison"] == c) & (diffs["kind"] == kind)]
+            if len(r) and np.isfinite(r["lo"].iloc[0]):
+                d, lo, hi = r[["diff", "lo", "hi"]].iloc[0]
+                bx.errorbar(d, i + off, xerr=[[d - lo], [hi - d]], fmt=mk, capsize=3, color="black", ms=6)
+    bx.axvline(0, color="grey", lw=1, ls=":")
+    bx.set_yticks(range(len(comps)), comps)
+    bx.set_ylim(-0.6, len(comps) - 0.4)
+    bx.set(xlabel="paired difference in validation F1pn", title="squares: over trainings; diamonds: ensemble")
+    return fig

@@ -1,0 +1,1 @@
+"""Chapter 05: SBERT vs cross-encoder report and throughput."""

@@ -1,0 +1,1 @@
+"""Chapter 06: attention maps, attribution and the word groups."""

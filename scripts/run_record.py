@@ -1,0 +1,66 @@
+"""Record a run of `run_all.sh` in the profile's results.json as data: `run` = {commit, seconds, hardware,
+precision, torch, transformers, parts, runs}. Called by run_all.sh at its end with the part's wall seconds;
+parts of one run (the same commit, filled in more than one go) add up in `seconds`.
+
+    python scripts/run_record.py --profile cpu --seconds 4545 [--only 02]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from lib import plan  # noqa: E402
+from lib.chapters.study import code_commit, results_path  # noqa: E402
+from lib.config import get_profile  # noqa: E402
+from lib.device import hardware, pick_device, resolve_precision, versions  # noqa: E402
+from lib.folds import load_prepared  # noqa: E402
+
+
+def run_seconds(prof, data) -> dict:
+    """Per run of the plan: its folds' training seconds from their done.json (what the cache holds now)."""
+    out = {}
+    for run in plan.runs(prof):
+        if run.kind not in ("fold", "sbert"):
+            continue
+        res = plan.resolve(prof, run, data)
+        secs = [json.loads((res.root / f"fold{k}" / "done.json").read_text()).get("seconds") for k in res.done]
+        if secs:
+            out[run.name] = {"folds": len(secs), "seconds": round(sum(s or 0 for s in secs), 1)}
+    return out
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--profile", default="cpu")
+    ap.add_argument("--seconds", type=float, required=True, help="wall seconds of this part of the run")
+    ap.add_argument("--only", default="", help="the chapters this part ran (empty: all)")
+    args = ap.parse_args(argv)
+    prof = get_profile(args.profile)
+    path = results_path(prof.name)
+    doc = json.loads(path.read_text()) if path.is_file() else {}
+    commit = code_commit()
+    old = doc.get("run", {})
+    parts = old.get("parts", []) if old.get("commit") == commit else []
+    parts.append({"only": args.only or "all", "seconds": round(args.seconds)})
+    doc["run"] = {
+        "commit": commit,
+        "seconds": sum(p["seconds"] for p in parts),
+        "parts": parts,
+        "hardware": hardware(),
+        "precision": resolve_precision("auto", pick_device(prof.device)),
+        **versions(),
+        "runs": run_seconds(prof, load_prepared(prof)),
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
+    print(f"run record: commit {commit[:12]}, {doc['run']['seconds']} s in {len(parts)} part(s) -> {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

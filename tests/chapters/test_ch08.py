@@ -1,0 +1,98 @@
+"""Chapter 08: NewsMTSC in the plan (its own tables and keys), English mention kinds for swaps, target groups,
+predictions files that re-score to what is reported, and the results.json keys."""
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from lib import newsmtsc, plan
+from lib.chapters import ch08
+from lib.config import get_profile
+
+
+def test_the_plan_trains_chapter_08_on_newsmtsc_with_its_own_key(smoke):
+    prof, data = smoke
+    runs = {r.name: r for r in plan.runs(prof) if r.name.startswith("08/")}
+    assert set(runs) == {"08/hamam", "08/unmasked", "08/masked"}
+    assert all(r.dataset == "newsmtsc" and "08" in r.readers for r in runs.values())
+    en = plan.dataset(prof, runs["08/hamam"], data)
+    assert set(en) == {"train", "validation", "final"} and len(en["train"]) <= prof.max_rows
+    assert en["train"]["fold"].nunique() == prof.n_folds and "sentence_seen_in_train" in en["validation"]
+    ru_key = plan.resolve(prof, plan.get(prof, "02/hamam"), data).key
+    assert plan.resolve(prof, runs["08/hamam"], data).key != ru_key  # other rows, other key
+    assert "08" in plan.get(prof, "02/hamam").readers  # transfer reads chapter 02's checkpoints
+
+
+def test_mention_kinds_pair_like_with_like():
+    kinds = [ch08.mention_kind(m) for m in ("He", "Trump", "Hillary Clinton", "the president", "officials")]
+    assert kinds == ["pronoun", "name", "multi-word name", "other", "other"]
+    df = pd.DataFrame({"entity": ["She", "Obama"]})
+    assert list(ch08.with_kinds(df)["entity_tag"]) == ["pronoun", "name"]
+
+
+def test_target_groups_tell_mixed_polarity_sentences_apart():
+    df = pd.DataFrame({"sentence": ["a", "b", "b", "c", "c"], "label": [1, -1, -1, 1, -1]})
+    assert list(ch08.target_groups(df)) == [
+        "one target",
+        "several, same polarity",
+        "several, same polarity",
+        "several, mixed polarity",
+        "several, mixed polarity",
+    ]
+
+
+def test_predictions_file_rescores_from_the_raw_file(tmp_path):
+    part = newsmtsc.read_split("test_rw").head(60)
+    rng = np.random.default_rng(0)
+    labels = np.where(rng.random(len(part)) < 0.7, part["label"], 0)
+    path = tmp_path / "p.tsv"
+    out = ch08.predictions_file(part, labels, path)
+    assert list(out.columns) == ["gid", "label"] and path.read_text().startswith("gid\tlabel\n")
+    again = ch08.rescore(path, "test_rw")
+    assert again["f1pn"] == pytest.approx(ch08.scored(part, labels, 0)["f1pn"])
+    with pytest.raises(ValueError, match="not in NewsMTSC"):
+        pd.DataFrame({"gid": ["nope"], "label": [0]}).to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
+        ch08.rescore(tmp_path / "bad.tsv", "test_rw")
+
+
+def test_numbers_carry_the_keys_the_readme_reads():
+    idx = pd.MultiIndex.from_product([["hamam", "unmasked", "masked"], ["test_rw", "test_mt"], ["OOF rule", "argmax"]])
+    sc = pd.DataFrame({c: 0.5 for c in ("f1pn", "f1pn_lo", "f1pn_hi", "f1m", "f1m_lo", "f1m_hi")}, index=idx)
+    diffs = pd.DataFrame(
+        [{"comparison": "hamam - unmasked", "part": "test_rw", "rows": "all", "n": 9, "diff": 0.1, "lo": 0, "hi": 0.2}]
+    )
+    transfer = pd.DataFrame(
+        [
+            {"direction": d, "model": m, "part": p, "decision": "argmax", "f1pn": 0.4, "f1pn_lo": 0.3, "f1pn_hi": 0.5}
+            for d, p in (("ru_to_en", "test_rw"), ("en_to_ru", "validation"))
+            for m in ("hamam", "unmasked")
+        ]
+    )
+    xdiff = pd.DataFrame(
+        [{"direction": "ru_to_en", "part": "test_rw", "comparison": "hamam - unmasked", "diff": 0, "lo": -1, "hi": 1}]
+    )
+    eff = pd.DataFrame(
+        [
+            {"model": m, "copies": "all", "flip_rate": 0.1, "flip_rate_lo": 0, "flip_rate_hi": 0.2}
+            for m in ("hamam", "unmasked")
+        ]
+    )
+    num = ch08.numbers(sc, diffs, transfer, xdiff, eff, eff)
+    for k in (
+        "08.hamam.test_rw.f1pn",
+        "08.unmasked.test_rw.f1pn",
+        "08.masked.test_rw.f1pn",
+        "08.hamam.test_mt.f1pn",
+        "08.hamam.test_mt.f1m",
+        "08.hamam_minus_unmasked.test_rw.f1pn",
+        "08.transfer.ru_to_en.hamam.test_rw.f1pn",
+        "08.transfer.en_to_ru.unmasked.validation.f1pn",
+        "08.swap.flip_rate.hamam",
+        "08.swap.flip_rate.null_unmasked",
+    ):
+        assert k in num and len(num[k]) == 3, k
+
+
+def test_the_cpu_plan_gives_chapter_08_two_folds_of_every_mode():
+    prof = get_profile("cpu")
+    assert [plan.get(prof, f"08/{m}").folds for m in ("hamam", "unmasked", "masked")] == [(0, 1)] * 3
