@@ -107,6 +107,18 @@ def load_all(data_dir: str | Path = RAW_DIR, max_rows: int | None = None) -> dic
     return {split: load_split(split, data_dir, max_rows) for split in SPLIT_FILES}
 
 
+def validate_all(checks) -> int:
+    """Run each (name, check) pair, printing "ok  name: <what check returns>"; at the first bad file, one line
+    naming file, row and rule on stderr and exit status 1 (the command lines of lib.data and lib.newsmtsc)."""
+    try:
+        for name, check in checks:
+            print(f"ok  {name}: {check()}")
+    except DataError as e:
+        print(f"DataError: {e}", file=sys.stderr)
+        return 1
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
@@ -115,14 +127,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--data-dir", default=str(RAW_DIR))
     args = ap.parse_args(argv)
     paths = args.files or [str(Path(args.data_dir) / f) for f in SPLIT_FILES.values()]
-    try:
-        for p in paths:
-            df = read_split_file(p, labeled=Path(p).name != SPLIT_FILES["final"])
-            print(f"ok  {p}: {len(df)} rows")
-    except DataError as e:
-        print(f"DataError: {e}", file=sys.stderr)
-        return 1
-    return 0
+    return validate_all(
+        (p, lambda p=p: f"{len(read_split_file(p, labeled=Path(p).name != SPLIT_FILES['final']))} rows") for p in paths
+    )
 
 
 if __name__ == "__main__":

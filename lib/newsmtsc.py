@@ -18,7 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from .config import RAW_DIR as STUDY_RAW_DIR
-from .data import DataError
+from .data import DataError, validate_all
 
 RAW_DIR = STUDY_RAW_DIR / "newsmtsc"
 SPLITS = ("train", "dev_rw", "test_rw", "dev_mt", "test_mt")  # file <split>.jsonl; the paper reports test_*
@@ -202,15 +202,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(prog="python -m lib.newsmtsc", description="Validate the NewsMTSC files.")
     ap.add_argument("--raw-dir", default=str(RAW_DIR))
     args = ap.parse_args(argv)
-    try:
-        for name in SPLITS:
-            df = read_split(name, args.raw_dir)
-            counts = df["label"].value_counts().reindex([-1, 0, 1], fill_value=0).to_dict()
-            print(f"ok  {name}: {df['line'].nunique()} lines, {len(df)} targets, labels {counts}")
-    except DataError as e:
-        print(f"DataError: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+    def summary(name: str) -> str:
+        df = read_split(name, args.raw_dir)
+        counts = df["label"].value_counts().reindex([-1, 0, 1], fill_value=0).to_dict()
+        return f"{df['line'].nunique()} lines, {len(df)} targets, labels {counts}"
+
+    return validate_all((name, lambda name=name: summary(name)) for name in SPLITS)
 
 
 if __name__ == "__main__":
