@@ -1,13 +1,13 @@
-"""What a run of the plan costs on this machine before anything is trained: a few timed optimiser steps of each
-kind of model the plan trains (seconds, not minutes), so `./run_all.sh --plan` shows minutes on a fresh clone.
+"""What a run of the plan costs on this machine before anything is trained: a few timed optimiser steps of each kind
+of model the plan trains (seconds, not minutes), so `./run_all.sh --plan` shows minutes on a fresh clone.
 
 A kind is what decides the cost of a step (`cost_key`: backbone, mode, pooling, frozen layers, sequence length,
-batch, K > 1, loss, precision). Each kind is built once, warmed up with one step and timed over a few more on
-real training rows, with the training loop's own `optimiser_step`. The result is an estimate, not a measurement
-of the run: early stopping may end a run sooner, held-out evaluations add time, and from the second epoch on the
-frozen layers' outputs are replayed (`HamamModel.cache_frozen`), which makes steps cheaper. Once a run has been
-trained here, its own seconds replace the estimate (`lib.plan.measured_rates`). Results are kept per machine in
-`runs/<profile>/calibration.json`, keyed by the hardware line and the training code's digest.
+batch, K > 1, loss, precision). Each kind is built once, warmed up with one step and timed over a few more on real
+length-bucketed training batches, with the training loop's own `optimiser_step`. The result is an estimate, not a
+measurement of the run: early stopping may end a run sooner, held-out evaluations add time, and from the second
+epoch on the frozen layers' outputs are replayed (`HamamModel.cache_frozen`), which makes steps cheaper. Once a run
+has been trained here, its own seconds replace the estimate (`lib.plan.measured_rates`). Results are kept per
+machine in `runs/<profile>/calibration.json`, keyed by the hardware line and the training code's digest.
 """
 
 from __future__ import annotations
@@ -41,23 +41,27 @@ def cost_key(cfg: TrainConfig, precision) -> tuple:
 
 
 def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = "cpu", steps: int = 3) -> float:
-    """Median wall seconds of `steps` optimiser steps (after one untimed warm-up) on the first rows of `train`."""
+    """Mean wall seconds of an optimiser step, timed on `steps` batches of the training loop's own kind (length
+    buckets of the whole training set, as `lib.training.batches` makes them) at the 20th to 80th percentile of
+    their padded length, after one untimed warm-up step."""
     dev = T.pick_device(device)
     precision = T.resolve_precision(cfg.precision, dev)
     model, tok = hm.build(backbone_path, cfg)
     model.to(dev).train()
-    enc = T.encode_df(tok, train.head(cfg.batch_size * (steps + 1)), cfg)
-    y = train["label"].to_numpy()[: len(enc)]
+    enc = T.encode_df(tok, train, cfg)
+    y = train["label"].to_numpy()
+    lengths = [len(e["input_ids"]) for e in enc]
+    batches = T.batches(lengths, cfg.batch_size, True, cfg.bucket, np.random.default_rng(cfg.seed))
+    order = np.argsort([max(lengths[i] for i in b) for b in batches], kind="stable")
+    picked = [batches[order[int(q * (len(order) - 1))]] for q in (0.5, *np.linspace(0.2, 0.8, steps))]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
     loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, polar_weight=cfg.polar_weight)
     row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(dev)
     micro = cfg.batch_size // cfg.grad_accum_steps
     times = []
-    for s in range(steps + 1):
-        rows = np.arange(s * cfg.batch_size, min((s + 1) * cfg.batch_size, len(enc)))
-        if not len(rows):
-            break
+    for s, rows in enumerate(picked):
+        rows = np.asarray(rows)
         parts = [
             {k: v.to(dev) for k, v in T.collate([enc[i] for i in part], tok.pad_token_id, None, y[part]).items()}
             for part in (rows[i : i + micro] for i in range(0, len(rows), micro))
@@ -66,7 +70,10 @@ def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = 
         T.optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, dev, precision, cfg.grad_clip)
         if s:  # the first step pays for allocation and kernels' first use
             times.append(time.perf_counter() - t0)
-    return float(np.median(times)) if times else float("nan")
+    return float(np.mean(times)) if times else float("nan")
+
+
+TIMING_CODE = seconds_per_step  # the timing method as defined here (its digest is part of the stored key)
 
 
 def _file(profile_name: str) -> Path:
@@ -77,7 +84,7 @@ def calibrated_rates(profile_name: str, todo: list[tuple[TrainConfig, str, objec
     """{cost_key: seconds per step} for every kind in `todo` [(cfg, backbone_path, train rows)], timed here once
     and read back from `calibration.json` afterwards (same hardware, same training code)."""
     here = T.hardware()
-    code = cache.code_digest(*T.TRAINING_CODE)
+    code = cache.code_digest(*T.TRAINING_CODE, TIMING_CODE)  # a new timing method re-times
     f = _file(profile_name)
     stored = json.loads(f.read_text()) if f.is_file() else {}
     if stored.get("hardware") != here or stored.get("code") != code:

@@ -420,7 +420,12 @@ def status(prof: Profile, data: dict, chapters=None, calibrate_here: bool = Fals
     for run in select(prof, chapters) + (experiments(prof) if chapters is None else []):
         res = resolve(prof, run, data)
         where = str(res.root) if res.root else "(after its backbone is built)"
-        same = (run.kind, json.dumps(asdict(run.cfg), sort_keys=True) if run.cfg else run.name, run.variant)
+        same = (
+            run.kind,
+            json.dumps(asdict(run.cfg), sort_keys=True) if run.cfg else run.name,
+            run.variant,
+            run.dataset,
+        )
         if same in seen:  # one artifact, two names: listed once
             seen[same]["name"] += f" = {run.name}"
             continue

@@ -21,6 +21,8 @@ def test_the_plan_trains_chapter_08_on_newsmtsc_with_its_own_key(smoke):
     ru_key = plan.resolve(prof, plan.get(prof, "02/hamam"), data).key
     assert plan.resolve(prof, runs["08/hamam"], data).key != ru_key  # other rows, other key
     assert "08" in plan.get(prof, "02/hamam").readers  # transfer reads chapter 02's checkpoints
+    rows = {r["name"] for r in plan.status(prof, data, chapters=["02", "08"])}
+    assert "08/hamam" in rows and "02/hamam" in rows  # one config, two datasets: two artifacts, two rows
 
 
 def test_mention_kinds_pair_like_with_like():
