@@ -36,6 +36,9 @@ def cost_key(cfg: TrainConfig, precision) -> tuple:
         cfg.batch_size,
         cfg.msd_k > 1,
         cfg.loss,
+        cfg.group_sentences,
+        cfg.gradient_checkpointing,
+        cfg.grad_accum_steps,
         precision,
     )
 
@@ -51,7 +54,8 @@ def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = 
     enc = T.encode_df(tok, train, cfg)
     y = train["label"].to_numpy()
     lengths = [len(e["input_ids"]) for e in enc]
-    batches = T.batches(lengths, cfg.batch_size, True, cfg.bucket, np.random.default_rng(cfg.seed))
+    groups = train["sentence"].to_numpy() if cfg.group_sentences else None  # as training batches them
+    batches = T.batches(lengths, cfg.batch_size, True, cfg.bucket, np.random.default_rng(cfg.seed), groups)
     order = np.argsort([max(lengths[i] for i in b) for b in batches], kind="stable")
     picked = [batches[order[int(q * (len(order) - 1))]] for q in (0.5, *np.linspace(0.2, 0.8, steps))]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)

@@ -9,7 +9,7 @@ import dataclasses
 
 from . import executors
 from .config import TrainConfig, get_profile
-from .plan import experiment, get, materialise, register, status, train_runs
+from .plan import CHAPTERS, experiment, get, materialise, register, status, train_runs
 
 FIELDS = {f.name: f for f in dataclasses.fields(TrainConfig)}
 
@@ -93,7 +93,14 @@ def _parser(prog: str):
 
 
 def _split(s):
-    return [x.strip() for x in s.split(",") if x.strip()] if s else None
+    """Comma-separated names; an experiment's overrides (`02/hamam@epochs=5,lr=3e-05`) stay with their name."""
+    out = []
+    for x in (x.strip() for x in (s or "").split(",")):
+        if x and "=" in x and "@" not in x and "/" not in x and out and "@" in out[-1]:
+            out[-1] += "," + x
+        elif x:
+            out.append(x)
+    return out or None
 
 
 def chapters_arg(s):
@@ -110,6 +117,9 @@ def main(argv=None, prog: str = "python -m lib.train") -> int:
     try:
         prof = get_profile(args.profile)
         chapters, names = chapters_arg(args.only), _split(args.runs)
+        unknown = sorted(set(chapters or []) - set(CHAPTERS))
+        if unknown:
+            raise ValueError(f"--only: no chapter {', '.join(unknown)} (chapters: {', '.join(CHAPTERS)})")
         for n in names or []:
             get(prof, n)
         for n in _split(args.force_runs) or []:

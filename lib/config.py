@@ -211,7 +211,7 @@ PROFILES: dict[str, Profile] = {
     # The headline recipe was chosen on fold 0's clean out-of-fold rows (`scripts/recipe_table.py`, README
     # "Profiles"): embeddings and the lowest 6 of 12 layers frozen, 3 epochs, encoder lr 1e-4, neutral weight 1.0
     # + a neutral threshold chosen on OOF rows; all 5 fold models. The budget goes to the headline; the chapters'
-    # proxies are cheaper runs of the unmasked pass (03, 04, 07: 1 epoch), each chapter saying what it retrains.
+    # proxies: the chapters' own runs use the recipe's epochs too (03, 07: 2 folds; 04: 1 fold, 4 seeds per K).
     "cpu": Profile(
         name="cpu",
         train=TrainConfig(

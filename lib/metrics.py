@@ -198,6 +198,8 @@ def over_trainings(values) -> dict:
     from scipy.stats import t as t_dist
 
     v = np.asarray(values, dtype=float)
+    if not len(v):
+        return {"n": 0, "mean": np.nan, "lo": np.nan, "hi": np.nan, "sd": np.nan, "min": np.nan, "max": np.nan}
     n, mean = len(v), float(v.mean()) if len(v) else float("nan")
     sd = float(v.std(ddof=1)) if n > 1 else float("nan")
     half = float(t_dist.ppf(0.975, n - 1) * sd / np.sqrt(n)) if n > 1 else float("nan")

@@ -1,6 +1,6 @@
 """The study's runs declared as data: one plan per profile, trained first, read by the chapters.
 
-Every run a chapter reads is an entry here with a readable name (`02/hamam`, `03/weight-1.0`,
+Every run a chapter reads is an entry here with a readable name (`02/hamam`, `03/weight-1`,
 `04/k1-seed14`, `05/sbert-softmax-entity`, `backbone/e5-small`), its kind, its folds and its config, built by
 ONE function (`config`) for every chapter. `status` lists the plan with what is cached and what a missing
 run would cost (like `dvc status`); `materialise` trains what is missing (serially or as Ray tasks, all
@@ -377,9 +377,11 @@ def measured_rates(prof: Profile) -> dict:
         if meta.get("hardware") != here:
             continue
         if "config" in meta and meta.get("steps"):
-            rates.setdefault(calibrate.cost_key(TrainConfig(**meta["config"]), meta.get("precision")), []).append(
-                meta["seconds"] / meta["steps"]
-            )
+            try:  # a run made by older code may carry fields or values this TrainConfig no longer takes
+                cfg = TrainConfig(**{k: v for k, v in meta["config"].items() if k in TrainConfig.__dataclass_fields__})
+            except (TypeError, ValueError):
+                continue
+            rates.setdefault(calibrate.cost_key(cfg, meta.get("precision")), []).append(meta["seconds"] / meta["steps"])
         elif "variant" in meta and meta.get("epochs"):
             rates.setdefault(("sbert", meta["variant"]), []).append(meta["seconds"] / meta["epochs"])
     return {k: float(np.median(v)) for k, v in rates.items()}

@@ -1,4 +1,6 @@
-"""Apply the headline model to new text: the fold ensemble of a run of the plan and its OOF-chosen decision rule.
+"""Apply a run of the plan to new text: its fold ensemble (default `02/hamam`, the recipe's own seed) under a neutral
+threshold chosen on its OOF rows. Chapter 02's headline averages every seed's models under the rule it picks by
+OOF transfer; this command line applies one run's ensemble, the way the chapter scores each run.
 
     python -m lib.predict --profile cpu --input FILE.tsv --output OUT.tsv [--run 02/hamam] [--rule threshold]
 
@@ -6,7 +8,7 @@ FILE.tsv has the competition's columns (sentence, entity, entity_tag, entity_pos
 a label column is ignored) and is validated like the raw data: a bad row stops with one line naming file, row
 and rule. OUT.tsv is the input plus `label` and the three class probabilities (the fold models' logits
 averaged, then softmax). The neutral threshold is chosen on the run's clean out-of-fold rows, never on
-validation, exactly as chapter 02 chooses it.
+validation.
 """
 
 from __future__ import annotations

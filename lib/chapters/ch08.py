@@ -9,13 +9,11 @@ as everywhere in this study; the authors' dev parts are not used.
 
 from __future__ import annotations
 
-import re
-
 import numpy as np
 import pandas as pd
 
 from ..metrics import bootstrap_ci, f1pn, macro_f1, paired_bootstrap_diff, sentence_groups
-from ..rules import apply_rule, decision_rule
+from ..rules import apply_rule
 
 TESTS = {"test_rw": "validation", "test_mt": "final"}  # NewsMTSC part -> its role in a fold run
 # published on the test parts (the paper's Table 2, mean of its runs; x 100): (rw F1m, rw F1pn, mt F1m, mt F1pn)
@@ -24,7 +22,11 @@ PUBLISHED = {
     "SPC (CLS head), RoBERTa-base": (81.1, 80.5, 79.4, 77.0),
     "GRU-TSC, RoBERTa-base (the paper's model)": (83.1, 82.9, 82.5, 80.2),
 }
-PRONOUNS = {"he", "she", "they", "him", "her", "them", "his", "hers", "their", "i", "we", "you", "it", "us", "me"}
+PRONOUNS = {  # by case, so a swap keeps the sentence's grammar: he -> she, never he -> him
+    "subject": {"he", "she", "they", "i", "we", "you", "it"},
+    "object": {"him", "them", "me", "us"},
+    "possessive": {"his", "their", "its", "my", "our", "your", "hers", "theirs"},
+}
 
 
 # --- scoring ---------------------------------------------------------------------------------------------------
@@ -42,11 +44,6 @@ def scored(df: pd.DataFrame, pred, n_boot: int, **tags) -> dict:
     return out
 
 
-def rule_for(res, train: pd.DataFrame, rule: str):
-    """(name, parameter) chosen on the run's own OOF rows of `train` (its source corpus), never on a test part."""
-    return decision_rule(res, train, rule)
-
-
 def decide(logits, rule) -> np.ndarray:
     return apply_rule(logits, *rule)
 
@@ -59,12 +56,12 @@ def paired_diff(df: pd.DataFrame, pred_a, pred_b, n_boot: int, mask=None) -> lis
 
 
 def target_groups(df: pd.DataFrame) -> pd.Series:
-    """Per row: one target in its sentence, several of one polarity, or several of different polarities (where
-    the masked pass, which hides only this target, still shows the others)."""
+    """Per row: one target in its sentence, several with one label, or several with different labels (neutral
+    counts as a label: the masked pass hides only this target, the others stay visible)."""
     n = df.groupby("sentence")["label"].transform("size")
     kinds = df.groupby("sentence")["label"].transform("nunique")
     return pd.Series(
-        np.where(n == 1, "one target", np.where(kinds == 1, "several, same polarity", "several, mixed polarity")),
+        np.where(n == 1, "one target", np.where(kinds == 1, "several, one label", "several, mixed labels")),
         index=df.index,
     )
 
@@ -73,14 +70,25 @@ def target_groups(df: pd.DataFrame) -> pd.Series:
 
 
 def mention_kind(mention: str) -> str:
-    """A rough type for English mentions, so a swap replaces like with like: a pronoun, a capitalised name of one
-    word or of several, or another phrase (lower-case head: 'the president', 'officials')."""
-    words = mention.split()
-    if len(words) == 1 and words[0].lower() in PRONOUNS:
-        return "pronoun"
-    if words and all(re.match(r"[A-Z]", w) for w in words):
+    """A rough type for English mentions, so a swap replaces like with like: a pronoun of one case (subject,
+    object, possessive; "her" is left out: object or possessive), a possessive name ("Trump's"), a capitalised
+    name of one word or of several, or another phrase; a capitalised first letter is kept apart ("He" vs "he")."""
+    words = mention.strip("\"'“”‘’([ ").split()
+    if not words:
+        return "other"
+    low, cap = words[0].lower(), words[0][:1].isupper()
+    case = ":capitalised" if cap else ""
+    if len(words) == 1:
+        for name, forms in PRONOUNS.items():
+            if low in forms:
+                return f"pronoun, {name}{case}"
+        if low == "her":
+            return "pronoun, her"
+    if mention.endswith(("'s", "’s")):
+        return "possessive name" if cap else "possessive phrase"
+    if all(w[:1].isupper() for w in words):
         return "name" if len(words) == 1 else "multi-word name"
-    return "other"
+    return "other" + case
 
 
 def with_kinds(df: pd.DataFrame) -> pd.DataFrame:
@@ -103,6 +111,8 @@ def rescore(path, part: str) -> dict:
     from .. import newsmtsc
 
     got = pd.read_csv(path, sep="\t")
+    if not got["gid"].is_unique:
+        raise ValueError(f"{path}: a gid occurs twice")
     gold = newsmtsc.read_split(part)[["gid", "label", "sentence"]]
     both = gold.merge(got, on="gid", how="inner", suffixes=("", "_predicted"))
     if len(both) != len(got):
@@ -181,10 +191,10 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
     ]
     for r in diffs[diffs["rows"] == "all"].itertuples():
         lines.append(f"- {r.comparison} on {r.part}: {fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})")
-    mixed = diffs[(diffs["rows"] == "several, mixed polarity") & (diffs["comparison"] == "hamam - masked")]
+    mixed = diffs[(diffs["rows"] == "several, mixed labels") & (diffs["comparison"] == "hamam - masked")]
     for r in mixed.itertuples():
         lines.append(
-            f"- Sentences with targets of different polarity ({r.part}, n={r.n}), HAMAM − masked: "
+            f"- Sentences whose targets have different labels ({r.part}, n={r.n}), HAMAM − masked: "
             f"{fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})"
         )
     t = transfer[transfer["decision"] == "argmax"].set_index(["direction", "model", "part"])
@@ -213,7 +223,7 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
     return "\n".join(lines)
 
 
-def numbers(sc, diffs, transfer, xdiff, effects, nulls) -> dict:
+def numbers(sc, diffs, transfer, xdiff, effects, nulls, flip: dict | None = None) -> dict:
     """results.json entries {key: [value, lo, hi]} (the keys the README and the tests read)."""
     num = {}
     for (m, part, dec), r in sc.iterrows():
@@ -231,4 +241,6 @@ def numbers(sc, diffs, transfer, xdiff, effects, nulls) -> dict:
     for tab, tag in ((effects, ""), (nulls, "null_")):
         for r in tab[tab["copies"] == "all"].itertuples():
             num[f"08.swap.flip_rate.{tag}{r.model}"] = [r.flip_rate, r.flip_rate_lo, r.flip_rate_hi]
+    for b, v in (flip or {}).items():  # paired over the same copies
+        num[f"08.swap.flip_rate_diff.hamam_minus_{b}"] = list(v)
     return num

@@ -102,3 +102,35 @@ def test_average_weighs_every_model_once():
     for i, r in enumerate(runs):
         r.logits["validation"] = np.full((3, 4, 3), float(i))
     assert np.allclose(tr.average(runs, "validation"), 0.5)
+
+
+def test_the_interval_over_trainings_is_over_folds_with_seeds_averaged_first():
+    rows = [
+        {"mode": m, "seed": s, "fold": k, "f1pn_rule": v}
+        for (s, k, h, u) in [
+            (13, 0, 0.5, 0.4),
+            (14, 0, 0.6, 0.4),
+            (13, 1, 0.5, 0.5),
+            (14, 1, 0.4, 0.5),
+            (13, 2, 0.7, 0.5),
+            (14, 2, 0.5, 0.5),
+        ]
+        for m, v in (("hamam", h), ("unmasked", u))
+    ]
+    summary, diff = tr.paired_trainings(pd.DataFrame(rows), "hamam", "unmasked")
+    assert summary["n"] == 6 and summary["folds"] == 3  # two seeds of one fold share their training rows
+    assert summary["mean"] == pytest.approx(np.mean([0.15, -0.05, 0.1]))
+    assert summary["hi"] - summary["lo"] == pytest.approx(
+        2 * stats.t.ppf(0.975, 2) * np.std([0.15, -0.05, 0.1], ddof=1) / np.sqrt(3)
+    )
+
+
+def test_verdict_says_when_the_two_intervals_disagree():
+    trn = {"n": 10, "folds": 5, "mean": -0.02, "lo": -0.03, "hi": -0.01, "sd": 0.01, "min": -0.04, "max": 0.0}
+    assert "opposite sides" in tr.verdict("hamam - unmasked", (0.02, 0.005, 0.035), trn)
+    assert "better**: both CIs exclude 0" in tr.verdict(
+        "x", (0.02, 0.005, 0.035), {**trn, "mean": 0.02, "lo": 0.01, "hi": 0.03}
+    )
+    assert "only the CI over trainings" in tr.verdict("x", (0.0, -0.01, 0.01), trn)
+    assert "cannot be told apart" in tr.verdict("x", (0.0, -0.01, 0.01), {**trn, "lo": -0.05, "hi": 0.01})
+    assert over_trainings([])["n"] == 0  # no common (seed, fold): NaNs, not an error

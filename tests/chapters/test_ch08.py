@@ -26,20 +26,29 @@ def test_the_plan_trains_chapter_08_on_newsmtsc_with_its_own_key(smoke):
 
 
 def test_mention_kinds_pair_like_with_like():
-    kinds = [ch08.mention_kind(m) for m in ("He", "Trump", "Hillary Clinton", "the president", "officials")]
-    assert kinds == ["pronoun", "name", "multi-word name", "other", "other"]
+    kinds = [ch08.mention_kind(m) for m in ("He", "him", "Trump", "Hillary Clinton", "the president", "Trump's")]
+    assert kinds == [
+        "pronoun, subject:capitalised",
+        "pronoun, object",
+        "name",
+        "multi-word name",
+        "other",
+        "possessive name",
+    ]
+    assert ch08.mention_kind('" Nunnelee') == "name"  # a leading quote is not the word
+    assert ch08.mention_kind("she") != ch08.mention_kind("him")  # a swap keeps the case: never he -> him
     df = pd.DataFrame({"entity": ["She", "Obama"]})
-    assert list(ch08.with_kinds(df)["entity_tag"]) == ["pronoun", "name"]
+    assert list(ch08.with_kinds(df)["entity_tag"]) == ["pronoun, subject:capitalised", "name"]
 
 
-def test_target_groups_tell_mixed_polarity_sentences_apart():
+def test_target_groups_tell_sentences_with_mixed_labels_apart():
     df = pd.DataFrame({"sentence": ["a", "b", "b", "c", "c"], "label": [1, -1, -1, 1, -1]})
     assert list(ch08.target_groups(df)) == [
         "one target",
-        "several, same polarity",
-        "several, same polarity",
-        "several, mixed polarity",
-        "several, mixed polarity",
+        "several, one label",
+        "several, one label",
+        "several, mixed labels",
+        "several, mixed labels",
     ]
 
 
@@ -52,6 +61,10 @@ def test_predictions_file_rescores_from_the_raw_file(tmp_path):
     assert list(out.columns) == ["gid", "label"] and path.read_text().startswith("gid\tlabel\n")
     again = ch08.rescore(path, "test_rw")
     assert again["f1pn"] == pytest.approx(ch08.scored(part, labels, 0)["f1pn"])
+    twice = pd.concat([out, out.head(1)])
+    twice.to_csv(tmp_path / "twice.tsv", sep="\t", index=False)
+    with pytest.raises(ValueError, match="occurs twice"):
+        ch08.rescore(tmp_path / "twice.tsv", "test_rw")
     with pytest.raises(ValueError, match="not in NewsMTSC"):
         pd.DataFrame({"gid": ["nope"], "label": [0]}).to_csv(tmp_path / "bad.tsv", sep="\t", index=False)
         ch08.rescore(tmp_path / "bad.tsv", "test_rw")
@@ -79,7 +92,8 @@ def test_numbers_carry_the_keys_the_readme_reads():
             for m in ("hamam", "unmasked")
         ]
     )
-    num = ch08.numbers(sc, diffs, transfer, xdiff, eff, eff)
+    num = ch08.numbers(sc, diffs, transfer, xdiff, eff, eff, {"unmasked": (0.1, 0.0, 0.2)})
+    assert num["08.swap.flip_rate_diff.hamam_minus_unmasked"] == [0.1, 0.0, 0.2]
     for k in (
         "08.hamam.test_rw.f1pn",
         "08.unmasked.test_rw.f1pn",

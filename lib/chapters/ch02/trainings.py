@@ -45,11 +45,19 @@ def single_models(sets: dict[str, dict[int, object]], train: pd.DataFrame, val: 
 
 
 def paired_trainings(models: pd.DataFrame, a: str, b: str, column: str = "f1pn_rule") -> tuple[dict, pd.DataFrame]:
-    """Model (seed, fold) of mode a minus the same (seed, fold) of mode b: same training rows, same seed."""
+    """Model (seed, fold) of mode a minus the same (seed, fold) of mode b: same training rows, same seed. The two
+    seeds of one fold train on the same rows, so they are not independent trainings: the interval is taken over
+    folds, each fold's differences averaged over its seeds first (df = folds - 1); `n` counts the trainings."""
     wide = models.pivot_table(index=["seed", "fold"], columns="mode", values=column)
     pairs = wide[[a, b]].dropna()
     diff = (pairs[a] - pairs[b]).rename("diff").reset_index()
-    return over_trainings(diff["diff"]), diff
+    by_fold = diff.groupby("fold")["diff"].mean()
+    summary = over_trainings(by_fold)
+    summary.update(n=len(diff), folds=len(by_fold), sd=float(diff["diff"].std(ddof=1)) if len(diff) > 1 else np.nan)
+    summary.update(
+        min=float(diff["diff"].min()) if len(diff) else np.nan, max=float(diff["diff"].max()) if len(diff) else np.nan
+    )
+    return summary, diff
 
 
 def seed_spread(models_by_seed: dict[int, np.ndarray], y: np.ndarray, decide) -> pd.DataFrame:
@@ -175,12 +183,15 @@ def describe(sets: dict) -> str:
 
 def rule_sentence(table: pd.DataFrame, decide) -> str:
     """Which decision rule the headline uses and why, from the OOF transfer table."""
-    rows = "; ".join(f"{r.rule} {r.oof_f1pn:.3f}" for r in table.itertuples())
+    rows = "; ".join(f"{r.rule} {r.oof_f1pn:.3f} (folds {r.fold_min:.3f}–{r.fold_max:.3f})" for r in table.itertuples())
     param = "" if decide.param is None else f" (parameter {decide.param:.3g}, refitted on every OOF row)"
     return (
         f"Leave-one-fold-out OOF F1pn of each candidate rule, fitted on the other folds' OOF rows and applied to "
         f"the held-out fold's seed-averaged logits: {rows}. The headline uses **{decide.rule}**{param}; "
-        "validation did not enter the choice."
+        "validation did not enter the choice. Two limits: the OOF stand-in averages one model per seed of the same "
+        "fold, milder than the headline's average over every fold and seed; and 'matched polar rate' sets its "
+        "threshold from the rows it labels (it assumes they have the OOF polar share). Differences between "
+        "candidates smaller than their per-fold spread are not evidence."
     )
 
 
@@ -189,18 +200,22 @@ def trainings_table(over: dict) -> pd.DataFrame:
 
 
 def verdict(comparison: str, ens: tuple, trn: dict) -> str:
-    """A difference holds only where the ensemble-level CI (validation sentences) and the CI over trainings
-    (seeds x folds) both exclude 0; otherwise say which one does, or that neither can tell."""
+    """A difference is stated as holding only where the ensemble-level CI (validation sentences) and the CI over
+    trainings (folds, seeds averaged within a fold) both exclude 0 on the same side; otherwise say which one
+    does, that they disagree, or that neither can tell."""
     e_out = ens[1] > 0 or ens[2] < 0
-    t_out = np.isfinite(trn["lo"]) and (trn["lo"] > 0 or trn["hi"] < 0)
-    sign = "better" if ens[0] > 0 else "worse"
+    t_out = bool(np.isfinite(trn["lo"]) and (trn["lo"] > 0 or trn["hi"] < 0))
     e = f"ensembles {fmt(*ens, signed=True)}"
     t = (
         f"single models, mean over {trn['n']} paired trainings {fmt(trn['mean'], trn['lo'], trn['hi'], signed=True)}"
-        f" (sd {trn['sd']:.3f}, range {trn['min']:+.3f} to {trn['max']:+.3f})"
+        f" (95% t-interval over {trn.get('folds', trn['n'])} folds; sd {trn['sd']:.3f}, range {trn['min']:+.3f} to "
+        f"{trn['max']:+.3f})"
     )
     if e_out and t_out and np.sign(ens[0]) == np.sign(trn["mean"]):
-        head = f"**{comparison}: {sign}**, and a retraining should not flip it (both CIs exclude 0)"
+        sign = "better" if ens[0] > 0 else "worse"
+        head = f"**{comparison}: {sign}**: both CIs exclude 0 on the same side"
+    elif e_out and t_out:
+        head = f"**{comparison}: not settled**: the two CIs exclude 0 on opposite sides"
     elif e_out or t_out:
         which = "the ensemble-level CI" if e_out else "the CI over trainings"
         head = f"**{comparison}: not settled**: only {which} excludes 0"
