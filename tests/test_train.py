@@ -309,3 +309,22 @@ def test_status_estimates_minutes_on_a_fresh_machine_from_a_few_timed_steps(smok
     assert again["02/hamam"] == rows["02/hamam"]["seconds"]
     plain = {r["name"]: r["estimate"] for r in plan.status(prof, data, chapters=["02"])}
     assert plain["02/hamam"] == "not measured"  # without calibration nothing is guessed
+
+
+def test_paired_oof_script_compares_two_runs_on_the_same_oof_rows(smoke, tmp_path, monkeypatch, capsys):
+    import importlib.util
+
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    base, argv = "04/k1-seed13", ["--profile", "smoke", "--runs", "04/k1-seed13", "--folds", "0"]
+    assert cli.main(argv) == 0 and cli.main([*argv, "--set", "lr=0.002"]) == 0
+    spec = importlib.util.spec_from_file_location(
+        "paired_oof", T.Path(__file__).parents[1] / "scripts" / "paired_oof.py"
+    )
+    script = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(script)
+    capsys.readouterr()
+    assert (
+        script.main(["--profile", "smoke", "--a", base, "--b", f"{base}@lr=0.002", "--folds", "0", "--boot", "50"]) == 0
+    )
+    out = capsys.readouterr().out
+    assert f"argmax: {base}@lr=0.002 - {base} = " in out and "own OOF threshold" in out and "fold 0, argmax" in out
