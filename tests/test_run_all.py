@@ -54,6 +54,10 @@ def test_run_all_smoke_executes_every_notebook_and_regenerates_figures():
     assert {"hardware", "torch", "transformers", "parts"} <= set(run) and "02/hamam" in run["runs"]
     assert {c["commit"] for c in results["chapters"].values()} == {run["commit"]}
     assert all(results["chapters"][n[:2]]["numbers"] for n in NOTEBOOKS)  # every chapter records its numbers
+    for page in sorted((ROOT / "runs" / "smoke" / "reports").glob("*.html")):  # clean pages: no leftover output
+        text = page.read_text()
+        for leftover in ("PosixPath(", "Traceback", "Default prompt name is set to"):
+            assert leftover not in text, f"{page.name}: {leftover}"
     plan_listing = subprocess.run(
         ["./run_all.sh", "--plan", "--profile", "smoke"], cwd=ROOT, capture_output=True, text=True
     )
