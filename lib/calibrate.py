@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import cache, losses
+from . import cache
 from . import model as hm
 from . import training as T
 from .config import RunPaths, TrainConfig
@@ -60,16 +60,11 @@ def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = 
     picked = [batches[order[int(q * (len(order) - 1))]] for q in (0.5, *np.linspace(0.2, 0.8, steps))]
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, polar_weight=cfg.polar_weight)
-    row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(dev)
+    loss_fn, row_weight = T.step_objective(cfg, dev)
     micro = cfg.batch_size // cfg.grad_accum_steps
     times = []
     for s, rows in enumerate(picked):
-        rows = np.asarray(rows)
-        parts = [
-            {k: v.to(dev) for k, v in T.collate([enc[i] for i in part], tok.pad_token_id, None, y[part]).items()}
-            for part in (rows[i : i + micro] for i in range(0, len(rows), micro))
-        ]
+        parts = T.step_parts(enc, rows, y, tok.pad_token_id, micro, dev)
         t0 = time.perf_counter()
         T.optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, dev, precision, cfg.grad_clip)
         if s:  # the first step pays for allocation and kernels' first use

@@ -158,6 +158,23 @@ def optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, device, preci
     return step_loss
 
 
+def step_objective(cfg: TrainConfig, device):
+    """(loss_fn, row_weight): the training loss and the per-class row weights that scale each micro-batch's
+    share of the step (uniform for the two heads, whose loss weighs its own rows)."""
+    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, polar_weight=cfg.polar_weight)
+    row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(device)
+    return loss_fn, row_weight
+
+
+def step_parts(enc, rows, y, pad_id, micro: int, device, pad_to=None) -> list[dict]:
+    """One optimiser step's batch `rows`, as collated micro-batches of at most `micro` rows on `device`."""
+    rows = np.asarray(rows)
+    return [
+        {k: v.to(device) for k, v in collate([enc[i] for i in part], pad_id, pad_to, y[part]).items()}
+        for part in (rows[i : i + micro] for i in range(0, len(rows), micro))
+    ]
+
+
 @dataclass
 class FoldRun:
     history: list[dict] = field(default_factory=list)  # one row per held-out evaluation
@@ -221,8 +238,7 @@ def train_model(
     )
     opt = torch.optim.AdamW(groups_opt)
     sched = get_linear_schedule_with_warmup(opt, int(cfg.warmup_ratio * total), total)
-    loss_fn = losses.make(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, polar_weight=cfg.polar_weight)
-    row_weight = (losses.class_weights(cfg.neutral_weight) if cfg.loss != "two_head" else torch.ones(3)).to(device)
+    loss_fn, row_weight = step_objective(cfg, device)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
 
     run = FoldRun(precision=precision, frozen_cached=cached)
@@ -231,13 +247,7 @@ def train_model(
     while step < total and bad < cfg.patience:
         for b in batches([len(e["input_ids"]) for e in tr], cfg.batch_size, True, cfg.bucket, rng, groups):
             model.train()
-            parts = [
-                {
-                    k: v.to(device)
-                    for k, v in collate([tr[i] for i in part], tok.pad_token_id, pad_to, y_tr[part]).items()
-                }
-                for part in (b[i : i + micro] for i in range(0, len(b), micro))
-            ]
+            parts = step_parts(tr, b, y_tr, tok.pad_token_id, micro, device, pad_to)
             step_loss = optimiser_step(model, opt, scaler, parts, loss_fn, row_weight, device, precision, cfg.grad_clip)
             sched.step()
             step += 1
@@ -301,6 +311,8 @@ TRAINING_CODE = (
     "lib.training:param_groups",
     "lib.training:inner_split",
     "lib.training:selection_score",
+    "lib.training:step_objective",
+    "lib.training:step_parts",
     "lib.training:train_model",
     "lib.training:optimiser_step",
     "lib.training:train_fold",
