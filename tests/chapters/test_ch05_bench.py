@@ -108,3 +108,27 @@ def test_throughput_plot_draws_points_with_min_max_whiskers_in_the_models_colour
             line.get_linestyle() not in ("None", "", " ") for line in axes[1].lines if len(line.get_xdata()) > 2
         )
         plt.close(fig)
+
+
+def test_deployment_cost_times_each_variant_against_the_recipe_on_the_same_batches(smoke):
+    from lib import plan
+
+    prof, data = smoke
+    backbone = plan.backbone_dir(prof, prof.train.backbone, data, build=True)
+    table = bench.deployment_cost(backbone, prof.train, data["train"].head(64), data["validation"], steps=2, rows=16)
+    assert list(table["variant"]) == [bench.deployment_label(m, k) for m, k in bench.DEPLOYMENT]
+    recipe = table.iloc[0]
+    assert recipe.masked_pass and recipe.K == 5
+    assert recipe.train_ratio == recipe.train_ratio_min == recipe.train_ratio_max == 1.0  # every run against itself
+    for what in ("train", "infer"):
+        assert (table[f"{what}_ratio_min"] <= table[f"{what}_ratio"]).all()
+        assert (table[f"{what}_ratio"] <= table[f"{what}_ratio_max"]).all()
+    assert (table["train_s_per_step"] > 0).all() and (table["infer_ms_per_row"] > 0).all()
+    assert table.attrs["steps"] == 2 and table.attrs["train_rows"] == 64
+    text = bench.deployment_sentence(table)
+    assert "dropping the masked pass" in text and "K = 1" in text
+    nums = bench.deployment_numbers(table, "05.")
+    assert nums["05.deployment.train_ratio.hamam_k5"] == [1.0, 1.0, 1.0]
+    assert len(nums["05.deployment.infer_ratio.unmasked_k1"]) == 3
+    with pytest.raises(ValueError, match="repeat must be >= 3"):
+        bench.deployment_cost(backbone, prof.train, data["train"].head(8), data["validation"], repeat=2)

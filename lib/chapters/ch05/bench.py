@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import re
 import time
+from dataclasses import replace
 
 import numpy as np
 import pandas as pd
@@ -24,6 +25,7 @@ import torch
 
 from ... import model as hm
 from ... import sbert
+from ... import training as T
 from ...training import encode_df, predict
 
 NS = (1, 2, 4, 8, 16)
@@ -281,4 +283,130 @@ def headline(throughput: pd.DataFrame, cost: pd.DataFrame, prefix: str = "") -> 
     }
     for n in sorted(cost["N"].unique()):
         out[f"{prefix}cached_entities_speedup_vs_hamam.n{n}"] = c["HAMAM (cross)", n] / c["SBERT plain u, cached", n]
+    return out
+
+
+# --- what the recipe's two additions cost to deploy: the masked pass and multi-sample dropout --------------
+DEPLOYMENT = (("hamam", 5), ("hamam", 1), ("unmasked", 5), ("unmasked", 1))  # (mode, K); the first is the recipe
+
+
+def deployment_label(mode: str, k: int) -> str:
+    return f"{'HAMAM (+ masked pass)' if mode == 'hamam' else 'unmasked (one pass)'}, K = {k}"
+
+
+def _step_batches(enc, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
+    """`steps` training batches at the 20th-80th percentile of padded length (the loop's own bucketing)."""
+    lengths = [len(e["input_ids"]) for e in enc]
+    bs = T.batches(lengths, batch_size, True, True, np.random.default_rng(seed))
+    order = np.argsort([max(lengths[i] for i in b) for b in bs], kind="stable")
+    return [np.asarray(bs[order[int(q * (len(order) - 1))]]) for q in np.linspace(0.2, 0.8, steps)]
+
+
+def deployment_cost(
+    backbone: str, cfg, train: pd.DataFrame, val: pd.DataFrame, device="cpu", steps=4, rows=128, repeat=5, seed=13
+) -> pd.DataFrame:
+    """Training seconds per optimiser step and inference ms per validation row of the recipe `cfg` with and
+    without the masked pass and with K = 5 vs K = 1, freshly built models (cost does not depend on weights).
+    Every variant trains on the same `steps` batches and predicts the same `rows` rows; the `repeat` timing runs
+    are interleaved across variants, and each run's ratio to the recipe is kept, so a ratio comes with the
+    min and max over runs. Steps are those of the first epoch: where the recipe freezes layers, later epochs
+    replay the frozen layers' outputs (`HamamModel.cache_frozen`) and cost less for every variant."""
+    if repeat < 3:
+        raise ValueError(f"repeat must be >= 3 to report a spread (min, median, max), got {repeat}")
+    dev = T.pick_device(str(device))
+    precision = T.resolve_precision(cfg.precision, dev)
+    sample = sample_rows(val, rows, seed)
+    jobs = {}
+    for mode, k in DEPLOYMENT:
+        c = replace(cfg, mode=mode, msd_k=k)
+        model, tok = hm.build(backbone, c)
+        model.to(dev)
+        enc_tr, enc_val = encode_df(tok, train, c), encode_df(tok, sample, c)
+        y = train["label"].to_numpy()
+        picked = _step_batches(enc_tr, c.batch_size, steps, seed)
+        loss_fn, row_weight = T.step_objective(c, dev)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.lr)
+        scaler = torch.amp.GradScaler(enabled=precision == "fp16")
+        micro = c.batch_size // c.grad_accum_steps
+        parts = [T.step_parts(enc_tr, b, y, tok.pad_token_id, micro, dev) for b in picked]
+
+        def train_steps(model=model, opt=opt, scaler=scaler, parts=parts, loss_fn=loss_fn, rw=row_weight, c=c):
+            model.train()
+            for p in parts:
+                T.optimiser_step(model, opt, scaler, p, loss_fn, rw, dev, precision, c.grad_clip)
+
+        def infer(model=model, enc=enc_val, pad=tok.pad_token_id):
+            predict(model, enc, pad, dev, precision=precision)
+
+        jobs[(mode, k)] = (train_steps, infer)
+    for train_steps, infer in jobs.values():  # warm-up: allocation and kernels' first use
+        train_steps(), infer()
+    times = {key: ([], []) for key in jobs}
+    for _ in range(repeat):
+        for key, (train_steps, infer) in jobs.items():
+            for fn, out in zip((train_steps, infer), times[key]):
+                t0 = time.perf_counter()
+                fn()
+                out.append(time.perf_counter() - t0)
+    ref = times[DEPLOYMENT[0]]
+    out = []
+    for (mode, k), (tr, inf) in times.items():
+        tr, inf = np.asarray(tr) / steps, 1000 * np.asarray(inf) / len(sample)
+        r_tr, r_inf = tr / (np.asarray(ref[0]) / steps), inf / (1000 * np.asarray(ref[1]) / len(sample))
+        out.append(
+            {
+                "variant": deployment_label(mode, k),
+                "masked_pass": mode == "hamam",
+                "K": k,
+                "train_s_per_step": float(np.median(tr)),
+                "train_s_per_epoch": float(np.median(tr)) * -(-len(train) // cfg.batch_size),
+                "train_ratio": float(np.median(r_tr)),
+                "train_ratio_min": float(r_tr.min()),
+                "train_ratio_max": float(r_tr.max()),
+                "infer_ms_per_row": float(np.median(inf)),
+                "infer_ratio": float(np.median(r_inf)),
+                "infer_ratio_min": float(r_inf.min()),
+                "infer_ratio_max": float(r_inf.max()),
+                "repeats": repeat,
+            }
+        )
+    table = pd.DataFrame(out)
+    table.attrs.update(steps=steps, rows=len(sample), train_rows=len(train), precision=precision)
+    return table
+
+
+def deployment_sentence(table: pd.DataFrame) -> str:
+    """The cost answer in words, from the measured table (ratios to the recipe, min-max over timing runs)."""
+    t = table.set_index(["masked_pass", "K"])
+
+    def ratio(col, key):
+        r = t.loc[key]
+        return f"{r[col]:.2f}× [{r[col + '_min']:.2f}, {r[col + '_max']:.2f}]"
+
+    k1 = int(table["K"].min())
+    return (
+        f"Relative to the recipe (masked pass, K = {int(table['K'].max())}), dropping the masked pass costs "
+        f"{ratio('train_ratio', (False, int(table['K'].max())))} of its training time per step and "
+        f"{ratio('infer_ratio', (False, int(table['K'].max())))} of its inference time per row; K = {k1} "
+        f"costs {ratio('train_ratio', (True, k1))} of its training time and {ratio('infer_ratio', (True, k1))} "
+        f"of its inference time (median over {int(table['repeats'].max())} interleaved timing runs, min–max in "
+        f"brackets; {table.attrs.get('steps', '?')} training steps and {table.attrs.get('rows', '?')} validation "
+        f"rows per run, {table.attrs.get('precision', '?')}). At inference dropout is off, so the K samples are one "
+        "head pass: K can only cost at training."
+    )
+
+
+def deployment_numbers(table: pd.DataFrame, prefix: str = "") -> dict:
+    """results.json entries: each variant's training and inference cost as [ratio to the recipe, min, max]."""
+    out = {}
+    for _, r in table.iterrows():
+        slug = f"{'hamam' if r.masked_pass else 'unmasked'}_k{int(r.K)}"
+        for what in ("train", "infer"):
+            out[f"{prefix}deployment.{what}_ratio.{slug}"] = [
+                r[f"{what}_ratio"],
+                r[f"{what}_ratio_min"],
+                r[f"{what}_ratio_max"],
+            ]
+        out[f"{prefix}deployment.train_s_per_step.{slug}"] = r.train_s_per_step
+        out[f"{prefix}deployment.infer_ms_per_row.{slug}"] = r.infer_ms_per_row
     return out
