@@ -269,14 +269,14 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
     """Left: validation F1pn along t for each neutral weight (t chosen on OOF dashed); middle: argmax and
     thresholded F1pn with their 95% CIs; right: the threshold's paired gain with its 95% CI."""
     import matplotlib.pyplot as plt
-    import seaborn as sns
     from matplotlib.lines import Line2D
 
     from .plots import RULE_COLORS
+    from .style import objective_color, objective_name
 
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1.5, 1, 1]})
     groups = list(wsweeps.groupby("neutral_weight"))
-    colors = dict(zip([w for w, _ in groups], sns.color_palette("crest", n_colors=len(groups))))
+    colors = {w: objective_color("ce", w) for w, _ in groups}  # as chapter 07 colours these runs
     for w, s in groups:
         axes[0].plot(s["param"], s["f1pn"], color=colors[w])
         axes[0].axvline(s["t_chosen"].iloc[0], color=colors[w], ls="--", lw=1)
@@ -303,7 +303,7 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
         ax.set_xticks(x, [f"{w:g}" for w in wa["neutral_weight"]])
         ax.set_xlim(-0.5, len(wa) - 0.5)
         ax.set_xlabel("neutral class weight")
-    handles = [Line2D([], [], color=colors[w], label=f"neutral weight {w:g}") for w, _ in groups]
+    handles = [Line2D([], [], color=colors[w], label=objective_name("ce", w)) for w, _ in groups]
     handles += axes[1].get_legend_handles_labels()[0]
     fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
     fig.suptitle(f"Neutral class weight, validation rows; {runs_note(weights)}", fontsize=11)

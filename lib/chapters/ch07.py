@@ -179,31 +179,30 @@ def convergence(runs: dict) -> pd.DataFrame:
 
 
 def describe(runs: dict, ref: str) -> str:
-    """The Method's facts, from the runs' configs: mode, epochs, folds, seed, loss and weight per variant."""
+    """The Method's facts, from the runs' configs: mode, epochs, folds, seed, and each variant's objective."""
+    look = looks(runs)
     cfg = runs[ref].cfg
     folds = ", ".join(map(str, runs[ref].folds))
-    parts = [
-        f"`{n}`: {r.cfg.loss}"
-        + ("" if r.cfg.loss == "two_head" else f", neutral weight {r.cfg.neutral_weight:g}")
-        + (f", γ = {r.cfg.focal_gamma:g}" if r.cfg.loss == "focal" else "")
-        + (f", polar weight {r.cfg.polar_weight:g}" if r.cfg.polar_weight else "")
-        for n, r in runs.items()
-    ]
+    parts = [f"{look[n][0]} (run `{n}`)" for n in runs]
     return (
         f"{len(runs)} runs, all {cfg.mode}, {cfg.epochs} epochs with early stopping on the inner split, folds "
-        f"{folds}, seed {cfg.seed}; reference **{ref}**. Variants: " + "; ".join(parts) + "."
+        f"{folds}, seed {cfg.seed}; reference **{look[ref][0]}**. Variants: " + "; ".join(parts) + "."
     )
 
 
-def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int) -> str:
-    """The chapter's answer as Markdown, from the tables (validation, all rows)."""
+def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int, look: dict) -> str:
+    """The chapter's answer as Markdown, from the tables (validation, all rows); variants by display name."""
+
+    def nm(n):
+        return look[n][0]
+
     s = scores[scores["subset"] == "all"].set_index(["variant", "decision"])
     c = comp[comp["subset"] == "all"].set_index(["variant", "kind", "decision"])
     names = list(dict.fromkeys(scores["variant"]))
     best = max(((n, dn) for n in names for dn in DECISIONS), key=lambda k: s.loc[k, "f1pn"])
     out = [
         f"Mode **{mode}**, fold models {sorted(set(folds['fold']))} of {n_folds} (ensembled by averaging logits), "
-        f"one seed; reference **{ref}** (cross-entropy with the headline recipe's neutral weight). Validation F1pn, "
+        f"one seed; reference **{nm(ref)}** (the headline recipe's neutral weight). Validation F1pn, "
         "all rows, sentence-clustered 95% CIs, differences paired; each rule's t chosen on clean OOF train rows only.\n"
     ]
     for n in names:
@@ -215,25 +214,26 @@ def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int) -> str:
         )
         need = "still helps" if g["lo"] > 0 else "hurts" if g["hi"] < 0 else "changes nothing distinguishable from 0"
         out.append(
-            f"- **{n}**: argmax {fmt(a.f1pn, a.f1pn_lo, a.f1pn_hi)}, OOF {o.rule} rule "
+            f"- **{nm(n)}**: argmax {fmt(a.f1pn, a.f1pn_lo, a.f1pn_hi)}, OOF {o.rule} rule "
             f"(t = {o.param:g}) {fmt(o.f1pn, o.f1pn_lo, o.f1pn_hi)}; rule minus argmax {_ci(g)}: the threshold {need}"
             f"{vs}; predicted neutral {a.pred_neutral_share:.0%} (argmax) / {o.pred_neutral_share:.0%} (rule)."
         )
-    better = [f"{n} ({dn})" for (n, k, dn), r in c.iterrows() if k == "minus reference" and r["lo"] > 0]
-    worse = [f"{n} ({dn})" for (n, k, dn), r in c.iterrows() if k == "minus reference" and r["hi"] < 0]
+    better = [f"{nm(n)} ({dn})" for (n, k, dn), r in c.iterrows() if k == "minus reference" and r["lo"] > 0]
+    worse = [f"{nm(n)} ({dn})" for (n, k, dn), r in c.iterrows() if k == "minus reference" and r["hi"] < 0]
     u = comp[(comp["subset"] == "unseen") & (comp["kind"] == "minus reference")]
-    u_better = [f"{r.variant} ({r.decision})" for r in u.itertuples() if r.lo > 0]
-    u_worse = [f"{r.variant} ({r.decision})" for r in u.itertuples() if r.hi < 0]
+    u_better = [f"{nm(r.variant)} ({r.decision})" for r in u.itertuples() if r.lo > 0]
+    u_worse = [f"{nm(r.variant)} ({r.decision})" for r in u.itertuples() if r.hi < 0]
     spread = folds.groupby(["variant", "decision"])["f1pn"].agg(lambda v: v.max() - v.min())
+    widest, top = spread.idxmax(), fmt(*s.loc[best, ["f1pn", "f1pn_lo", "f1pn_hi"]])
     return "\n".join(out) + (
-        f"\n\n**Which helps?** Best: {best[0]} with {best[1]}, {fmt(*s.loc[best, ['f1pn', 'f1pn_lo', 'f1pn_hi']])}. "
+        f"\n\n**Which helps?** Best: {nm(best[0])} with {best[1]}, {top}. "
         f"Better than the reference with the same decision (paired CI above 0): {', '.join(better) or 'none'}; "
         f"worse (CI below 0): {', '.join(worse) or 'none'}. On unseen-sentence rows: better "
         f"{', '.join(u_better) or 'none'}, worse {', '.join(u_worse) or 'none'}; every other variant cannot be told "
         f"apart from the reference there. For scale: single fold models of one variant differ by up "
-        f"to {spread.max():.3f} F1pn from one training to the next ({' with '.join(spread.idxmax())}).\n\n"
+        f"to {spread.max():.3f} F1pn from one training to the next ({nm(widest[0])} with {widest[1]}).\n\n"
         "**Calibration of p(polar)** (expected calibration error, lower is better): "
-        + ", ".join(f"{n} {e:.3f}" for n, e in ece(rel).items())
+        + ", ".join(f"{nm(n)} {e:.3f}" for n, e in ece(rel).items())
         + "."
     )
 
@@ -241,22 +241,23 @@ def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int) -> str:
 # --- figures -----------------------------------------------------------------------------------------
 
 
-def colors(names) -> dict:
-    """One colour per variant, the same in every figure of the chapter."""
-    import seaborn as sns
+def looks(runs: dict) -> dict:
+    """{run name: (display name, colour)}: each variant's training objective as chapter 03 and every other
+    figure name and colour it (`lib.chapters.style.objective`)."""
+    from .style import objective
 
-    return dict(zip(names, sns.color_palette("tab10", len(names))))
+    return {n: objective(r.cfg) for n, r in runs.items()}
 
 
-def _points(ax, t: pd.DataFrame, names, v: str, lo: str | None = None, hi: str | None = None):
-    """One row per variant (its colour), one marker per decision: t[v] with a [lo, hi] whisker."""
-    col = colors(names)
+def _points(ax, t: pd.DataFrame, names, look: dict, v: str, lo: str | None = None, hi: str | None = None):
+    """One row per variant (its colour, its display name), one marker per decision: t[v] with a [lo, hi] whisker."""
+    col = {n: look[n][1] for n in names}
     for i, n in enumerate(names):
         for j, dn in enumerate(DECISIONS):
             for _, r in t[(t["variant"] == n) & (t["decision"] == dn)].iterrows():
                 err = None if lo is None else [[r[v] - r[lo]], [r[hi] - r[v]]]
                 ax.errorbar(r[v], -i + (j - 0.5) * 0.3, xerr=err, fmt=MARKERS[dn], ms=7, color=col[n], capsize=3)
-    ax.set_yticks(-np.arange(len(names)), [n.split("/", 1)[-1] for n in names], fontsize=9)
+    ax.set_yticks(-np.arange(len(names)), [look[n][0] for n in names], fontsize=9)
 
 
 def _legend(fig, extra=()):
@@ -267,7 +268,7 @@ def _legend(fig, extra=()):
     fig.legend(handles=[*handles, *extra], loc="outside lower center", ncol=len(handles) + len(extra), fontsize=9)
 
 
-def f1pn_figure(scores: pd.DataFrame, folds: pd.DataFrame):
+def f1pn_figure(scores: pd.DataFrame, folds: pd.DataFrame, look: dict):
     """Validation F1pn with 95% CI per variant, argmax vs OOF rule, one panel per subset; single fold models."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
@@ -279,25 +280,25 @@ def f1pn_figure(scores: pd.DataFrame, folds: pd.DataFrame):
     )
     for ax, sub in zip(axes[0], subsets):
         t = scores[scores["subset"] == sub]
-        _points(ax, t, names, "f1pn", "f1pn_lo", "f1pn_hi")
+        _points(ax, t, names, look, "f1pn", "f1pn_lo", "f1pn_hi")
         ax.set(title=f"{sub} validation rows (n={int(t['n'].iloc[0])})", xlabel="validation F1pn (95% CI)")
     for i, n in enumerate(names):  # single fold models, all rows
         for j, dn in enumerate(DECISIONS):
             f = folds[(folds["variant"] == n) & (folds["decision"] == dn)]["f1pn"]
-            axes[0, 0].plot(f, [-i + (j - 0.5) * 0.3] * len(f), ls="", marker="x", ms=6, color=colors(names)[n])
+            axes[0, 0].plot(f, [-i + (j - 0.5) * 0.3] * len(f), ls="", marker="x", ms=6, color=look[n][1])
     _legend(fig, [Line2D([], [], ls="", marker="x", ms=6, color="black", label="one fold model alone (all rows)")])
     return fig
 
 
-def diff_figure(comp: pd.DataFrame, ref: str, subset: str = "all"):
+def diff_figure(comp: pd.DataFrame, ref: str, look: dict, subset: str = "all"):
     """Paired differences with 95% CIs: each variant minus the reference, and the OOF rule minus argmax."""
     import matplotlib.pyplot as plt
 
     names, t = list(dict.fromkeys(comp["variant"])), comp[comp["subset"] == subset]
     fig, axes = plt.subplots(1, 2, figsize=(11, 0.45 * len(names) + 2.2), sharey=True, layout="constrained")
-    titles = {"minus reference": f"variant minus {ref.split('/', 1)[-1]}", "threshold gain": "OOF rule minus argmax"}
+    titles = {"minus reference": f"variant minus {look[ref][0]}", "threshold gain": "OOF rule minus argmax"}
     for ax, (kind, title) in zip(axes, titles.items()):
-        _points(ax, t[t["kind"] == kind], names, "diff", "lo", "hi")
+        _points(ax, t[t["kind"] == kind], names, look, "diff", "lo", "hi")
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"{title} ({subset} validation rows)", fontsize=10)
         ax.set_xlabel("difference in validation F1pn (paired 95% CI)")
@@ -305,12 +306,12 @@ def diff_figure(comp: pd.DataFrame, ref: str, subset: str = "all"):
     return fig
 
 
-def reliability_figure(rel: pd.DataFrame, ncols: int = 3):
+def reliability_figure(rel: pd.DataFrame, look: dict, ncols: int = 3):
     """Per variant: observed polar share vs mean predicted p(polar) per bin, and the rows per bin below it."""
     import matplotlib.pyplot as plt
 
     names = list(dict.fromkeys(rel["variant"]))
-    col, err, nrows = colors(names), ece(rel), -(-len(names) // ncols)
+    col, err, nrows = {n: look[n][1] for n in names}, ece(rel), -(-len(names) // ncols)
     ratios = {"height_ratios": [3, 1] * nrows}
     fig, axes = plt.subplots(
         2 * nrows, ncols, figsize=(3.6 * ncols, 4.2 * nrows), squeeze=False, gridspec_kw=ratios, layout="constrained"
@@ -323,7 +324,7 @@ def reliability_figure(rel: pd.DataFrame, ncols: int = 3):
         n, t = names[k], rel[rel["variant"] == names[k]]
         top.plot([0, 1], [0, 1], ls="--", color="grey", lw=1)
         top.plot(t["mean_pred"], t["observed"], marker="o", color=col[n])
-        top.set(xlim=(0, 1), ylim=(-0.03, 1.03), xticklabels=[], title=f"{n.split('/', 1)[-1]} (ECE {err[n]:.3f})")
+        top.set(xlim=(0, 1), ylim=(-0.03, 1.03), xticklabels=[], title=f"{look[n][0]}\n(ECE {err[n]:.3f})")
         bottom.bar((t["lo"] + t["hi"]) / 2, t["n"], width=t["hi"] - t["lo"], color=col[n], alpha=0.6)
         bottom.set(xlim=(0, 1), xlabel="predicted p(polar)", ylabel="rows" if k % ncols == 0 else "")
         top.set_ylabel("observed polar share" if k % ncols == 0 else "")
@@ -331,17 +332,19 @@ def reliability_figure(rel: pd.DataFrame, ncols: int = 3):
     return fig
 
 
-def neutral_figure(scores: pd.DataFrame, true_share: float, train_share: float):
+def neutral_figure(scores: pd.DataFrame, true_share: float, train_share: float, look: dict):
     """Share of validation rows predicted neutral per variant and decision, against the true shares."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
     t, names = scores[scores["subset"] == "all"], list(dict.fromkeys(scores["variant"]))
     fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(names) + 2.2), layout="constrained")
-    _points(ax, t, names, "pred_neutral_share")
+    _points(ax, t, names, look, "pred_neutral_share")
     ax.axvline(true_share, color="black", ls="--", lw=1)
-    ax.axvline(train_share, color="grey", ls=":", lw=1.2)
+    # train's share as a mark above the axes: a second line would hide under validation's when they are close
+    ax.plot(train_share, 1.0, marker="v", ms=9, color="grey", transform=ax.get_xaxis_transform(), clip_on=False)
     ax.set(xlim=(-0.03, 1.03), xlabel="share of validation rows predicted neutral")
     true = Line2D([], [], color="black", ls="--", label=f"true share, validation ({true_share:.0%})")
-    _legend(fig, [true, Line2D([], [], color="grey", ls=":", label=f"true share, train ({train_share:.0%})")])
+    train = Line2D([], [], ls="", marker="v", ms=9, color="grey", label=f"true share, train ({train_share:.0%})")
+    _legend(fig, [true, train])
     return fig

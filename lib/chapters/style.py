@@ -3,6 +3,8 @@ the same in every chapter (lib.chapters.plots draws with it)."""
 
 from __future__ import annotations
 
+import math
+
 LABEL_COLORS = {-1: "#d62728", 0: "#7f7f7f", 1: "#2ca02c"}
 
 # --- the study's one palette: a fixed colour per split and per model, the same in every chapter -----------
@@ -56,6 +58,37 @@ BEST_MARK = " ★"  # marks the OOF-chosen model after its unchanged name
 
 # the decision rules of chapter 03 and the seed-level markers used with any colour
 RULE_COLORS = {"argmax": "#4d4d4d", "threshold": "#c51b7d", "neutral_bias": "#4d9221"}
+
+# the training objectives of chapters 03 and 07: one colour family per loss, its shade by the weight
+OBJECTIVE_CMAPS = {"ce": "Blues", "focal": "Purples", "dice": "Oranges", "two_head": "RdPu"}
+OBJECTIVE_NAMES = {"ce": "cross-entropy", "focal": "focal", "dice": "Dice (Li et al.)", "two_head": "two heads"}
+
+
+def objective_name(loss: str, neutral_weight: float, focal_gamma: float = 2.0, polar_weight=None) -> str:
+    """The one display name of a training objective: "cross-entropy, neutral weight 0.1", "focal (γ = 2),
+    neutral weight 1", "two heads, polar weight 3" (the two heads weigh rows in their own loss)."""
+    if loss not in OBJECTIVE_NAMES:
+        raise KeyError(f"no display name for loss {loss!r}: add it to lib.chapters.style.OBJECTIVE_NAMES")
+    base = OBJECTIVE_NAMES[loss] + (f" (γ = {focal_gamma:g})" if loss == "focal" else "")
+    if loss == "two_head":
+        return base + (f", polar weight {polar_weight:g}" if polar_weight else "")
+    return f"{base}, neutral weight {neutral_weight:g}"
+
+
+def objective_color(loss: str, neutral_weight: float, polar_weight=None) -> str:
+    """The loss's colour family, darker the nearer its weight is to 1 (0.1 and 0.01 are lighter)."""
+    import matplotlib as mpl
+
+    w = (polar_weight or 1.0) if loss == "two_head" else neutral_weight
+    shade = 0.9 - 0.4 * min(1.0, abs(math.log10(w)) / 2)
+    return mpl.colors.to_hex(mpl.colormaps[OBJECTIVE_CMAPS[loss]](shade))
+
+
+def objective(cfg) -> tuple[str, str]:
+    """(display name, colour) of a TrainConfig's training objective."""
+    name = objective_name(cfg.loss, cfg.neutral_weight, cfg.focal_gamma, cfg.polar_weight)
+    return name, objective_color(cfg.loss, cfg.neutral_weight, cfg.polar_weight)
+
 
 # plain-language axis labels for the study's column names
 AXIS_LABELS = {

@@ -161,9 +161,17 @@ def test_chapter_tables_numbers_answer_and_figures():
     train, val = frames()
     yt, yv = train["label"].to_numpy(), val["label"].to_numpy()
     names = ["07/ce-weight-0.1", "07/ce-weight-1", "07/focal", "07/focal-weight-0.1", "07/dice", "07/two-head"]
+    cfgs = {
+        "07/ce-weight-0.1": TrainConfig(neutral_weight=0.1),
+        "07/ce-weight-1": TrainConfig(neutral_weight=1.0),
+        "07/focal": TrainConfig(loss="focal", neutral_weight=1.0),
+        "07/focal-weight-0.1": TrainConfig(loss="focal", neutral_weight=0.1),
+        "07/dice": TrainConfig(loss="dice", neutral_weight=1.0),
+        "07/two-head": TrainConfig(loss="two_head"),
+    }
     runs = {}
     for i, n in enumerate(names):
-        cfg = TrainConfig(loss="two_head" if n.endswith("two-head") else "ce")
+        cfg = cfgs[n]
         oof, zv = probs_logits(yt, 0.5 + 0.05 * i, 0.4, rng), [probs_logits(yv, 0.5 + 0.05 * i, 0.4, rng) for _ in "ab"]
         runs[n] = kfold(cfg, oof, zv)
     dec = {n: imb.decide(r, train) for n, r in runs.items()}
@@ -189,8 +197,12 @@ def test_chapter_tables_numbers_answer_and_figures():
         assert f"07.{k}" in num, k
     assert "07.ce_weight_01_minus_ref.validation.all" not in num
     assert len(num["07.focal.validation.all"]) == 3 and len(num["07.focal.neutral_share"]) == 1
-    text = imb.answer(scores, comp, folds, rel, ref, "hamam", 5)
-    assert "**hamam**" in text and "[0, 1] of 5" in text and all(n in text for n in names)
+    look = imb.looks(runs)  # one display name and colour per objective, as chapter 03 names its weights
+    assert len({v[0] for v in look.values()}) == len({v[1] for v in look.values()}) == len(names)
+    assert look["07/ce-weight-0.1"][0] == "cross-entropy, neutral weight 0.1" and look["07/dice"][0].startswith("Dice")
+    text = imb.answer(scores, comp, folds, rel, ref, "hamam", 5, look)
+    assert "**hamam**" in text and "[0, 1] of 5" in text and all(f"**{v[0]}**" in text for v in look.values())
+    assert "07/" not in text  # variants by their display names, not run names
     by = imb.by_type(val, dec, 20)
     assert set(by["group"]) == {"PERSON", "ORGANIZATION"} and len(by) == 2 * 2 * len(names)
     for study_style in (False, True):  # matplotlib's defaults, and the chapters' (lib.chapters.plots.setup)
@@ -198,10 +210,10 @@ def test_chapter_tables_numbers_answer_and_figures():
             if study_style:
                 plots.setup()
             figs = [
-                imb.f1pn_figure(scores, folds),
-                imb.diff_figure(comp, ref),
-                imb.reliability_figure(rel),
-                imb.neutral_figure(scores, float((yv == 0).mean()), float((yt == 0).mean())),
+                imb.f1pn_figure(scores, folds, look),
+                imb.diff_figure(comp, ref, look),
+                imb.reliability_figure(rel, look),
+                imb.neutral_figure(scores, float((yv == 0).mean()), float((yt == 0).mean()), look),
             ]
             for fig in figs:
                 assert text_problems(fig) == []

@@ -141,3 +141,27 @@ def test_ci_bars_hatch_a_model_shown_twice_under_two_rules():
     assert matplotlib.colors.to_hex(first.get_facecolor()) == plots.MODEL_COLORS["HAMAM"]
     assert first.get_facecolor() == second.get_facecolor() and not first.get_hatch() and second.get_hatch()
     assert [t.get_text() for t in ax.get_xticklabels()] == ["all rows"]
+
+
+def test_one_name_and_colour_per_training_objective_for_chapters_03_and_07():
+    from lib.chapters import style
+    from lib.config import TrainConfig
+
+    assert style.objective(TrainConfig(neutral_weight=0.1)) == (
+        style.objective_name("ce", 0.1),
+        style.objective_color("ce", 0.1),
+    )  # chapter 07's ce-weight-0.1 run and chapter 03's weight 0.1: one look
+    cfgs = [
+        TrainConfig(neutral_weight=0.1),
+        TrainConfig(neutral_weight=1.0),
+        TrainConfig(loss="focal", neutral_weight=1.0),
+        TrainConfig(loss="focal", neutral_weight=0.1),
+        TrainConfig(loss="dice", neutral_weight=1.0),
+        TrainConfig(loss="two_head"),
+        TrainConfig(loss="two_head", polar_weight=3.0),
+    ]
+    looks = [style.objective(c) for c in cfgs]
+    assert len({n for n, _ in looks}) == len({c for _, c in looks}) == len(cfgs)
+    assert looks[2][0] == "focal (γ = 2), neutral weight 1" and looks[6][0] == "two heads, polar weight 3"
+    with pytest.raises(KeyError, match="OBJECTIVE_NAMES"):
+        style.objective_name("hinge", 1.0)
