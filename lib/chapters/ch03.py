@@ -266,8 +266,8 @@ def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", 
 
 
 def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
-    """Left: validation F1pn along t for each neutral weight (t chosen on OOF dashed); middle: argmax and
-    thresholded F1pn with their 95% CIs; right: the threshold's paired gain with its 95% CI."""
+    """Left: validation F1pn along t for each neutral weight (t chosen on OOF: a diamond on its curve); middle:
+    argmax and thresholded F1pn with their 95% CIs; right: the threshold's paired gain with its 95% CI."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
 
@@ -279,8 +279,10 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
     colors = {w: objective_color("ce", w) for w, _ in groups}  # as chapter 07 colours these runs
     for w, s in groups:
         axes[0].plot(s["param"], s["f1pn"], color=colors[w])
-        axes[0].axvline(s["t_chosen"].iloc[0], color=colors[w], ls="--", lw=1)
-    axes[0].set(xlabel="threshold t", ylabel="F1pn (validation)", title="F1pn along t (dashed: t chosen on OOF)")
+        # the OOF-chosen t as a point on its own curve: two weights may choose the same t (lines would coincide)
+        at = s.iloc[[int(np.argmin(np.abs(s["param"].to_numpy() - s["t_chosen"].iloc[0])))]]
+        axes[0].plot(at["param"], at["f1pn"], ls="", marker="D", ms=8, mec="black", color=colors[w])
+    axes[0].set(xlabel="threshold t", ylabel="F1pn (validation)", title="F1pn along t (◆: t chosen on OOF)")
     wa = weights[weights["subset"] == "all"].reset_index(drop=True)
     x = np.arange(len(wa))
     for dx, (col, rule, text) in zip(

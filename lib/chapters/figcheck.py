@@ -1,4 +1,5 @@
-"""Find text problems in a finished figure: tiny fonts, overlapping texts, legends over data, text off the canvas.
+"""Find problems in a finished figure: tiny fonts, overlapping texts, legends over data or other texts, text off
+the canvas, markers cut by the axes' edge, lines drawn exactly under other lines.
 
 `text_problems(fig)` draws the figure once with the Agg renderer and looks only at the texts that were
 actually drawn (visible, non-empty, tick labels inside the view limits), so what it reports is what a
@@ -13,9 +14,11 @@ import matplotlib as mpl
 import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.collections import PathCollection
+from matplotlib.container import ErrorbarContainer
 from matplotlib.text import Text
 from matplotlib.transforms import Bbox
 from scipy.sparse.csgraph import connected_components
+from scipy.spatial import cKDTree
 
 SHRINK = 1.0  # px taken off every side of a text box, so texts that only touch do not count as overlapping
 
@@ -76,13 +79,10 @@ def _data_hits(ax, box: Bbox, renderer) -> list[str]:
 
     for line in ax.lines:
         if line.get_visible() and line.get_transform().contains_branch(ax.transData) and len(line.get_xydata()):
-            xy = line.get_transform().transform(line.get_xydata())
-            if line.get_linestyle() not in ("None", "", " ") and len(xy) > 1:  # sample the segments too, ~every 2 px
-                steps = np.nan_to_num(np.hypot(*np.diff(xy, axis=0).T) / 2).astype(int).clip(1, 2000)
-                seg = [a + (b - a) * np.linspace(0, 1, n + 1)[:, None] for a, b, n in zip(xy[:-1], xy[1:], steps)]
-                xy = np.concatenate(seg)
+            solid = line.get_linestyle() not in ("None", "", " ")  # its segments count too, sampled every pixel
+            xy = _sampled(line) if solid else line.get_transform().transform(np.asarray(line.get_xydata(), float))
             if points_in(xy):
-                hits.append(f"line {line.get_label()!r}" if not line.get_label().startswith("_") else "a line")
+                hits.append(_line_name(line))
     for coll in ax.collections:
         if not coll.get_visible():
             continue
@@ -100,13 +100,85 @@ def _data_hits(ax, box: Bbox, renderer) -> list[str]:
     return hits
 
 
+def _within(xy: np.ndarray, box, margin: float = 0.0) -> np.ndarray:
+    """Which display points lie inside `box` shrunk by `margin` px on every side (grown where negative)."""
+    x, y = xy[:, 0], xy[:, 1]
+    return (x >= box.x0 + margin) & (x <= box.x1 - margin) & (y >= box.y0 + margin) & (y <= box.y1 - margin)
+
+
+def _line_name(line) -> str:
+    """A line's legend label; an errorbar's data line by its container's label (the line itself has none)."""
+    label = line.get_label()
+    for c in line.axes.containers if line.axes is not None and label.startswith("_") else ():
+        if isinstance(c, ErrorbarContainer) and c.lines[0] is line:
+            label = c.get_label() or label
+    return f"line {label!r}" if not label.startswith("_") else "a line"
+
+
+def _sampled(line) -> np.ndarray:
+    """The drawn path of a line in display pixels, sampled about every pixel."""
+    xy = line.get_transform().transform(np.asarray(line.get_xydata(), float))
+    xy = xy[np.isfinite(xy).all(1)]
+    if len(xy) < 2:
+        return xy
+    steps = np.nan_to_num(np.hypot(*np.diff(xy, axis=0).T)).astype(int).clip(1, 4000)
+    return np.concatenate([a + (b - a) * np.linspace(0, 1, n + 1)[:, None] for a, b, n in zip(xy[:-1], xy[1:], steps)])
+
+
+def clipped_markers(fig) -> list[str]:
+    """Markers that the axes' edge cuts: a clipped line's marker whose centre lies within its radius of the edge
+    (half a point on the border reads as a different value, or as no point at all)."""
+    out = []
+    for i, ax in enumerate(fig.axes):
+        box = ax.bbox
+        for line in ax.lines:
+            if not line.get_visible() or not line.get_clip_on() or line.get_marker() in (None, "None", "", " "):
+                continue
+            if line.get_marker() in ("_", "|", 0, 1, 2, 3):  # caps and ticks: thin by design
+                continue
+            r = line.get_markersize() / 2 * fig.dpi / 72
+            xy = line.get_transform().transform(np.asarray(line.get_xydata(), float))
+            xy = xy[np.isfinite(xy).all(1)]
+            cut = int((_within(xy, box, -r + 1e-6) & ~_within(xy, box, r)).sum())
+            if cut:
+                out.append(f"{cut} marker(s) of {_line_name(line)} cut by the edge of {_axes_name(ax, i)}")
+    return out
+
+
+def hidden_lines(fig, share: float = 0.95) -> list[str]:
+    """Lines whose drawn path lies (>= `share` of it) under a line drawn later in the same axes: a reader sees
+    one line where the figure means two."""
+    out = []
+    for i, ax in enumerate(fig.axes):
+        drawn = [ln for ln in ax.lines if ln.get_visible() and ln.get_linestyle() not in ("None", "", " ")]
+        lines = [ln for ln in drawn if len(ln.get_xydata()) > 1]
+        order = sorted(range(len(lines)), key=lambda k: (lines[k].get_zorder(), k))  # drawing order
+        paths = {k: _sampled(lines[k]) for k in order}
+        inside = ax.bbox
+        for a_pos, a in enumerate(order):
+            pa = paths[a][_within(paths[a], inside)]
+            if not len(pa):
+                continue
+            for b in order[a_pos + 1 :]:
+                if not len(paths[b]):
+                    continue
+                tol = max(1.0, lines[b].get_linewidth() * fig.dpi / 72 / 2)
+                d, _ = cKDTree(paths[b]).query(pa, distance_upper_bound=tol + 1e-9)
+                if np.isfinite(d).mean() >= share:
+                    out.append(f"{_line_name(lines[a])} hidden under {_line_name(lines[b])} in {_axes_name(ax, i)}")
+                    break
+    return out
+
+
 def text_problems(fig, min_size: float = 8.0, tight: bool | None = None) -> list[str]:
     """Problems with the drawn texts of `fig`; [] when none.
 
     (a) font size below `min_size` points; (b) two text boxes that overlap (tick labels included);
     (c) a legend over data of its axes (any axes for a figure legend); (d) text outside the saved
     area: the figure canvas, or with `tight` (default: rcParams["savefig.bbox"] == "tight") the
-    tight bounding box that `savefig` would crop to, which grows to take in texts outside the canvas.
+    tight bounding box that `savefig` would crop to, which grows to take in texts outside the canvas;
+    (e) a legend over a text that is not its own (a title, a label); (f) markers cut by the axes' edge
+    (`clipped_markers`); (g) lines hidden under other lines (`hidden_lines`).
     """
     renderer, texts = _drawn_texts(fig)
     owner = {}
@@ -142,9 +214,17 @@ def text_problems(fig, min_size: float = 8.0, tight: bool | None = None) -> list
                 label = _names([leg.get_title()] if leg.get_title().get_text() else leg.get_texts(), 2)
                 problems.append(f"legend {label} covers data in {_axes_name(a, k)}: {', '.join(hits)}")
 
+    for leg, _ in _legends(fig):
+        own = {id(t) for t in leg.findobj(Text)}
+        box = leg.get_window_extent(renderer)
+        covered = [t for t, b in zip(texts, boxes) if id(t) not in own and Bbox(b.reshape(2, 2)).overlaps(box)]
+        if covered:
+            label = _names([leg.get_title()] if leg.get_title().get_text() else leg.get_texts(), 2)
+            problems.append(f"legend {label} covers text: {_names(covered)}")
+
     tight = mpl.rcParams["savefig.bbox"] == "tight" if tight is None else tight
     area = fig.bbox if not tight else Bbox(fig.get_tightbbox(renderer).get_points() * fig.dpi)
     for t, (x0, y0, x1, y1) in zip(texts, boxes):
         if x0 < area.x0 - SHRINK or y0 < area.y0 - SHRINK or x1 > area.x1 + SHRINK or y1 > area.y1 + SHRINK:
             problems.append(f"text outside the {'saved area' if tight else 'figure'}: {_name(t)} in {where[id(t)]}")
-    return problems
+    return problems + clipped_markers(fig) + hidden_lines(fig)

@@ -72,9 +72,11 @@ def test_learning_curves_average_only_as_far_as_the_shortest_run():
     hist, curves, rows = [], [], []
     for k in (1, 5):
         for seed, n_evals in ((13, 8), (14, 6)):
-            h = history(list(np.linspace(0.1, 0.5, n_evals) + 0.01 * k), every=5)
+            # seeds and K apart, as trainings are (identical curves would draw one line over another)
+            h = history(list(np.linspace(0.1, 0.5, n_evals) + 0.01 * k + 0.08 * (seed - 13)), every=5)
             hist += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "eval": i, **e} for i, e in enumerate(h)]
-            curves += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "step": i + 1, "loss": 1.0} for i in range(40)]
+            loss = 1.0 + 0.1 * k + 0.2 * (seed - 13)
+            curves += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "step": i + 1, "loss": loss} for i in range(40)]
             rows.append({"K": k, "rate": 0.3, "seed": seed, "fold": 0, "steps_to_95": ch04.steps_to_fraction(h)})
     out = {"hist": pd.DataFrame(hist), "curves": pd.DataFrame(curves), "runs": pd.DataFrame(rows)}
     m = ch04._seed_mean(out["hist"][out["hist"]["K"] == 1], "step", "held_f1pn", "eval")

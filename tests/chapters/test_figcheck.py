@@ -111,7 +111,7 @@ def test_crammed_long_xtick_labels_are_reported():
 def test_tick_labels_outside_the_view_and_hidden_texts_are_skipped():
     fig, ax = simple(layout="constrained")
     ax.set_xticks([-50, 5, 50], ["far left, would overlap", "five", "far right"])
-    ax.set_xlim(0, 10)
+    ax.set_xlim(-0.5, 10.5)  # the line's end markers whole
     ax.text(5, 0, "hidden", fontsize=4).set_visible(False)
     ax.text(5, 0, "", fontsize=4)
     ax.annotate("clipped away", (100, 0), fontsize=4, annotation_clip=True)
@@ -147,3 +147,37 @@ def test_figure_without_pyplot_and_a_figure_legend_over_data():
     fig.legend(loc="center")
     (p,) = text_problems(fig)
     assert p == "legend 'diagonal' covers data in axes 'fig legend': line 'diagonal'"
+
+
+def test_a_marker_cut_by_the_axes_edge_is_reported_and_one_inside_is_not():
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.errorbar([0.2, 0.5], [0.3, 1.0], yerr=0.05, fmt="o", ms=8, capsize=3, label="points")
+    ax.set(title="edge", ylim=(0, 1.0))  # the second point sits on the top edge: half of it is cut
+    (p,) = text_problems(fig)
+    assert p == "1 marker(s) of line 'points' cut by the edge of axes 'edge'"
+    ax.set_ylim(0, 1.1)
+    assert text_problems(fig) == []
+
+
+def test_a_line_drawn_under_another_is_reported_and_close_lines_are_not():
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.set(title="lines", xlim=(0, 1))
+    ax.axvline(0.500, color="grey", ls=":", label="train")
+    ax.axvline(0.501, color="black", ls="--", label="validation")  # the same pixel column: train is hidden
+    (p,) = text_problems(fig)
+    assert p == "line 'train' hidden under line 'validation' in axes 'lines'"
+    ax.lines[0].set_xdata([0.45, 0.45])  # ~25 px apart: two lines a reader can see
+    assert text_problems(fig) == []
+    x = np.linspace(0, 1, 50)
+    ax.plot(x, x, label="diagonal")
+    ax.plot(x, x + 0.1 * np.sin(12 * x), label="model")  # crosses the diagonal, mostly apart from it
+    assert text_problems(fig) == []
+
+
+def test_a_legend_over_the_title_is_reported():
+    fig, ax = plt.subplots(figsize=(6, 4), layout="constrained")
+    ax.plot([0, 1], [0, 1], label="a rather long legend entry")
+    ax.set_title("a title that runs along the top of the axes")
+    ax.legend(loc="lower left", bbox_to_anchor=(0.3, 0.99))
+    problems = text_problems(fig)
+    assert any(p.startswith("legend 'a rather long legend entry' covers text: ") and "a title" in p for p in problems)
