@@ -15,7 +15,7 @@ from lib.chapters.study import results_path
 def fmt(v: list[float]) -> str:
     if len(v) == 3:
         return study.fmt(*v)
-    return ", ".join(f"{x:.3f}" if isinstance(x, float) else str(x) for x in v)
+    return ", ".join(f"{x:.0f}" if float(x).is_integer() else f"{x:.3f}" for x in v)  # counts, layer and head
 
 
 def main() -> None:

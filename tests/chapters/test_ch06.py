@@ -446,9 +446,13 @@ def test_headline_and_answer_on_a_made_up_scan():
     nums = A.headline(scan, n_boot=50)
     assert nums["06.frozen_layers.max_abs_change"] == [0.0]
     for k, v in nums.items():
-        assert k.startswith("06.") and len(v) in (1, 3) and all(np.isfinite(v))
+        assert k.startswith("06.") and len(v) in ((1, 2) if k.endswith("_at") else (1, 3)) and all(np.isfinite(v))
         if len(v) == 3:
             assert v[1] <= v[0] <= v[2]
+    g = A.head_gain(scan, "entity", "sentiment", "masked")  # head level: what the answer cites, in results.json
+    assert nums["06.heads.entity_to_sentiment.masked.largest_gain_at"] == [g["layer"], g["head"]]
+    assert nums["06.heads.entity_to_sentiment.masked.largest_change"] == [g["abs_change"]]
+    assert nums["06.heads.cls_to_entity.gaining"][0] <= nums["06.heads.cls_to_entity.of"][0] == g["n"]
     a = scan.row_mass("initial", "unmasked", "entity", "sentiment", [3, 4])
     b = scan.row_mass("fine-tuned", "unmasked", "entity", "sentiment", [3, 4])
     assert nums["06.entity_to_sentiment.trained_layers.finetuned_minus_initial"][0] == pytest.approx((b - a).mean())

@@ -417,4 +417,32 @@ def headline(scan: Scan, n_boot: int) -> dict:
         num["06.spearman_entity_last_layer.finetuned.median"] = [float(np.nanmedian(rho))]
     share = scan.results[ft, "unmasked"]["tokens"][:, GROUPS.index("sentiment")]
     num["06.uniform.sentiment_share"] = [float(share.mean())]
+    return num | head_numbers(scan)
+
+
+# the flows whose heads the answer reads (query, group, copy): fine-tuned - initial per head of the trained layers
+HEAD_FLOWS = (
+    ("cls", "entity", "unmasked"),
+    ("entity", "entity", "unmasked"),
+    ("entity", "sentiment", "unmasked"),
+    ("cls", "sentiment", "unmasked"),
+    ("entity", "sentiment", "masked"),
+)
+
+
+def head_numbers(scan: Scan) -> dict:
+    """Head-level results.json entries for every flow the answer reads: heads that gain (of how many), the
+    largest gain and the largest change in either direction, each with its layer and head (1-based)."""
+    num = {}
+    for query, group, mode in HEAD_FLOWS:
+        h = head_gain(scan, query, group, mode)
+        key = f"06.heads.{query}_to_{group}" + ("" if mode == "unmasked" else f".{mode}")
+        num |= {
+            f"{key}.gaining": [h["up"]],
+            f"{key}.of": [h["n"]],
+            f"{key}.largest_gain": [h["gain"]],
+            f"{key}.largest_gain_at": [h["layer"], h["head"]],
+            f"{key}.largest_change": [h["abs_change"]],
+            f"{key}.largest_change_at": [h["abs_layer"], h["abs_head"]],
+        }
     return num
