@@ -370,16 +370,8 @@ class FoldJob:
         return not self.force and fold_complete(Path(self.fold_dir), self.key, self.save_checkpoint)
 
     def execute(self, data: dict, device: str) -> None:
-        train_fold(
-            self.cfg,
-            self.backbone,
-            data,
-            self.fold,
-            Path(self.fold_dir),
-            pick_device(device),
-            self.save_checkpoint,
-            self.key,
-        )
+        where, dev = Path(self.fold_dir), pick_device(device)
+        train_fold(self.cfg, self.backbone, data, self.fold, where, dev, self.save_checkpoint, self.key)
 
 
 @dataclass

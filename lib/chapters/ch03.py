@@ -106,17 +106,12 @@ def per_fold(study, names) -> pd.DataFrame:
     """Each fold model of each run alone: the threshold chosen on its own fold's OOF rows, its validation F1pn
     under argmax and under that threshold, and the gain: how far t and its gain move from one training to the
     next (the question "is it stable?")."""
-    from ..metrics import to_labels
+    from .study import fold_models
 
-    train, y_val = study.train, study.val["label"].to_numpy()
-    y, fold, rows = train["label"].to_numpy(), train["fold"].to_numpy(), []
-    for name in names:
-        res = study.run(name)
-        for k in res.folds:
-            t, z = choose(y[fold == k], res.oof[fold == k], "threshold"), res.ensemble("validation", [k])
-            a, b = f1pn(y_val, to_labels(z)), f1pn(y_val, RULES["threshold"](z, t))
-            rows.append({"run": name, "fold": k, "t": t, "f1pn_argmax": a, "f1pn_threshold": b, "gain": b - a})
-    return pd.DataFrame(rows)
+    parts = [fold_models(study.run(name), study.train, study.val).assign(run=name) for name in names]
+    out = pd.concat(parts, ignore_index=True).rename(columns={"param": "t", "f1pn_rule": "f1pn_threshold"})
+    out["gain"] = out["f1pn_threshold"] - out["f1pn_argmax"]
+    return out[["run", "fold", "t", "f1pn_argmax", "f1pn_threshold", "gain"]]
 
 
 def weight_difference(study, weights) -> pd.DataFrame:

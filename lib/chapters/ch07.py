@@ -17,7 +17,7 @@ from ..folds import SUBSETS, subset_mask
 from ..losses import polar_rule
 from ..metrics import f1pn, fmt, score_subsets, softmax, to_labels
 from .ch02.errors import by_group
-from .study import paired
+from .study import fold_models, paired
 
 NEU = LABEL2ID[0]
 REF_FALLBACK = "07/ce-weight-0.1"
@@ -66,13 +66,15 @@ def decide(res, train: pd.DataFrame) -> dict:
 
 def fold_table(runs: dict, train: pd.DataFrame, val: pd.DataFrame) -> pd.DataFrame:
     """Each fold model alone on validation, under argmax and under its own rule chosen on its own fold's OOF rows."""
-    y, fold, y_val, rows = train["label"].to_numpy(), train["fold"].to_numpy(), val["label"].to_numpy(), []
+    rows = []
     for name, res in runs.items():
         rule = rule_of(res.cfg)
-        for k in res.folds:
-            t, z = choose(y[fold == k], res.oof[fold == k], rule), res.ensemble("validation", [k])
-            for dn, param, pred in (("argmax", np.nan, to_labels(z)), ("OOF rule", t, apply(rule, z, t))):
-                rows.append({"variant": name, "fold": k, "decision": dn, "param": param, "f1pn": f1pn(y_val, pred)})
+        pick, use = (lambda y, z, r=rule: choose(y, z, r)), (lambda z, t, r=rule: apply(r, z, t))
+        one = fold_models(res, train, val, rule, pick, use)
+        for r in one.itertuples():
+            base = {"variant": name, "fold": r.fold}
+            rows.append({**base, "decision": "argmax", "param": np.nan, "f1pn": r.f1pn_argmax})
+            rows.append({**base, "decision": "OOF rule", "param": r.param, "f1pn": r.f1pn_rule})
     return pd.DataFrame(rows)
 
 

@@ -190,6 +190,23 @@ def decider(study: Study, res, folds=None, rule: str | None = None):
     return decide
 
 
+def fold_models(res, train: pd.DataFrame, val: pd.DataFrame, rule: str = "threshold", choose=None, apply=None):
+    """Each fold model of a k-fold run alone, one row per fold: its rule's parameter chosen on its own fold's
+    held-out train rows (clean OOF rows, never validation) and its validation F1pn under argmax and under that
+    rule. `choose(y, logits)` / `apply(logits, t)` default to `lib.rules`' for `rule`."""
+    from .. import rules
+    from ..metrics import f1pn, to_labels
+
+    choose = choose or (lambda y, z: rules.choose(y, z, rule))
+    apply = apply or rules.RULES[rule]
+    y, fold, y_val, rows = train["label"].to_numpy(), train["fold"].to_numpy(), val["label"].to_numpy(), []
+    for k in res.folds:
+        t, z = choose(y[fold == k], res.oof[fold == k]), res.ensemble("validation", [k])
+        a, b = f1pn(y_val, to_labels(z)), f1pn(y_val, apply(z, t))
+        rows.append({"fold": k, "param": t, "f1pn_argmax": a, "f1pn_rule": b})
+    return pd.DataFrame(rows, columns=["fold", "param", "f1pn_argmax", "f1pn_rule"])
+
+
 def _with_folds(res, folds):
     from dataclasses import replace
 

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ... import rules
 from ...metrics import count, f1pn, fmt, over_trainings, softmax, to_labels
+from ..study import fold_models
 
 CANDIDATES = ("single-model threshold", "seed-average threshold", "neutral bias", "matched polar rate", "argmax")
 
@@ -24,24 +25,13 @@ CANDIDATES = ("single-model threshold", "seed-average threshold", "neutral bias"
 def single_models(sets: dict[str, dict[int, object]], train: pd.DataFrame, val: pd.DataFrame) -> pd.DataFrame:
     """One row per (mode, seed, fold) model: validation F1pn under argmax and under a threshold chosen on that
     model's own held-out fold rows (its clean OOF rows)."""
-    y_tr, y_val, fold = train["label"].to_numpy(), val["label"].to_numpy(), train["fold"].to_numpy()
-    rows = []
-    for mode, by_seed in sets.items():
-        for seed, res in by_seed.items():
-            for k in res.folds:
-                z, held = res.ensemble("validation", [k]), fold == k
-                t = rules.choose(y_tr[held], res.oof[held], "threshold")
-                rows.append(
-                    {
-                        "mode": mode,
-                        "seed": seed,
-                        "fold": k,
-                        "f1pn_argmax": f1pn(y_val, to_labels(z)),
-                        "f1pn_rule": f1pn(y_val, rules.threshold_rule(z, t)),
-                        "threshold": t,
-                    }
-                )
-    return pd.DataFrame(rows)
+    parts = [
+        fold_models(res, train, val).assign(mode=mode, seed=seed)
+        for mode, by_seed in sets.items()
+        for seed, res in by_seed.items()
+    ]
+    out = pd.concat(parts, ignore_index=True).rename(columns={"param": "threshold"})
+    return out[["mode", "seed", "fold", "f1pn_argmax", "f1pn_rule", "threshold"]]
 
 
 def paired_trainings(models: pd.DataFrame, a: str, b: str, column: str = "f1pn_rule") -> tuple[dict, pd.DataFrame]:
