@@ -160,12 +160,14 @@ def paired_bootstrap_diff(
     return metric(y, p_a) - metric(y, p_b), float(np.quantile(d, alpha / 2)), float(np.quantile(d, 1 - alpha / 2))
 
 
-def score(y, p, n_boot: int = 1000, seed: int = 0, *, groups) -> dict:
-    """All metrics, the F1pn CI (clustered by `groups`; none when `n_boot` is 0) and the row count."""
+def score(y, p, n_boot: int = 1000, seed: int = 0, *, groups, ci=("f1pn",)) -> dict:
+    """All metrics, a CI for each metric named in `ci` (clustered by `groups`; none when `n_boot` is 0) and the
+    row count."""
     out = {name: fn(y, p) for name, fn in METRICS.items()}
-    out["f1pn_lo"], out["f1pn_hi"] = (
-        bootstrap_ci(y, p, groups=groups, n=n_boot, seed=seed) if n_boot else (np.nan, np.nan)
-    )
+    for name in ci:
+        out[f"{name}_lo"], out[f"{name}_hi"] = (
+            bootstrap_ci(y, p, groups=groups, metric=METRICS[name], n=n_boot, seed=seed) if n_boot else (np.nan, np.nan)
+        )
     out["n"] = len(y)
     return out
 
