@@ -211,3 +211,16 @@ def test_paired_bootstrap_difference_honours_groups(duplicated):
     unique = width(paired_bootstrap_diff(y, p, q, groups=None, n=2000)[1:])
     naive = width(paired_bootstrap_diff(yd, a, b, groups=None, n=2000)[1:])
     assert clustered == pytest.approx(unique, rel=0.25) and naive < 0.75 * clustered
+
+
+def test_score_gives_a_clustered_ci_for_each_metric_asked():
+    from lib.metrics import score
+
+    rng = np.random.default_rng(3)
+    y = rng.choice([-1, 0, 1], 300)
+    p = np.where(rng.random(300) < 0.7, y, rng.choice([-1, 0, 1], 300))
+    groups = np.arange(300) // 3
+    s = score(y, p, 200, groups=groups, ci=("f1pn", "macro_f1"))
+    for m in ("f1pn", "macro_f1"):
+        assert s[f"{m}_lo"] < s[m] < s[f"{m}_hi"]
+    assert "accuracy_lo" not in score(y, p, 50, groups=groups)  # by default F1pn alone

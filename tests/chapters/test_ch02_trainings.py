@@ -134,3 +134,20 @@ def test_verdict_says_when_the_two_intervals_disagree():
     assert "only the CI over trainings" in tr.verdict("x", (0.0, -0.01, 0.01), trn)
     assert "cannot be told apart" in tr.verdict("x", (0.0, -0.01, 0.01), {**trn, "lo": -0.05, "hi": 0.01})
     assert over_trainings([])["n"] == 0  # no common (seed, fold): NaNs, not an error
+
+
+def test_pooled_averages_every_model_and_refuses_one_fold_of_several_models():
+    runs, train = fake_runs(n_seeds=2, n_folds=3)
+    runs[1] = KFoldResult(runs[1].cfg, [0, 1], runs[1].oof, {k: v[:2] for k, v in runs[1].logits.items()}, [], None)
+    for r, v in zip(runs, (1.0, 4.0)):
+        r.logits["validation"][:] = v
+    runs[1].oof[train["fold"].to_numpy() == 2] = np.nan  # the second run has no fold 2
+    p = tr.pooled(runs)
+    assert p.folds == [0, 1]  # the folds every run covers
+    assert p.ensemble("validation")[0, 0] == pytest.approx((3 * 1.0 + 2 * 4.0) / 5)  # equal weight per model
+    held = train["fold"].to_numpy() == 0
+    assert p.oof[held] == pytest.approx((runs[0].oof[held] + runs[1].oof[held]) / 2)
+    with pytest.raises(ValueError, match="several models per fold"):
+        p.ensemble("validation", [0])
+    with pytest.raises(ValueError, match="several models per fold"):
+        p.checkpoint(0)

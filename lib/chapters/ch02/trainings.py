@@ -9,11 +9,14 @@ intervals exclude 0.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import pandas as pd
 
 from ... import rules
 from ...metrics import count, f1pn, fmt, over_trainings, softmax, to_labels
+from ...training import KFoldResult
 from ..study import fold_models
 
 CANDIDATES = ("single-model threshold", "seed-average threshold", "neutral bias", "matched polar rate", "argmax")
@@ -58,17 +61,30 @@ def seed_spread(models_by_seed: dict[int, np.ndarray], y: np.ndarray, decide) ->
 # --- the all-seeds ensemble and its decision rule ---------------------------------------------------------------
 
 
-def pooled(results: list):
-    """One KFoldResult standing for every fold model of every run in `results` (seeds of one mode, or the two
-    halves of a late fusion): validation/final logits of all models (their `ensemble` is the all-model mean),
-    OOF logits averaged over the runs (each OOF row: one model per run)."""
-    from dataclasses import replace
+@dataclass
+class Pooled(KFoldResult):
+    """Several runs' fold models as one result: a fold index names several models here, so one fold's ensemble
+    and one fold's checkpoint are refused (ask the run itself)."""
 
+    def ensemble(self, split: str, folds=None) -> np.ndarray:
+        if folds is not None:
+            raise ValueError("a pooled result holds several models per fold: take one fold from one of its runs")
+        return super().ensemble(split)
+
+    def checkpoint(self, fold: int):
+        raise ValueError("a pooled result holds several models per fold: take the checkpoint from one of its runs")
+
+
+def pooled(results: list) -> Pooled:
+    """One result standing for every fold model of every run in `results` (seeds of one mode, or the two halves
+    of a late fusion): validation/final logits of all models (their `ensemble` is the all-model mean), OOF logits
+    averaged over the runs (each OOF row: one model per run) on the folds every run covers."""
     with np.errstate(invalid="ignore"):
         oof = np.stack([r.oof for r in results]).mean(0)
     logits = {s: np.concatenate([r.logits[s] for r in results]) for s in results[0].logits}
     runs = [x for r in results for x in r.runs]
-    return replace(results[0], oof=oof, logits=logits, runs=runs, folds=list(results[0].folds))
+    folds = sorted(set.intersection(*(set(r.folds) for r in results)))
+    return Pooled(results[0].cfg, folds, oof, logits, runs, results[0].root)
 
 
 def average(results: list, split: str) -> np.ndarray:
