@@ -1,6 +1,8 @@
 """Record a run of `run_all.sh` in the profile's results.json as data: `run` = {commit, seconds, hardware,
 precision, torch, transformers, parts, runs}. Called by run_all.sh at its end with the part's wall seconds;
-parts of one run (the same commit, filled in more than one go) add up in `seconds`.
+parts of one run (the same commit, chapters filled in more than one go with --only) add up in `seconds`; a part
+that ran every chapter is a whole run and starts a new record. `runs` holds each plan run's training seconds
+from its folds' done.json, whenever and wherever they trained.
 
     python scripts/run_record.py --profile cpu --seconds 4545 [--only 02]
 """
@@ -45,7 +47,8 @@ def main(argv=None) -> int:
     doc = json.loads(path.read_text()) if path.is_file() else {}
     commit = code_commit()
     old = doc.get("run", {})
-    parts = old.get("parts", []) if old.get("commit") == commit else []
+    same_run = old.get("commit") == commit and bool(args.only)  # a whole run does not add to an earlier one
+    parts = old.get("parts", []) if same_run else []
     parts.append({"only": args.only or "all", "seconds": round(args.seconds)})
     doc["run"] = {
         "commit": commit,

@@ -151,3 +151,27 @@ def test_run_all_only_with_a_data_dir_trains_and_reads_that_copy(sandbox, raw_co
     assert f"rows 40 {raw_copy.resolve()}" in text
     listing = subprocess.run([*cmd, "--plan"], cwd=sandbox, capture_output=True, text=True, timeout=600, env=env)
     assert listing.returncode == 0 and "02/hamam" in listing.stdout and "missing" not in listing.stdout
+
+
+def test_run_record_adds_parts_of_one_run_and_a_whole_run_starts_a_new_record(tmp_path, monkeypatch):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("run_record", ROOT / "scripts" / "run_record.py")
+    rec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rec)
+    monkeypatch.setattr(rec, "results_path", lambda name: tmp_path / "results.json")
+    monkeypatch.setattr(rec, "load_prepared", lambda prof: {})
+    monkeypatch.setattr(rec, "run_seconds", lambda prof, data: {"02/hamam": {"folds": 5, "seconds": 3000.0}})
+
+    def record(*args):
+        assert rec.main(["--profile", "smoke", *args]) == 0
+        return json.loads((tmp_path / "results.json").read_text())["run"]
+
+    record("--seconds", "10", "--only", "02")
+    run = record("--seconds", "5", "--only", "03")
+    assert run["seconds"] == 15 and [p["only"] for p in run["parts"]] == ["02", "03"]  # one run in two parts
+    run = record("--seconds", "7")
+    assert run["seconds"] == 7 and run["parts"] == [{"only": "all", "seconds": 7}]  # a whole run: a new record
+    run = record("--seconds", "9")
+    assert run["seconds"] == 9 and len(run["parts"]) == 1  # a second whole run replaces it, never adds
+    assert run["runs"]["02/hamam"]["seconds"] == 3000.0 and run["commit"]
