@@ -428,8 +428,8 @@ def status(prof: Profile, data: dict, chapters=None, calibrate_here: bool = Fals
             run.variant,
             run.dataset,
         )
-        if same in seen:  # one artifact, two names: listed once
-            seen[same]["name"] += f" = {run.name}"
+        if same in seen and set(run.folds) <= seen[same][1]:  # one artifact, two names: one row (unless more folds)
+            seen[same][0]["name"] += f" = {run.name}"
             continue
         if not res.missing:
             state = "cached"
@@ -445,6 +445,6 @@ def status(prof: Profile, data: dict, chapters=None, calibrate_here: bool = Fals
             "dir": where,
             "estimate": "-" if state == "cached" else "not measured" if cost is None else f"{cost / 60:.0f} min",
         }
-        seen[same] = row
+        seen[same] = (row, set(run.folds) | (seen[same][1] if same in seen else set()))
         rows.append(row)
     return rows

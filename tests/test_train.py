@@ -328,3 +328,18 @@ def test_paired_oof_script_compares_two_runs_on_the_same_oof_rows(smoke, tmp_pat
     )
     out = capsys.readouterr().out
     assert f"argmax: {base}@lr=0.002 - {base} = " in out and "own OOF threshold" in out and "fold 0, argmax" in out
+
+
+def test_status_lists_one_artifact_once_unless_a_second_name_needs_more_folds(smoke, tmp_path, monkeypatch):
+    prof, data = smoke
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path))
+    base = plan.get(prof, "02/unmasked")
+    assert len(base.folds) > 1
+    one = dataclasses.replace(base, name="x/one", folds=base.folds[:1])
+    alias = dataclasses.replace(base, name="x/alias", folds=base.folds[:1])
+    more = dataclasses.replace(base, name="x/more", folds=base.folds)
+    monkeypatch.setattr(plan, "select", lambda prof, chapters: [one, alias, more])
+    rows = plan.status(prof, data, chapters=["02"])
+    assert [r["name"] for r in rows] == ["x/one = x/alias", "x/more"]
+    assert rows[0]["status"] == "missing 1/1 folds"
+    assert rows[1]["status"] == f"missing {len(base.folds)}/{len(base.folds)} folds"  # not hidden behind x/one
