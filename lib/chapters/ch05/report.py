@@ -28,6 +28,32 @@ NAMES = {  # model key -> (display name, family); a run's display name is its pl
 RUNS = {"HAMAM": "02/hamam", "CLS cross-encoder": "05/cls", **{v: f"05/sbert-{v}" for v in VARIANTS}}
 
 
+# what each SBERT variant feeds the model (the Method lists only the variants that ran)
+VARIANT_TEXT = {
+    "softmax-entity": "`SoftmaxLoss` (a linear classifier over (u, v, |u − v|)) with u = the marked sentence and "
+    "v = the entity string: the standard SBERT set-up",
+    "softmax-plain": "`SoftmaxLoss` with u = the plain sentence (no markers) and v = the entity: the cacheable "
+    "input that bi-encoders are for",
+    "softmax-dummy": "`SoftmaxLoss` with u = the marked sentence and v = a fixed dummy text: the trick reported "
+    "for reviews",
+    "cosine-anchors": "`CosineSimilarityLoss` in a retrieval framing: each marked sentence pulled towards a "
+    '"positive" or "negative" anchor text; a class fires above a cosine threshold chosen on OOF rows (for the '
+    "OOF labels cross-fitted over two halves of the OOF sentences, so the OOF score is not tuned on itself)",
+}
+
+
+def sbert_method(variants, epochs: int, recipe_epochs: int) -> str:
+    """The fine-tuned SBERT part of the Method, for the variants that ran (none: says so)."""
+    if not variants:
+        return "*Fine-tuned SBERT*: no variant is fine-tuned in this profile; the bi-encoder side is e5 frozen + LR."
+    items = "\n".join(f"- {NAMES[v][0]}: {VARIANT_TEXT[v]}." for v in variants)
+    return (
+        f"*Fine-tuned SBERT* ({count(len(variants), 'variant')} in this profile, each for "
+        f"{count(epochs, 'epoch')} against the cross-encoders' {recipe_epochs} with early stopping), the entity "
+        "made visible by marker tokens `<e>…</e>` around its span, placed by character offsets:\n" + items
+    )
+
+
 def labels(prof=None) -> dict:
     """Model key -> its one display name: the plan label of its run (`lib.plan`) where `prof` has that run
     ("HAMAM e5-small", "CLS cross-encoder", "SBERT softmax-entity"), else NAMES' name."""
