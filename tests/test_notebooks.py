@@ -59,3 +59,20 @@ def test_the_repeat_finder_finds_a_repeat():
     found = repeated_blocks([("a.ipynb", 1, block + ["y = 1"]), ("b.ipynb", 4, ["z = 0"] + block)])
     assert list(found.values()) == [{("a.ipynb", 1), ("b.ipynb", 4)}]
     assert not repeated_blocks([("a.ipynb", 1, block[:-1]), ("b.ipynb", 4, block[:-1])])
+
+
+def test_no_markdown_cell_names_a_profile_field_instead_of_its_value():
+    """Static prose never names `weight_grid` or `Profile.msd_seeds`: what depends on the profile is computed
+    Markdown that shows the values."""
+    from lib.config import Profile
+
+    fields, found = set(Profile.__dataclass_fields__), []
+    for path in NOTEBOOKS:
+        for i, c in enumerate(nbformat.read(path, as_version=4).cells):
+            if c.cell_type != "markdown":
+                continue
+            for code in re.findall(r"`([^`]+)`", c.source):
+                m = re.fullmatch(r"(?:(?:Profile|prof)\.)?(\w+)", code.strip())
+                if m and m.group(1) in fields:
+                    found.append(f"{path.name} cell {i}: `{code}`")
+    assert not found, found
