@@ -114,6 +114,7 @@ class Profile:
     hamam_seeds: tuple[int, ...] = (13,)
     masked_seeds: int = 1
     swap_folds: int = 2  # 02: fold models of each run that predict the entity-swap copies (inference cost)
+    swap_copies: int = 5  # 02 and 08: counterfactual copies per validation row (entity swapped for another)
     mode_folds: int | None = None  # 02: folds for the unmasked / masked halves (None: all n_folds)
     compare_backbones: tuple[
         str, ...
@@ -230,6 +231,7 @@ PROFILES: dict[str, Profile] = {
         mode_folds=None,  # its unmasked / masked halves on all 5 folds, paired with HAMAM's fold models
         compare_backbones=("navec-bert",),
         mention_folds=0,  # not retrained on cpu (budget); chapter 02 says so
+        swap_copies=2,  # the inference budget of 2 cores
         backbone_train={
             "navec-bert": {"lr": 5e-4, "epochs": 3, "freeze_layers": 0}  # its 2 layers start random
         },
