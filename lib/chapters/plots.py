@@ -35,7 +35,29 @@ def setup() -> None:
     )
 
 
-CHECKS = "figure_checks.json"  # beside the figures: what lib.chapters.figcheck found in each saved figure
+CHECKS = "figure_checks.json"
+# a saved figure at most this wide (inches; ~1,270 px at savefig.dpi 110): a page read in a 1400-px window shows
+# every panel and legend without scrolling. Wider figures are narrowed, text kept at its size.
+MAX_WIDTH = 11.5
+
+
+def fit_width(fig, max_width: float = MAX_WIDTH) -> float:
+    """Narrow `fig` until what savefig keeps (its tight box, legends outside the axes included) is at most
+    `max_width` inches wide; the text keeps its size, so the panels give the room (figcheck then sees any
+    crowding). Returns the saved width in inches."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    pad = 2 * float(plt.rcParams["savefig.pad_inches"]) if plt.rcParams["savefig.bbox"] == "tight" else 0.0
+    max_width -= pad  # savefig pads the tight box on both sides
+    for _ in range(4):  # the tight box follows the layout, which follows the size: a few rounds settle it
+        canvas.draw()
+        saved = fig.get_tightbbox(canvas.get_renderer()).width
+        w, h = fig.get_size_inches()
+        if saved <= max_width + 0.01:
+            break
+        fig.set_size_inches(max(2.0, w - (saved - max_width) - 0.05), h)
+    return float(saved) + pad  # beside the figures: what lib.chapters.figcheck found in each saved figure
 
 
 def save(fig, name: str, folder: Path) -> None:
@@ -49,6 +71,7 @@ def save(fig, name: str, folder: Path) -> None:
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{name}.png"
+    fit_width(fig)
     problems = text_problems(fig)
     checks = folder / CHECKS
     record = json.loads(checks.read_text()) if checks.is_file() else {}

@@ -165,3 +165,19 @@ def test_one_name_and_colour_per_training_objective_for_chapters_03_and_07():
     assert looks[2][0] == "focal (γ = 2), neutral weight 1" and looks[6][0] == "two heads, polar weight 3"
     with pytest.raises(KeyError, match="OBJECTIVE_NAMES"):
         style.objective_name("hinge", 1.0)
+
+
+def test_save_narrows_a_wide_figure_to_the_page_with_its_outside_legend(tmp_path):
+    from PIL import Image
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4))
+    for ax in axes:
+        ax.plot([0, 1], [0, 1], label="a line")
+        ax.set(title="panel", xlabel="x")
+    axes[-1].legend(loc="upper left", bbox_to_anchor=(1.02, 1.0))  # outside: savefig's tight box grows
+    plots.save(fig, "wide", tmp_path)
+    width, _ = Image.open(tmp_path / "wide.png").size
+    assert width <= plots.MAX_WIDTH * plt.rcParams["savefig.dpi"] + 2  # the whole figure fits the page
+    assert fig.get_size_inches()[1] == 4  # narrower panels, same height and text size
+    narrow, _ = plt.subplots(figsize=(6, 3))
+    assert plots.fit_width(narrow) < plots.MAX_WIDTH and narrow.get_size_inches()[0] == 6  # left alone
