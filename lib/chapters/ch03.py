@@ -10,6 +10,7 @@ from ..config import LABELS
 from ..folds import subset_mask
 from ..metrics import f1pn, fmt
 from ..rules import GRIDS, NEG, NO_OP, POS, RULES, choose, sweep, tune_then_apply  # noqa: F401
+from .plots import legend_below
 
 
 def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -> pd.DataFrame:
@@ -214,7 +215,7 @@ def sweep_figure(sweeps: pd.DataFrame, chosen: dict):
         Line2D([], [], color="black", ls="--", lw=1, label="value chosen on train OOF"),
         Line2D([], [], color="grey", ls=":", lw=1, label="b = 0: plain argmax"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    legend_below(fig, handles)
     return fig
 
 
@@ -256,7 +257,7 @@ def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", 
         Line2D([], [], color="black", ls="--", lw=1, label=f"t = {t:g}, chosen on train OOF"),
         Patch(color="grey", alpha=0.4, label=f"fewer than {min_polar} rows predicted polar: not drawn"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=4)
+    legend_below(fig, handles)
     return fig
 
 
@@ -302,6 +303,6 @@ def weight_figure(weights: pd.DataFrame, wsweeps: pd.DataFrame):
         ax.set_xlabel("neutral class weight")
     handles = [Line2D([], [], color=colors[w], label=objective_name("ce", w)) for w, _ in groups]
     handles += axes[1].get_legend_handles_labels()[0]
-    fig.legend(handles=handles, loc="outside lower center", ncol=len(handles))
+    legend_below(fig, handles)
     fig.suptitle(f"Neutral class weight, validation rows; {runs_note(weights)}", fontsize=11)
     return fig

@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from ..metrics import count, f1pn, over_trainings, to_labels
+from .plots import legend_below
 
 FRACTION = 0.95  # "reached": the first evaluation at >= this share of the run's own best held-out F1pn
 
@@ -285,7 +286,7 @@ def curves_figure(out: dict, rate: float, fraction: float = FRACTION):
     axes[2].set(
         xlabel="dropout samples", ylabel=f"steps to {fraction:.0%} of the run's best", title="Steps to 95% (bar: mean)"
     )
-    fig.legend(handles=handles, loc="outside lower center", ncol=min(len(handles), 5))
+    legend_below(fig, handles)
     fig.suptitle(f"Multi-sample dropout, rate {rate:g}: learning curves and the iterations they need", fontsize=11)
     return fig
 
@@ -327,7 +328,7 @@ def summary_figure(out: dict, summ: pd.DataFrame):
         Line2D([], [], ls="", marker="*", mfc="white", mec="black", ms=12, label="seed ensemble, 95% CI"),
         Line2D([], [], color="black", lw=2.6, label=f"mean of the {n} seeds"),
     ]
-    fig.legend(handles=handles, loc="outside lower center", ncol=3)
+    legend_below(fig, handles)
     return fig
 
 

@@ -17,6 +17,7 @@ from ..folds import SUBSETS, subset_mask
 from ..losses import polar_rule
 from ..metrics import f1pn, fmt, score_subsets, softmax, to_labels
 from .ch02.errors import by_group
+from .plots import legend_below
 from .study import fold_models, paired
 
 NEU = LABEL2ID[0]
@@ -267,7 +268,7 @@ def _legend(fig, extra=()):
     from matplotlib.lines import Line2D
 
     handles = [Line2D([], [], ls="", marker=m, color="black", label=dn) for dn, m in MARKERS.items()]
-    fig.legend(handles=[*handles, *extra], loc="outside lower center", ncol=len(handles) + len(extra), fontsize=9)
+    legend_below(fig, [*handles, *extra], fontsize=9)
 
 
 def f1pn_figure(scores: pd.DataFrame, folds: pd.DataFrame, look: dict):

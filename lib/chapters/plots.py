@@ -42,22 +42,44 @@ MAX_WIDTH = 11.5
 
 
 def fit_width(fig, max_width: float = MAX_WIDTH) -> float:
-    """Narrow `fig` until what savefig keeps (its tight box, legends outside the axes included) is at most
-    `max_width` inches wide; the text keeps its size, so the panels give the room (figcheck then sees any
-    crowding). Returns the saved width in inches."""
+    """Fit what savefig keeps of `fig` (its tight box, legends outside the axes included) into `max_width` inches
+    by narrowing the figure with its text kept at its size, so the panels give the room (figcheck then sees any
+    crowding); legends below the panels fit by `legend_below`. A figure that would have to lose more than 40% of
+    its width is left as drawn. Returns the saved width in inches."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
 
     canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
     pad = 2 * float(plt.rcParams["savefig.pad_inches"]) if plt.rcParams["savefig.bbox"] == "tight" else 0.0
-    max_width -= pad  # savefig pads the tight box on both sides
-    for _ in range(4):  # the tight box follows the layout, which follows the size: a few rounds settle it
+    limit, original = max_width - pad, tuple(fig.get_size_inches())  # savefig pads the tight box on both sides
+
+    def saved() -> float:
         canvas.draw()
-        saved = fig.get_tightbbox(canvas.get_renderer()).width
+        return fig.get_tightbbox(canvas.get_renderer()).width
+
+    for _ in range(4):  # the tight box follows the layout, which follows the size: a few rounds settle it
+        width = saved()
         w, h = fig.get_size_inches()
-        if saved <= max_width + 0.01:
+        if width <= limit + 0.01:
             break
-        fig.set_size_inches(max(2.0, w - (saved - max_width) - 0.05), h)
-    return float(saved) + pad  # beside the figures: what lib.chapters.figcheck found in each saved figure
+        if w - (width - limit) < 0.6 * original[0]:
+            fig.set_size_inches(*original)  # the panels would be crushed: left as drawn, the page scrolls
+            return saved() + pad
+        fig.set_size_inches(w - (width - limit) - 0.05, h)
+    return width + pad
+
+
+def legend_below(fig, handles, labels=None, max_width: float = MAX_WIDTH, **kw):
+    """A figure legend below the panels with as many columns as fit `max_width` inches (one row when they all
+    fit, more rows otherwise), so it never makes the saved figure wider than a page."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    entries = {"handles": handles} if labels is None else {"handles": handles, "labels": labels}
+    for ncol in range(len(handles), 0, -1):
+        leg = fig.legend(**entries, loc="outside lower center", ncol=ncol, **kw)
+        if ncol == 1 or leg.get_window_extent(canvas.get_renderer()).width / fig.dpi <= max_width - 0.3:
+            return leg
+        leg.remove()
 
 
 def save(fig, name: str, folder: Path) -> None:
@@ -230,7 +252,7 @@ def layer_profile(
             if r == len(queries) - 1:
                 ax.set_xlabel("layer")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8)
+    legend_below(fig, handles, labels, fontsize=8)
     fig.suptitle("Attention mass per layer, heads averaged", fontsize=11)
     return fig
 
@@ -274,7 +296,7 @@ def attribution_summary(agree, spearman, model: str = "fine-tuned"):
         ax.set_xlabel("")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     axes[0, 0].get_legend().remove()
-    fig.legend(handles, labels, loc="outside lower center", ncol=4, fontsize=8)
+    legend_below(fig, handles, labels, fontsize=8)
     sp = spearman.assign(condition=spearman["model"] + "\n" + spearman["mode"])
     ax = axes[0, -1]
     sns.boxplot(sp, x="condition", y="spearman", hue="query", ax=ax, fliersize=1)
@@ -311,6 +333,6 @@ def token_bars(tables: dict, measures=("attention (entity → token)", "|input x
             ax.set_title(f"{name} · {mode}", fontsize=10)
             ax.set_ylabel("share of the row" if c == 0 else "")
     handles, labels = axes[0, 0].get_legend_handles_labels()
-    fig.legend(handles, labels, loc="outside lower center", ncol=len(measures), fontsize=9)
+    legend_below(fig, handles, labels, fontsize=9)
     fig.suptitle(f"Fine-tuned model, last layer (heads averaged) vs input x gradient; {GROUP_NOTE}", fontsize=11)
     return fig

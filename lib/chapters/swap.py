@@ -15,6 +15,7 @@ import pandas as pd
 
 from ..config import LABEL_NAMES, LABELS
 from ..metrics import draw_resamples, f1pn, f1pn_resampled, sentence_groups, softmax, to_labels
+from .plots import legend_below
 
 MEASURES = ("flip_rate", "dp_pos", "dp_neg", "f1pn_original", "f1pn_swapped", "f1pn_delta")
 _POS, _NEG = LABELS.index(1), LABELS.index(-1)
@@ -252,9 +253,7 @@ def effects_figure(table: pd.DataFrame, title: str = ""):
         ax.tick_params(axis="x", labelsize=8)
         ax.set_xlabel(label, fontsize=9)
     handles, labels = np.atleast_1d(axes)[0].get_legend_handles_labels()
-    fig.legend(
-        handles, labels, loc="outside lower center", ncol=len(labels), fontsize=8, title="copies", title_fontsize=8
-    )
+    legend_below(fig, handles, labels, fontsize=8, title="copies", title_fontsize=8)
     if title:
         fig.suptitle(title, fontsize=10)
     return fig

@@ -181,3 +181,22 @@ def test_save_narrows_a_wide_figure_to_the_page_with_its_outside_legend(tmp_path
     assert fig.get_size_inches()[1] == 4  # narrower panels, same height and text size
     narrow, _ = plt.subplots(figsize=(6, 3))
     assert plots.fit_width(narrow) < plots.MAX_WIDTH and narrow.get_size_inches()[0] == 6  # left alone
+
+
+def test_a_legend_below_takes_as_many_columns_as_fit_and_crushable_figures_are_kept():
+    fig, axes = plt.subplots(1, 2, figsize=(14, 4))
+    for k in range(8):
+        axes[0].plot([0, 1], [k, k + 1], label=f"a long legend entry number {k}")
+    leg = plots.legend_below(fig, *axes[0].get_legend_handles_labels())
+    assert 1 < leg._ncols < 8 and len(fig.legends) == 1  # more rows, no leftover legend
+    width = plots.fit_width(fig)
+    assert width <= plots.MAX_WIDTH + 0.01
+    assert text_problems(fig) == []
+    fig, ax = plt.subplots(figsize=(30, 3))  # would lose more than 40%: left as drawn
+    ax.set_title("x")
+    plots.fit_width(fig)
+    assert fig.get_size_inches()[0] == 30
+    short, ax = plt.subplots(figsize=(6, 3))
+    ax.plot([0, 1], [0, 1], label="one")
+    ax.plot([0, 1], [1, 0], label="two")
+    assert plots.legend_below(short, *ax.get_legend_handles_labels())._ncols == 2  # one row when it fits

@@ -209,7 +209,7 @@ def group_legend(fig, groups, extra: dict | None = None) -> None:
     items = dict(extra or {}) | {
         f"{GROUP_LABELS[g]} (label colour)": Patch(color=plots.GROUP_COLORS[g]) for g in present
     }
-    fig.legend(list(items.values()), list(items), loc="outside lower center", ncol=len(items), fontsize=MIN_PT + 1)
+    plots.legend_below(fig, list(items.values()), list(items), fontsize=MIN_PT + 1)
 
 
 def attention_maps(cells: dict, title: str, x_labels_every_row: bool):
