@@ -208,11 +208,15 @@ def layer_head_grid(
     return fig
 
 
+DODGE = 0.15  # layers between neighbouring conditions in layer_profile
+
+
 def layer_profile(
     profile, frozen: int = 0, queries=("cls", "entity"), groups=("entity", "special", "sentiment", "other")
 ):
-    """Mean mass per layer (heads averaged), one panel per query x group, one line per condition;
-    frozen layers shaded. `profile`: `lib.chapters.ch06.attention.Scan.layer_profile()`."""
+    """Mean mass per layer (heads averaged), one panel per query x group, one line per condition, the conditions
+    side by side within a layer (equal masses, as in frozen layers, stay four visible lines); frozen layers
+    shaded. `profile`: `lib.chapters.ch06.attention.Scan.layer_profile()`."""
     fig, axes = plt.subplots(
         len(queries),
         len(groups),
@@ -231,21 +235,21 @@ def layer_profile(
     for r, q in enumerate(queries):
         for c, g in enumerate(groups):
             ax = axes[r, c]
-            for (m, mode), (colour, ls) in styles.items():
+            for i, ((m, mode), (colour, ls)) in enumerate(styles.items()):
                 d = profile[
                     (profile["model"] == m)
                     & (profile["mode"] == mode)
                     & (profile["query"] == q)
                     & (profile["group"] == g)
                 ]
-                ax.plot(d["layer"], d["mass"], color=colour, ls=ls, marker="o", ms=3, label=f"{m} · {mode}")
+                x = d["layer"] + DODGE * (i - (len(styles) - 1) / 2)
+                ax.plot(x, d["mass"], color=colour, ls=ls, marker="o", ms=3, label=f"{m} · {mode}")
             if frozen:
                 ax.axvspan(0.5, frozen + 0.5, color="gray", alpha=0.15, lw=0, label="frozen in fine-tuning")
             ax.set_xticks(range(1, n_layers + 1))
             ax.tick_params(labelsize=8)
-            ax.set_ylim(
-                0, 1.15 * float(profile.loc[(profile["query"] == q) & (profile["group"] == g), "mass"].max()) + 1e-6
-            )
+            top = 1.15 * float(profile.loc[(profile["query"] == q) & (profile["group"] == g), "mass"].max()) + 1e-6
+            ax.set_ylim(-0.04 * top, top)  # a mass of 0 keeps its whole marker
             ax.set_title(f"{'[CLS]' if q == 'cls' else 'entity'} → {GROUP_NAMES.get(g, g)}", fontsize=10)
             if c == 0:
                 ax.set_ylabel("mean attention mass")
@@ -253,7 +257,7 @@ def layer_profile(
                 ax.set_xlabel("layer")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     legend_below(fig, handles, labels, fontsize=8)
-    fig.suptitle("Attention mass per layer, heads averaged", fontsize=11)
+    fig.suptitle("Attention mass per layer, heads averaged (conditions side by side within a layer)", fontsize=11)
     return fig
 
 
