@@ -86,7 +86,7 @@ def runs(prof: Profile) -> list[Run]:
     weight_folds = tuple(range(prof.weight_folds))
     for w in prof.weight_grid:
         cfg = config(prof, mode=prof.weight_mode, neutral_weight=w, epochs=prof.weight_epochs or prof.train.epochs)
-        out.append(Run(f"03/weight-{w:g}", "fold", f"neutral weight {w:g}", ("03",), cfg, weight_folds))
+        out.append(Run(f"03/weight-{w:g}", "fold", f"cross-entropy, neutral weight {w:g}", ("03",), cfg, weight_folds))
     for k, rate in msd_settings(prof):
         for seed in msd_seeds(prof):
             cfg = config(

@@ -37,7 +37,8 @@ NO_OP = {"neutral_bias": 0.0}  # b=0 is plain argmax; rule (a) has no no-op valu
 
 def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0, *, groups) -> pd.DataFrame:
     """F1pn, per-class precision/recall, predicted counts per label and in all polar (and bootstrap band) at
-    every grid value.
+    every grid value. A precision with no row predicted in its class (or a recall with none true) is undefined:
+    NaN, never 0.
 
     The band resamples clusters (`groups`, e.g. sentences; None: rows), one draw shared by every
     grid value, so neighbouring values are compared on the same resamples.
@@ -48,7 +49,7 @@ def sweep(y, logits, rule: str, grid=None, n_boot: int = 0, seed: int = 0, *, gr
     rows = []
     for v in grid:
         p = RULES[rule](logits, v)
-        prec, rec, _, _ = precision_recall_fscore_support(y, p, labels=list(LABELS), zero_division=0)
+        prec, rec, _, _ = precision_recall_fscore_support(y, p, labels=list(LABELS), zero_division=np.nan)
         row = {"param": float(v), "f1pn": f1pn(y, p), "n_polar": int(np.isin(p, (-1, 1)).sum())}
         row.update({f"n_pred_{lab}": int((p == lab).sum()) for lab in LABELS})
         row.update({f"precision_{lab}": pr for lab, pr in zip(LABELS, prec)})

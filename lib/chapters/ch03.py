@@ -91,13 +91,14 @@ def weight_study(study, weights) -> tuple[pd.DataFrame, pd.DataFrame]:
 
 
 def runs_note(weights: pd.DataFrame) -> str:
-    """What the weight runs are, read from their config: names, labels, backbone, mode, epochs, folds."""
+    """What the weight runs are, read from their config: names, backbone, mode, epochs, folds (the legend names
+    each run's objective)."""
     w = weights.drop_duplicates("run")
     one = lambda col: ", ".join(map(str, dict.fromkeys(w[col])))  # noqa: E731
     n_folds = len(str(w["folds"].iloc[0]).split(","))
     epochs = one("epochs")
     return (
-        f"runs {', '.join(w['run'])} ({', '.join(repr(x) for x in w['label'])}): {one('backbone')}, "
+        f"runs {', '.join(w['run'])}: {one('backbone')}, "
         f"mode {one('mode')}, {epochs} epoch{'' if epochs == '1' else 's'}, "
         f"{'fold' if n_folds == 1 else 'folds'} {one('folds')}"
     )
@@ -228,7 +229,7 @@ def polar_cut(s: pd.DataFrame, min_polar: int = MIN_POLAR) -> float:
 def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", "validation"), min_polar=MIN_POLAR):
     """Per class precision (solid) and recall (dashed) along rule (a)'s threshold t, one panel per split. Where
     fewer than `min_polar` rows are predicted polar, a precision is a ratio of a handful of rows: the curves stop
-    there and the cut is shaded."""
+    there and the cut is shaded. A class's precision is not drawn where no row is predicted in it (undefined)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -252,7 +253,7 @@ def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", 
     np.atleast_1d(axes)[0].set_ylabel("precision or recall of the class")
     handles = [Line2D([], [], color=LABEL_COLORS[lab], label=LABEL_NAMES[lab]) for lab in LABELS]
     handles += [
-        Line2D([], [], color="black", label="precision (solid)"),
+        Line2D([], [], color="black", label="precision (solid; none where no row is predicted in the class)"),
         Line2D([], [], color="black", ls="--", label="recall (dashed)"),
         Line2D([], [], color="black", ls="--", lw=1, label=f"t = {t:g}, chosen on train OOF"),
         Patch(color="grey", alpha=0.4, label=f"fewer than {min_polar} rows predicted polar: not drawn"),

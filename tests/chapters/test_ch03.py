@@ -120,11 +120,23 @@ def test_weight_figure_names_the_runs_and_shows_scores_and_gain_apart(logits):
     weights = pd.DataFrame(rows)
     note = ch03.runs_note(weights)
     assert (
-        "03/weight-0.1" in note and "'neutral weight 1'" in note and "mode unmasked, 1 epoch, fold 0" in note
+        "03/weight-0.1" in note and "03/weight-1:" in note and "mode unmasked, 1 epoch, fold 0" in note
     )  # no "(s)" plurals
     with matplotlib.rc_context():
         plots.setup()
         fig = ch03.weight_figure(weights, pd.concat(sweeps))
         assert len(fig.axes) == 3 and note in fig._suptitle.get_text()
         assert fig.axes[2].get_ylabel().startswith("F1pn gain") and text_problems(fig) == []
+        assert plots.fit_width(fig) <= plots.MAX_WIDTH + 0.01 and text_problems(fig) == []  # as saved: fits a page
         plt.close(fig)
+
+
+def test_sweep_leaves_a_precision_undefined_where_no_row_is_predicted_in_the_class():
+    from lib.rules import sweep
+
+    y = np.array([1, -1, 0, 0, 1, 0])
+    logits = np.log(np.array([[0.6, 0.1, 0.3]] * 6))  # LABELS order (-1, 0, 1): max polar prob 0.6 everywhere
+    s = sweep(y, logits, "threshold", grid=[0.5, 0.7], groups=None).set_index("param")
+    assert s.loc[0.5, "precision_-1"] == pytest.approx(1 / 6) and np.isnan(s.loc[0.5, "precision_0"])
+    assert np.isnan(s.loc[0.7, "precision_-1"]) and s.loc[0.7, "recall_-1"] == 0  # nothing predicted negative
+    assert s.loc[0.7, "precision_0"] == pytest.approx(0.5)
