@@ -224,10 +224,10 @@ def method_label(method: str, labels: dict | None = None) -> str:
 
 def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS, labels: dict | None = None):
     """Left: items/s per method, the median run as a point with min-max whiskers; right: ms per sentence vs N
-    (log-log), the same way, methods side by side; colours are the models' (`lib.chapters.plots`); legend outside."""
+    (log-log), the same way, methods side by side; colours are the models' (`lib.chapters.plots`); legend below."""
     from matplotlib.ticker import LogLocator, NullLocator, ScalarFormatter
 
-    from ..plots import model_color
+    from ..plots import legend_below, model_color
 
     n_runs = int(throughput["repeats"].max())
     ax = axes[0]
@@ -269,7 +269,7 @@ def plot(axes, throughput: pd.DataFrame, cost: pd.DataFrame, ns=NS, labels: dict
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(ScalarFormatter())
     ax.yaxis.set_minor_locator(NullLocator())
-    ax.legend(title="whiskers: min–max", loc="upper left", bbox_to_anchor=(1.02, 1.0))
+    legend_below(ax.figure, *ax.get_legend_handles_labels(), title="whiskers: min–max", fontsize=9)
 
 
 def headline(throughput: pd.DataFrame, cost: pd.DataFrame, prefix: str = "") -> dict:
