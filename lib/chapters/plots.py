@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -56,6 +57,14 @@ def fit_width(fig, max_width: float = MAX_WIDTH) -> float:
         canvas.draw()
         return fig.get_tightbbox(canvas.get_renderer()).width
 
+    canvas.draw()
+    title = fig._suptitle  # a one-line title wider than the page is wrapped (it would hold the figure wide)
+    if title is not None and title.get_text():
+        wide = title.get_window_extent(canvas.get_renderer()).width / fig.dpi
+        if wide > limit:
+            lines = title.get_text().split("\n")
+            chars = int(max(map(len, lines)) * (limit - 0.3) / wide)
+            title.set_text("\n".join(textwrap.fill(line, chars) for line in lines))
     for _ in range(4):  # the tight box follows the layout, which follows the size: a few rounds settle it
         width = saved()
         w, h = fig.get_size_inches()

@@ -200,3 +200,11 @@ def test_a_legend_below_takes_as_many_columns_as_fit_and_crushable_figures_are_k
     ax.plot([0, 1], [0, 1], label="one")
     ax.plot([0, 1], [1, 0], label="two")
     assert plots.legend_below(short, *ax.get_legend_handles_labels())._ncols == 2  # one row when it fits
+
+
+def test_fit_width_wraps_a_title_wider_than_the_page():
+    fig, axes = plt.subplots(1, 2, figsize=(14, 3))
+    fig.suptitle("a long title " * 20 + "\nsecond line")
+    assert plots.fit_width(fig) <= plots.MAX_WIDTH + 0.01
+    assert fig._suptitle.get_text().count("\n") >= 2 and fig._suptitle.get_text().endswith("second line")
+    assert text_problems(fig) == []
