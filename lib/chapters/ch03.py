@@ -227,9 +227,10 @@ def polar_cut(s: pd.DataFrame, min_polar: int = MIN_POLAR) -> float:
 
 
 def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", "validation"), min_polar=MIN_POLAR):
-    """Per class precision (solid) and recall (dashed) along rule (a)'s threshold t, one panel per split. Where
-    fewer than `min_polar` rows are predicted polar, a precision is a ratio of a handful of rows: the curves stop
-    there and the cut is shaded. A class's precision is not drawn where no row is predicted in it (undefined)."""
+    """Per class precision (thin, solid) and recall (wide, dashed) along rule (a)'s threshold t, one panel per
+    split. Where fewer than `min_polar` rows are predicted polar, a precision is a ratio of a handful of rows: the
+    curves stop there and the cut is shaded. A class's precision is not drawn where no row is predicted in it
+    (undefined)."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -241,9 +242,9 @@ def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", 
         s = sweeps[sweeps["on"] == name].sort_values("param")
         cut = polar_cut(s, min_polar)
         kept = s[s["param"] < cut]
-        for lab in LABELS:
-            ax.plot(kept["param"], kept[f"precision_{lab}"], color=LABEL_COLORS[lab])
-            ax.plot(kept["param"], kept[f"recall_{lab}"], color=LABEL_COLORS[lab], ls="--")
+        for lab in LABELS:  # recall wide and below, precision thin on top: equal values still show both
+            ax.plot(kept["param"], kept[f"recall_{lab}"], color=LABEL_COLORS[lab], ls="--", lw=3, alpha=0.6)
+            ax.plot(kept["param"], kept[f"precision_{lab}"], color=LABEL_COLORS[lab], lw=1.3)
         if np.isfinite(cut):
             ax.axvspan(cut, s["param"].max(), color="grey", alpha=0.2, lw=0)
             ax.annotate(f"t ≥ {cut:g}: cut", (cut, 0.5), xytext=(4, 0), textcoords="offset points", fontsize=9)
@@ -253,8 +254,8 @@ def precision_recall_figure(sweeps: pd.DataFrame, t: float, names=("train OOF", 
     np.atleast_1d(axes)[0].set_ylabel("precision or recall of the class")
     handles = [Line2D([], [], color=LABEL_COLORS[lab], label=LABEL_NAMES[lab]) for lab in LABELS]
     handles += [
-        Line2D([], [], color="black", label="precision (solid; none where no row is predicted in the class)"),
-        Line2D([], [], color="black", ls="--", label="recall (dashed)"),
+        Line2D([], [], color="black", lw=1.3, label="precision (solid; none where no row is predicted in the class)"),
+        Line2D([], [], color="black", ls="--", lw=3, alpha=0.6, label="recall (wide, dashed)"),
         Line2D([], [], color="black", ls="--", lw=1, label=f"t = {t:g}, chosen on train OOF"),
         Patch(color="grey", alpha=0.4, label=f"fewer than {min_polar} rows predicted polar: not drawn"),
     ]

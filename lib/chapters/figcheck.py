@@ -146,8 +146,8 @@ def clipped_markers(fig) -> list[str]:
 
 
 def hidden_lines(fig, share: float = 0.95) -> list[str]:
-    """Lines whose drawn path lies (>= `share` of it) under a line drawn later in the same axes: a reader sees
-    one line where the figure means two."""
+    """Lines whose drawn path lies (>= `share` of it) under a line at least as wide drawn later in the same axes:
+    a reader sees one line where the figure means two."""
     out = []
     for i, ax in enumerate(fig.axes):
         drawn = [ln for ln in ax.lines if ln.get_visible() and ln.get_linestyle() not in ("None", "", " ")]
@@ -160,8 +160,8 @@ def hidden_lines(fig, share: float = 0.95) -> list[str]:
             if not len(pa):
                 continue
             for b in order[a_pos + 1 :]:
-                if not len(paths[b]):
-                    continue
+                if not len(paths[b]) or lines[b].get_linewidth() < lines[a].get_linewidth():
+                    continue  # a wider line shows around a narrower one drawn over it
                 tol = max(1.0, lines[b].get_linewidth() * fig.dpi / 72 / 2)
                 d, _ = cKDTree(paths[b]).query(pa, distance_upper_bound=tol + 1e-9)
                 if np.isfinite(d).mean() >= share:

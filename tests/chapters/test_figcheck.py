@@ -166,6 +166,9 @@ def test_a_line_drawn_under_another_is_reported_and_close_lines_are_not():
     ax.axvline(0.501, color="black", ls="--", label="validation")  # the same pixel column: train is hidden
     (p,) = text_problems(fig)
     assert p == "line 'train' hidden under line 'validation' in axes 'lines'"
+    ax.lines[0].set_linewidth(4)  # wider than the line over it: it shows on both sides
+    assert text_problems(fig) == []
+    ax.lines[0].set_linewidth(1.5)
     ax.lines[0].set_xdata([0.45, 0.45])  # ~25 px apart: two lines a reader can see
     assert text_problems(fig) == []
     x = np.linspace(0, 1, 50)
