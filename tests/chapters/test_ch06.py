@@ -658,6 +658,9 @@ def chapter_figures(scan, groups=TOKEN_GROUPS):
         "heads": R.head_maps(
             {(n, *c): fake_view() for n in NAMES for c in A.CONDITIONS}, {n: groups for n in NAMES}, 9, 4, "Layer 9"
         ),
+        "one example's heads": R.head_maps(
+            {(NAMES[0], *c): fake_view() for c in A.CONDITIONS}, {NAMES[0]: groups}, 9, 4, "Layer 9"
+        ),
         "tokens": R.token_bars({(n, m): table for n in NAMES for m in A.COPIES}),
     }
 
@@ -727,3 +730,12 @@ def test_the_legend_names_only_the_token_groups_drawn():
     assert len(bars.legends) == 1 and "|input x gradient|" in texts and not any("corpus-associated" in t for t in texts)
     for fig in (with_words, without, bars):
         plt.close(fig)
+
+
+def test_one_examples_head_maps_are_a_two_by_two_grid_that_fits_a_page():
+    from lib.chapters import plots
+
+    plots.setup()
+    fig = R.head_maps({("negative", *c): fake_view() for c in A.CONDITIONS}, {"negative": TOKEN_GROUPS}, 9, 4, "L9")
+    assert len([ax for ax in fig.axes if ax.get_images()]) == 4 and "example: negative" in fig._suptitle.get_text()
+    assert plots.fit_width(fig) <= plots.MAX_WIDTH + 0.01

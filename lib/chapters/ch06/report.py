@@ -255,7 +255,12 @@ def example_maps(views: dict, groups, layers, title: str):
 
 def head_maps(views: dict, groups: dict, layer: int, head: int, title: str):
     """One head (numbered from 1) on several examples: {(example, model, mode): (attention tuple,
-    tokens)}; rows the examples, columns the conditions; `groups`: {example: group names}."""
+    tokens)}; rows the examples, columns the conditions (one example: rows the models, columns the copies);
+    `groups`: {example: group names}."""
+    examples = list(dict.fromkeys(k[0] for k in views))
+    if len(examples) == 1:  # one example: models as rows, copies as columns (a 2 x 2 grid fits a page)
+        cells = {(k[1], k[2]): (v[0][layer - 1][0, head - 1], v[1], groups[k[0]]) for k, v in views.items()}
+        return attention_maps(cells, f"{title}\nexample: {examples[0]}", x_labels_every_row=True)
     cells = {(k[0], " · ".join(k[1:])): (v[0][layer - 1][0, head - 1], v[1], groups[k[0]]) for k, v in views.items()}
     return attention_maps(cells, title, x_labels_every_row=True)
 
