@@ -1,9 +1,8 @@
 """Notebook 06's examples, tables, figures and answer text, from `lib.chapters.ch06.attention`'s computation.
 
-Figures keep `lib.chapters.plots`'s style (`plots.setup`, `plots.save`, its group colours). Two helpers any
-chapter may use: `readable` raises every text of a figure to at least MIN_PT points and moves axes
-legends off the data, and `sink_free_vmax` sets an attention map's colour scale without the special
-tokens ([CLS]/[SEP], <s>/</s>), which otherwise take most of the weight and wash the rest out.
+Figures keep `lib.chapters.plots`'s style (`plots.setup`, `plots.save`, its group colours). `readable` raises every
+text of a figure to at least MIN_PT points and moves axes legends off the data; `sink_free_vmax` sets an attention
+map's colour scale without the special tokens ([CLS]/[SEP], <s>/</s>), which otherwise take most of the weight.
 Layers and heads are numbered from 1, as in `lib.chapters.ch06.attention`; bertviz numbers both from 0.
 """
 
@@ -141,13 +140,9 @@ def token_shares(examples: list[dict]) -> pd.DataFrame:
 
 def mean_mass_table(scan: A.Scan, layers=None) -> pd.DataFrame:
     """Mean mass per condition and query (rows) and group (columns), over the given layers."""
-    return pd.DataFrame(
-        {
-            (m, c, q): {g: scan.row_mass(m, c, q, g, layers).mean() for g in A.GROUPS}
-            for m, c in A.CONDITIONS
-            for q in A.QUERIES
-        }
-    ).T.rename_axis(["model", "mode", "query"])
+    keys = [(m, c, q) for m, c in A.CONDITIONS for q in A.QUERIES]
+    rows = {k: {g: scan.row_mass(*k, g, layers).mean() for g in A.GROUPS} for k in keys}
+    return pd.DataFrame(rows).T.rename_axis(["model", "mode", "query"])
 
 
 def mass_panels(scan: A.Scan, query: str) -> dict:
