@@ -43,6 +43,16 @@ def cost_key(cfg: TrainConfig, precision) -> tuple:
     )
 
 
+def timing_batches(enc, train, cfg: TrainConfig, quantiles) -> list[np.ndarray]:
+    """Training batches of the loop's own kind (`lib.training.batches` over the whole set: length buckets, a
+    sentence's rows together where the recipe groups them), at the given quantiles of their padded length."""
+    lengths = [len(e["input_ids"]) for e in enc]
+    groups = train["sentence"].to_numpy() if cfg.group_sentences else None  # as training batches them
+    batches = T.batches(lengths, cfg.batch_size, True, cfg.bucket, np.random.default_rng(cfg.seed), groups)
+    order = np.argsort([max(lengths[i] for i in b) for b in batches], kind="stable")
+    return [np.asarray(batches[order[int(q * (len(order) - 1))]]) for q in quantiles]
+
+
 def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = "cpu", steps: int = 3) -> float:
     """Mean wall seconds of an optimiser step, timed on `steps` batches of the training loop's own kind (length
     buckets of the whole training set, as `lib.training.batches` makes them) at the 20th to 80th percentile of
@@ -53,11 +63,7 @@ def seconds_per_step(cfg: TrainConfig, backbone_path: str, train, device: str = 
     model.to(dev).train()
     enc = T.encode_df(tok, train, cfg)
     y = train["label"].to_numpy()
-    lengths = [len(e["input_ids"]) for e in enc]
-    groups = train["sentence"].to_numpy() if cfg.group_sentences else None  # as training batches them
-    batches = T.batches(lengths, cfg.batch_size, True, cfg.bucket, np.random.default_rng(cfg.seed), groups)
-    order = np.argsort([max(lengths[i] for i in b) for b in batches], kind="stable")
-    picked = [batches[order[int(q * (len(order) - 1))]] for q in (0.5, *np.linspace(0.2, 0.8, steps))]
+    picked = timing_batches(enc, train, cfg, (0.5, *np.linspace(0.2, 0.8, steps)))
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
     scaler = torch.amp.GradScaler(enabled=precision == "fp16")
     loss_fn, row_weight = T.step_objective(cfg, dev)

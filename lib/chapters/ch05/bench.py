@@ -26,6 +26,7 @@ import torch
 from ... import model as hm
 from ... import sbert
 from ... import training as T
+from ...calibrate import timing_batches
 from ...training import encode_df, predict
 
 NS = (1, 2, 4, 8, 16)
@@ -294,14 +295,6 @@ def deployment_label(mode: str, k: int) -> str:
     return f"{'HAMAM (+ masked pass)' if mode == 'hamam' else 'unmasked (one pass)'}, K = {k}"
 
 
-def _step_batches(enc, batch_size: int, steps: int, seed: int) -> list[np.ndarray]:
-    """`steps` training batches at the 20th-80th percentile of padded length (the loop's own bucketing)."""
-    lengths = [len(e["input_ids"]) for e in enc]
-    bs = T.batches(lengths, batch_size, True, True, np.random.default_rng(seed))
-    order = np.argsort([max(lengths[i] for i in b) for b in bs], kind="stable")
-    return [np.asarray(bs[order[int(q * (len(order) - 1))]]) for q in np.linspace(0.2, 0.8, steps)]
-
-
 def deployment_cost(
     backbone: str, cfg, train: pd.DataFrame, val: pd.DataFrame, device="cpu", steps=4, rows=128, repeat=5, seed=13
 ) -> pd.DataFrame:
@@ -316,29 +309,28 @@ def deployment_cost(
     dev = T.pick_device(str(device))
     precision = T.resolve_precision(cfg.precision, dev)
     sample = sample_rows(val, rows, seed)
+    built = {(m, k): hm.build(backbone, replace(cfg, mode=m, msd_k=k)) for m, k in DEPLOYMENT}
+    tok = built[DEPLOYMENT[0]][1]  # inputs depend on the tokenizer and max_length, not on the mode or K: encoded once
+    enc_tr, enc_val, y = encode_df(tok, train, cfg), encode_df(tok, sample, cfg), train["label"].to_numpy()
+    micro = cfg.batch_size // cfg.grad_accum_steps
+    picked = timing_batches(enc_tr, train, cfg, np.linspace(0.2, 0.8, steps))
+    parts = [T.step_parts(enc_tr, b, y, tok.pad_token_id, micro, dev) for b in picked]
     jobs = {}
-    for mode, k in DEPLOYMENT:
-        c = replace(cfg, mode=mode, msd_k=k)
-        model, tok = hm.build(backbone, c)
+    for key, (model, _) in built.items():
         model.to(dev)
-        enc_tr, enc_val = encode_df(tok, train, c), encode_df(tok, sample, c)
-        y = train["label"].to_numpy()
-        picked = _step_batches(enc_tr, c.batch_size, steps, seed)
-        loss_fn, row_weight = T.step_objective(c, dev)
-        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=c.lr)
+        loss_fn, row_weight = T.step_objective(model.cfg, dev)
+        opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=cfg.lr)
         scaler = torch.amp.GradScaler(enabled=precision == "fp16")
-        micro = c.batch_size // c.grad_accum_steps
-        parts = [T.step_parts(enc_tr, b, y, tok.pad_token_id, micro, dev) for b in picked]
 
-        def train_steps(model=model, opt=opt, scaler=scaler, parts=parts, loss_fn=loss_fn, rw=row_weight, c=c):
+        def train_steps(model=model, opt=opt, scaler=scaler, loss_fn=loss_fn, rw=row_weight):
             model.train()
             for p in parts:
-                T.optimiser_step(model, opt, scaler, p, loss_fn, rw, dev, precision, c.grad_clip)
+                T.optimiser_step(model, opt, scaler, p, loss_fn, rw, dev, precision, cfg.grad_clip)
 
-        def infer(model=model, enc=enc_val, pad=tok.pad_token_id):
-            predict(model, enc, pad, dev, precision=precision)
+        def infer(model=model):
+            predict(model, enc_val, tok.pad_token_id, dev, precision=precision)
 
-        jobs[(mode, k)] = (train_steps, infer)
+        jobs[key] = (train_steps, infer)
     for train_steps, infer in jobs.values():  # warm-up: allocation and kernels' first use
         train_steps(), infer()
     times = {key: ([], []) for key in jobs}
@@ -348,11 +340,11 @@ def deployment_cost(
                 t0 = time.perf_counter()
                 fn()
                 out.append(time.perf_counter() - t0)
-    ref = times[DEPLOYMENT[0]]
+    ref = [np.asarray(t) for t in times[DEPLOYMENT[0]]]
     out = []
     for (mode, k), (tr, inf) in times.items():
+        r_tr, r_inf = np.asarray(tr) / ref[0], np.asarray(inf) / ref[1]  # each timing run against the recipe's
         tr, inf = np.asarray(tr) / steps, 1000 * np.asarray(inf) / len(sample)
-        r_tr, r_inf = tr / (np.asarray(ref[0]) / steps), inf / (1000 * np.asarray(ref[1]) / len(sample))
         out.append(
             {
                 "variant": deployment_label(mode, k),
