@@ -23,9 +23,14 @@ from scipy.spatial import cKDTree
 SHRINK = 1.0  # px taken off every side of a text box, so texts that only touch do not count as overlapping
 
 
+def agg_canvas(fig) -> FigureCanvasAgg:
+    """The figure's Agg canvas (one is attached where it has another): what savefig's PNG is drawn with."""
+    return fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+
+
 def _drawn_texts(fig):
     """Draw `fig` with Agg; returns (renderer, texts drawn), each Text once, in drawing order."""
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas = agg_canvas(fig)
     drawn, original = {}, Text.draw
 
     def spy(self, renderer):

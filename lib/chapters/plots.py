@@ -11,6 +11,7 @@ import seaborn as sns
 from matplotlib.ticker import FuncFormatter, MaxNLocator
 
 from ..config import LABEL_NAMES  # noqa: F401  (re-exported for the chapters)
+from .figcheck import agg_canvas, text_problems
 from .style import (  # noqa: F401  (re-exported: the chapters call plots.<name>)
     AXIS_LABELS,
     BEST_MARK,
@@ -36,7 +37,7 @@ def setup() -> None:
     )
 
 
-CHECKS = "figure_checks.json"
+CHECKS = "figure_checks.json"  # beside the figures: what lib.chapters.figcheck found in each saved figure
 # a saved figure at most this wide (inches; ~1,270 px at savefig.dpi 110): a page read in a 1400-px window shows
 # every panel and legend without scrolling. Wider figures are narrowed, text kept at its size.
 MAX_WIDTH = 11.5
@@ -47,9 +48,7 @@ def fit_width(fig, max_width: float = MAX_WIDTH) -> float:
     by narrowing the figure with its text kept at its size, so the panels give the room (figcheck then sees any
     crowding); legends below the panels fit by `legend_below`. A figure that would have to lose more than 40% of
     its width is left as drawn. Returns the saved width in inches."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas = agg_canvas(fig)
     pad = 2 * float(plt.rcParams["savefig.pad_inches"]) if plt.rcParams["savefig.bbox"] == "tight" else 0.0
     limit, original = max_width - pad, tuple(fig.get_size_inches())  # savefig pads the tight box on both sides
 
@@ -57,7 +56,6 @@ def fit_width(fig, max_width: float = MAX_WIDTH) -> float:
         canvas.draw()
         return fig.get_tightbbox(canvas.get_renderer()).width
 
-    canvas.draw()
     title = fig._suptitle  # a one-line title wider than the page is wrapped (it would hold the figure wide)
     if title is not None and title.get_text():
         wide = title.get_window_extent(canvas.get_renderer()).width / fig.dpi
@@ -80,9 +78,7 @@ def fit_width(fig, max_width: float = MAX_WIDTH) -> float:
 def legend_below(fig, handles, labels=None, max_width: float = MAX_WIDTH, **kw):
     """A figure legend below the panels with as many columns as fit `max_width` inches (one row when they all
     fit, more rows otherwise), so it never makes the saved figure wider than a page."""
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-
-    canvas = fig.canvas if isinstance(fig.canvas, FigureCanvasAgg) else FigureCanvasAgg(fig)
+    canvas = agg_canvas(fig)
     entries = {"handles": handles} if labels is None else {"handles": handles, "labels": labels}
     for ncol in range(len(handles), 0, -1):
         leg = fig.legend(**entries, loc="outside lower center", ncol=ncol, **kw)
@@ -96,8 +92,6 @@ def save(fig, name: str, folder: Path) -> None:
     problems found are recorded in `figure_checks.json` beside it, which the smoke-run test requires empty.
     Returns nothing, so a notebook cell ending with it echoes no path of this machine."""
     import json
-
-    from .figcheck import text_problems
 
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
