@@ -186,7 +186,8 @@ MIN_POLAR = 20  # precision/recall curves stop where fewer rows than this are pr
 
 def sweep_figure(sweeps: pd.DataFrame, chosen: dict):
     """F1pn along each rule's parameter on train OOF, validation and unseen-sentence validation rows, with the
-    sentence-clustered 95% band; the OOF-chosen value dashed. One legend, below the panels."""
+    sentence-clustered 95% band; the OOF-chosen value dashed over the wide no-op line (b = 0). One legend, below
+    the panels."""
     import matplotlib.pyplot as plt
     from matplotlib.lines import Line2D
     from matplotlib.patches import Patch
@@ -205,16 +206,16 @@ def sweep_figure(sweeps: pd.DataFrame, chosen: dict):
             ax.plot(s["param"], s["f1pn"], color=split_color(name))
             if "f1pn_lo" in s:
                 ax.fill_between(s["param"], s["f1pn_lo"], s["f1pn_hi"], color=split_color(name), alpha=0.15, lw=0)
+        if rule in NO_OP:  # wide and beneath: a chosen value equal to it still shows both lines
+            ax.axvline(NO_OP[rule], color="grey", lw=4, alpha=0.35)
         ax.axvline(chosen[rule], color="black", ls="--", lw=1)
-        if rule in NO_OP:
-            ax.axvline(NO_OP[rule], color="grey", ls=":", lw=1)
         title = "rule (a): threshold t" if rule == "threshold" else "rule (b): neutral bias b"
         ax.set(xlabel=xlabels[rule], ylabel="F1pn", title=f"{title}; chosen on OOF: {chosen[rule]:g}")
     handles = [Line2D([], [], color=split_color(n), label=n) for n in names]
     handles += [
         Patch(color="grey", alpha=0.3, label="95% CI (sentence-cluster bootstrap)"),
         Line2D([], [], color="black", ls="--", lw=1, label="value chosen on train OOF"),
-        Line2D([], [], color="grey", ls=":", lw=1, label="b = 0: plain argmax"),
+        Line2D([], [], color="grey", lw=4, alpha=0.35, label="b = 0: plain argmax"),
     ]
     legend_below(fig, handles)
     return fig

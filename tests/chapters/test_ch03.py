@@ -140,3 +140,27 @@ def test_sweep_leaves_a_precision_undefined_where_no_row_is_predicted_in_the_cla
     assert s.loc[0.5, "precision_-1"] == pytest.approx(1 / 6) and np.isnan(s.loc[0.5, "precision_0"])
     assert np.isnan(s.loc[0.7, "precision_-1"]) and s.loc[0.7, "recall_-1"] == 0  # nothing predicted negative
     assert s.loc[0.7, "precision_0"] == pytest.approx(0.5)
+
+
+def test_sweep_figure_shows_both_lines_when_the_chosen_bias_is_the_plain_argmax(logits):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from lib.chapters import plots
+    from lib.chapters.figcheck import text_problems
+
+    rng = np.random.default_rng(3)
+    ys = {on: rng.choice([-1, 0, 1], len(logits)) for on in ("train OOF", "validation")}  # two different splits
+    sweeps = pd.concat(
+        rules.sweep(y, logits, rule, groups=None).assign(rule=rule, on=on)
+        for rule in rules.RULES
+        for on, y in ys.items()
+    )
+    with matplotlib.rc_context():
+        plots.setup()
+        fig = ch03.sweep_figure(sweeps, {"threshold": 0.4, "neutral_bias": 0.0})  # chosen b = the b = 0 line
+        plots.fit_width(fig)
+        assert text_problems(fig) == []
+        plt.close(fig)
