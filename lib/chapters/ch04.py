@@ -245,17 +245,20 @@ def curves_figure(out: dict, rate: float, fraction: float = FRACTION):
     colors = k_colors(ks)
     fig, axes = plt.subplots(1, 3, figsize=(16, 4.4), gridspec_kw={"width_ratios": [1.4, 1.4, 1]})
     handles = []
-    for k in ks:
+    # equal curves stay visible: means beneath (the first K widest), seed runs on top, each narrower than the last
+    keys = [(k, key) for k in ks for key, _ in h[h["K"] == k].groupby(["seed", "fold"])]
+    thin = dict(zip(keys, np.linspace(1.9, 0.8, len(keys))))
+    for i, k in enumerate(ks):
         hk, ck, rk = h[h["K"] == k], c[c["K"] == k], runs[runs["K"] == k]
-        for _, g in hk.groupby(["seed", "fold"]):
-            axes[0].plot(g["step"], g["held_f1pn"], color=colors[k], lw=0.8, alpha=0.45)
-        for _, g in ck.groupby(["seed", "fold"]):
-            axes[1].plot(g["step"], g["loss"], color=colors[k], lw=0.8, alpha=0.45)
         n = len(rk)
         m = _seed_mean(hk, "step", "held_f1pn", "eval")
-        axes[0].plot(m["x"], m["y"], color=colors[k], lw=2.6)
+        axes[0].plot(m["x"], m["y"], color=colors[k], lw=2.6 + 0.6 * (len(ks) - 1 - i), zorder=2)
         m = _seed_mean(ck, "step", "loss", "step")
-        axes[1].plot(m["x"], m["y"], color=colors[k], lw=2.6)
+        axes[1].plot(m["x"], m["y"], color=colors[k], lw=2.6 + 0.6 * (len(ks) - 1 - i), zorder=2)
+        for key, g in hk.groupby(["seed", "fold"]):
+            axes[0].plot(g["step"], g["held_f1pn"], color=colors[k], lw=thin[(k, key)], alpha=0.45, zorder=3)
+        for key, g in ck.groupby(["seed", "fold"]):
+            axes[1].plot(g["step"], g["loss"], color=colors[k], lw=thin.get((k, key), 0.8), alpha=0.45, zorder=3)
         reach = hk.merge(rk[["seed", "fold", "steps_to_95"]], on=["seed", "fold"])
         reach = reach[reach["step"] == reach["steps_to_95"]]
         axes[0].scatter(reach["step"], reach["held_f1pn"], color=colors[k], edgecolor="black", s=28, zorder=3)

@@ -85,3 +85,16 @@ def test_learning_curves_average_only_as_far_as_the_shortest_run():
     bold = [line for line in fig.axes[0].lines if line.get_linewidth() > 2]
     assert len(bold) == 2 and all(line.get_xdata().max() == 30 for line in bold)
     assert text_problems(fig) == []
+
+
+def test_learning_curves_keep_every_line_visible_when_seeds_and_k_give_equal_curves():
+    hist, curves, rows = [], [], []
+    for k in (1, 5):
+        for seed in (13, 14, 15, 16):
+            h = history(list(np.linspace(0.1, 0.5, 8)), every=5)  # the worst case: every curve the same
+            hist += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "eval": i, **e} for i, e in enumerate(h)]
+            curves += [{"K": k, "rate": 0.3, "seed": seed, "fold": 0, "step": i + 1, "loss": 1.0} for i in range(40)]
+            rows.append({"K": k, "rate": 0.3, "seed": seed, "fold": 0, "steps_to_95": ch04.steps_to_fraction(h)})
+    out = {"hist": pd.DataFrame(hist), "curves": pd.DataFrame(curves), "runs": pd.DataFrame(rows)}
+    fig = ch04.curves_figure(out, 0.3)
+    assert not [p for p in text_problems(fig) if "hidden" in p]
