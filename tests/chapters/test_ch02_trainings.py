@@ -151,3 +151,19 @@ def test_pooled_averages_every_model_and_refuses_one_fold_of_several_models():
         p.ensemble("validation", [0])
     with pytest.raises(ValueError, match="several models per fold"):
         p.checkpoint(0)
+
+
+def test_learning_curves_keep_every_fold_visible_when_folds_give_equal_curves():
+    from types import SimpleNamespace
+
+    from lib.chapters.figcheck import text_problems  # draws the figure first: lines sit where a reader sees them
+
+    history = [{"step": s, "held_f1pn": 0.1 + s / 100, "train_loss": 1.0} for s in (10, 20, 30, 40)]
+    runs = {m: SimpleNamespace(runs=[{"fold": f, "history": history} for f in range(5)]) for m in ("hamam", "unmasked")}
+    fig = tr.learning_curves(runs)  # the worst case: every fold's curve the same
+    assert [len(ax.lines) for ax in fig.axes] == [5, 5, 5, 5]
+    assert not [p for p in text_problems(fig) if "hidden" in p]
+    # the check itself still sees equal lines drawn in the wrong order (widest last)
+    ax = fig.axes[0]
+    ax.plot(*ax.lines[0].get_data(), lw=5)
+    assert [p for p in text_problems(fig) if "hidden" in p]

@@ -279,3 +279,30 @@ def figure(models: pd.DataFrame, ensembles: pd.DataFrame, diffs: pd.DataFrame, p
     bx.set_ylim(-0.6, len(comps) - 0.4)
     bx.set(xlabel="paired difference in validation F1pn", title="squares: over trainings; diamonds: ensemble")
     return fig
+
+
+def learning_curves(runs: dict[str, KFoldResult]):
+    """Early-stopping F1pn (inner split; points where it was measured) and the mean training loss since the
+    previous evaluation, one line per fold, one column per mode. Folds that coincide (a tiny model) stay
+    visible: fold 0 is drawn widest and each later fold narrower on top of it."""
+    import matplotlib.pyplot as plt
+
+    hist = pd.DataFrame([{**h, "mode": m, "fold": r["fold"]} for m, res in runs.items() for r in res.runs for h in r["history"]])
+    gap = hist.groupby(["mode", "fold"])["step"].diff()
+    hist = hist[~(gap < 0.5 * gap.median())]  # drop the tail check a few steps after the last regular one
+    folds = sorted(hist["fold"].unique())
+    width = dict(zip(folds, np.linspace(3.0, 1.0, len(folds)) if len(folds) > 1 else [1.6]))
+    colour = dict(zip(folds, plt.get_cmap("tab10").colors))
+    fig, axes = plt.subplots(2, len(runs), figsize=(4.6 * len(runs), 6), sharex=True, sharey="row", squeeze=False)
+    for j, m in enumerate(runs):
+        for f in folds:
+            h = hist[(hist["mode"] == m) & (hist["fold"] == f)]
+            kw = {"color": colour[f], "lw": width[f], "label": f"fold {f}"}
+            axes[0, j].plot(h["step"], h["held_f1pn"], marker="o", ms=3 + width[f], **kw)
+            axes[1, j].plot(h["step"], h["train_loss"], **kw)
+        axes[0, j].set_title(m)
+        axes[1, j].set_xlabel("step")
+    axes[0, 0].set_ylabel("inner-split F1pn")
+    axes[1, 0].set_ylabel("training loss")
+    axes[0, 0].legend(fontsize=8)
+    return fig
