@@ -287,7 +287,8 @@ def learning_curves(runs: dict[str, KFoldResult]):
     visible: fold 0 is drawn widest and each later fold narrower on top of it."""
     import matplotlib.pyplot as plt
 
-    hist = pd.DataFrame([{**h, "mode": m, "fold": r["fold"]} for m, res in runs.items() for r in res.runs for h in r["history"]])
+    rows = [{**h, "mode": m, "fold": r["fold"]} for m, res in runs.items() for r in res.runs for h in r["history"]]
+    hist = pd.DataFrame(rows)
     gap = hist.groupby(["mode", "fold"])["step"].diff()
     hist = hist[~(gap < 0.5 * gap.median())]  # drop the tail check a few steps after the last regular one
     folds = sorted(hist["fold"].unique())
