@@ -4,7 +4,11 @@ parts of one run (the same commit, chapters filled in more than one go with --on
 that ran every chapter is a whole run and starts a new record. `runs` holds each plan run's training seconds
 from its folds' done.json, whenever and wherever they trained.
 
+Training done before `run_all.sh` (e.g. `python -m lib.train materialise` in the background, in several goes) is
+part of the run's wall time: `--add --note` adds such a part to the current record instead of starting a new one.
+
     python scripts/run_record.py --profile cpu --seconds 4545 [--only 02]
+    python scripts/run_record.py --profile cpu --seconds 7199 --add --note "training, 15 fold jobs, 2026-12-06"
 """
 
 from __future__ import annotations
@@ -41,17 +45,24 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu")
     ap.add_argument("--seconds", type=float, required=True, help="wall seconds of this part of the run")
     ap.add_argument("--only", default="", help="the chapters this part ran (empty: all)")
+    ap.add_argument("--add", action="store_true", help="add this part to the current record (training done before)")
+    ap.add_argument("--note", default="", help="what this part was: when, what ran, what else shared the machine")
     args = ap.parse_args(argv)
+    if args.add and not args.note:
+        ap.error("--add needs --note (say what the part ran, when, and what else shared the machine)")
     prof = get_profile(args.profile)
     path = results_path(prof.name)
     doc = json.loads(path.read_text()) if path.is_file() else {}
     commit = code_commit()
     old = doc.get("run", {})
     same_run = old.get("commit") == commit and bool(args.only)  # a whole run does not add to an earlier one
-    parts = old.get("parts", []) if same_run else []
-    parts.append({"only": args.only or "all", "seconds": round(args.seconds)})
+    if args.add and not old:
+        raise SystemExit(f"{path}: no run record to add a part to (run ./run_all.sh first)")
+    parts = old.get("parts", []) if same_run or args.add else []
+    part = {"only": "training" if args.add else args.only or "all", "seconds": round(args.seconds)}
+    parts.append({**part, **({"note": args.note} if args.note else {})})
     doc["run"] = {
-        "commit": commit,
+        "commit": old["commit"] if args.add else commit,  # an added part joins the run it belongs to
         "seconds": sum(p["seconds"] for p in parts),
         "parts": parts,
         "hardware": hardware(),

@@ -54,6 +54,7 @@ def test_run_all_smoke_executes_every_notebook_and_regenerates_figures():
     assert {"hardware", "torch", "transformers", "parts"} <= set(run) and "02/hamam" in run["runs"]
     assert {c["commit"] for c in results["chapters"].values()} == {run["commit"]}
     assert all(results["chapters"][n[:2]]["numbers"] for n in NOTEBOOKS)  # every chapter records its numbers
+    assert all(results["chapters"][n[:2]]["answers"] for n in NOTEBOOKS)  # ... and its answers, for the README
     for page in sorted((ROOT / "runs" / "smoke" / "reports").glob("*.html")):  # clean pages: no leftover output
         text = page.read_text()
         for leftover in ("PosixPath(", "Traceback", "Default prompt name is set to"):
@@ -175,3 +176,7 @@ def test_run_record_adds_parts_of_one_run_and_a_whole_run_starts_a_new_record(tm
     run = record("--seconds", "9")
     assert run["seconds"] == 9 and len(run["parts"]) == 1  # a second whole run replaces it, never adds
     assert run["runs"]["02/hamam"]["seconds"] == 3000.0 and run["commit"]
+    run = record("--seconds", "100", "--add", "--note", "training before")  # training done beforehand
+    assert run["seconds"] == 109 and run["parts"][-1] == {"only": "training", "seconds": 100, "note": "training before"}
+    with pytest.raises(SystemExit):
+        rec.main(["--profile", "smoke", "--seconds", "5", "--add"])  # an added part must say what it was

@@ -30,6 +30,7 @@ class Study:
     data: dict
     device: object
     started: float = field(default_factory=time.perf_counter)
+    answers: list[str] = field(default_factory=list)  # the chapter's computed answers, in page order
 
     @property
     def train(self) -> pd.DataFrame:
@@ -93,6 +94,16 @@ def setup(
 # --- comparisons and text -----------------------------------------------------------------------
 
 
+def answer(study: Study, text: str) -> None:
+    """Show one of the chapter's computed answers (Markdown) and keep it: `record` writes the chapter's answers
+    into results.json, from which scripts/readme_results.py writes the README's results, so the README says what
+    the page says."""
+    from IPython.display import Markdown, display
+
+    study.answers.append(text.strip())
+    display(Markdown(text))
+
+
 def verdict(row) -> str:
     """One line for a paired difference: direction, and whether its 95% CI excludes 0."""
     sure = (
@@ -127,7 +138,8 @@ def code_commit() -> str:
 
 
 def record(study: Study, chapter: str, numbers: dict, backbone: str | None = None, **extra) -> dict:
-    """Write one chapter's headline numbers ({name: [value, lo, hi]}) into the profile's results.json.
+    """Write one chapter's headline numbers ({name: [value, lo, hi]}) and its answers so far (`answer`) into the
+    profile's results.json.
 
     Rewrites only this chapter's entry, so chapters can be re-run alone."""
     path = results_path(study.prof.name)
@@ -141,6 +153,7 @@ def record(study: Study, chapter: str, numbers: dict, backbone: str | None = Non
         "seconds": round(time.perf_counter() - study.started),
         "hardware": hardware(),
         "numbers": clean,
+        "answers": list(study.answers),
         **extra,
     }
     doc["chapters"] = dict(sorted(doc["chapters"].items()))
