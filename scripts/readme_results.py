@@ -17,6 +17,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 BEGIN = "<!-- results:begin (written by `python scripts/readme_results.py --write` from figures/results.json) -->"
 END = "<!-- results:end -->"
+GOAL, CEILING = 9_000, 12_000  # the whole run's wall seconds: goal and ceiling (README, "Budget")
 
 
 def title(chapter: str, notebooks: Path) -> tuple[str, str]:
@@ -39,10 +40,12 @@ def run_paragraph(run: dict) -> str:
     parts = "; ".join(f"{p['only']}: {p['seconds']:,} s{n}" for p, n in zip(run["parts"], notes))
     trained = run.get("runs", {})
     total = sum(r["seconds"] for r in trained.values())
+    s = run["seconds"]
+    budget = "within the goal" if s <= GOAL else "over the goal" if s <= CEILING else "over the ceiling"
     lines = [
-        f"**The run.** Code of commit `{run['commit'][:12]}`, cpu profile: **{run['seconds']:,} s** "
-        f"({duration(run['seconds'])}) of wall time in {len(run['parts'])} part(s) ({parts}), on {run['hardware']}, "
-        f"precision {run['precision']}, torch {run['torch']}, transformers {run['transformers']}.",
+        f"**The run.** Code of commit `{run['commit'][:12]}`, cpu profile: **{s:,} s** ({duration(s)}) of wall "
+        f"time in {len(run['parts'])} part(s) ({parts}), on {run['hardware']}, precision {run['precision']}, torch "
+        f"{run['torch']}, transformers {run['transformers']}: {budget} ({GOAL:,} s / {CEILING:,} s).",
     ]
     if trained:
         lines += [
@@ -61,6 +64,15 @@ def run_paragraph(run: dict) -> str:
 def render(doc: dict, notebooks: Path = ROOT / "notebooks", pages: str = "reports") -> str:
     """The block's text (markers included) for a results.json document."""
     out = [BEGIN, ""]
+    if not any(e.get("answers") for e in doc.get("chapters", {}).values()):
+        chapters = ", ".join(doc.get("chapters", {}))
+        out += [
+            f"`figures/results.json` still holds an earlier run's numbers (chapters {chapters}), recorded before "
+            "the chapters kept their answers: read them on the pages in `reports/`, from the same run. The next "
+            "full run of `./run_all.sh` writes this block.",
+            "",
+        ]
+        return "\n".join(out + [END]) + "\n"
     if "run" in doc:
         out += [run_paragraph(doc["run"]), ""]
     for ch, entry in doc.get("chapters", {}).items():

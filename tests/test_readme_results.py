@@ -38,6 +38,10 @@ def test_the_block_carries_every_answer_and_the_run_record_in_chapter_order():
     assert block.index("RuSentNE-23") < block.index("Goal missed") < block.index("Swaps")
     assert "9,000 s" in block and "2 h 30 min" in block and "`0123456789ab`" in block and "in the background" in block
     assert "| `02/hamam` | 5 | 2,000 |" in block
+    assert "within the goal" in block  # 9,000 s: the goal exactly
+    over = json.loads(json.dumps(DOC))
+    over["run"]["seconds"] = 12_001
+    assert "over the ceiling" in rr.render(over)
     assert "#### 02 · HAMAM training" in block  # the notebook's own title
     assert "(reports/02_hamam_training.html)" in block
 
@@ -54,6 +58,13 @@ def test_check_fails_when_the_readme_drifts_from_the_results(tmp_path):
     assert rr.check("# Study without a block\n", DOC) is not None  # results with answers must be in the README
     with pytest.raises(SystemExit):
         rr.replace_block("no markers", rr.render(DOC))
+
+
+def test_results_from_before_answers_point_to_the_pages_and_need_no_block():
+    old = {"chapters": {"02": {"seconds": 269, "numbers": {"02.hamam.validation.all": [0.571, 0.54, 0.601]}}}}
+    block = rr.render(old)
+    assert "earlier run" in block and "0.571" not in block  # no number without its answer's words
+    assert rr.check("# Study without a block\n", old) is None
 
 
 def test_the_committed_readme_says_what_the_committed_results_say():
