@@ -80,4 +80,6 @@ echo "done: $ran notebook(s) in $(( $(date +%s) - total_start ))s; executed copi
 # the run as data: commit, wall seconds (parts of one commit add up), hardware, precision, versions, per-run seconds
 if [ -z "$data_dir" ]; then
   python scripts/run_record.py --profile "$profile" --seconds "$(( $(date +%s) - run_start ))" ${only:+--only "$only"}
+  # the README's results block says what results.json says (the committed profile only)
+  if [ "$profile" = cpu ]; then python scripts/readme_results.py --write; fi
 fi
