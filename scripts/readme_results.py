@@ -42,9 +42,10 @@ def run_paragraph(run: dict) -> str:
     total = sum(r["seconds"] for r in trained.values())
     s = run["seconds"]
     budget = "within the goal" if s <= GOAL else "over the goal" if s <= CEILING else "over the ceiling"
+    n = f"{len(run['parts'])} part" + ("s" if len(run["parts"]) > 1 else "")
     lines = [
         f"**The run.** Code of commit `{run['commit'][:12]}`, cpu profile: **{s:,} s** ({duration(s)}) of wall "
-        f"time in {len(run['parts'])} part(s) ({parts}), on {run['hardware']}, precision {run['precision']}, torch "
+        f"time in {n} ({parts}), on {run['hardware']}, precision {run['precision']}, torch "
         f"{run['torch']}, transformers {run['transformers']}: {budget} ({GOAL:,} s / {CEILING:,} s).",
     ]
     if trained:
