@@ -125,7 +125,7 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     ap.add_argument("--input", required=True, help="tab-separated file in the competition's columns")
     ap.add_argument("--output", required=True)
-    ap.add_argument("--run", default="02/hamam", help="a fold run of the plan (default: the headline)")
+    ap.add_argument("--run", default="02/hamam", help="a fold run of the plan (default: 02/hamam, the recipe's seed)")
     ap.add_argument("--rule", default="threshold", choices=RULES, help="decision rule (threshold chosen on OOF rows)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
