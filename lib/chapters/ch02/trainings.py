@@ -287,6 +287,8 @@ def learning_curves(runs: dict[str, KFoldResult]):
     visible: fold 0 is drawn widest and each later fold narrower on top of it."""
     import matplotlib.pyplot as plt
 
+    from ..plots import legend_below
+
     rows = [{**h, "mode": m, "fold": r["fold"]} for m, res in runs.items() for r in res.runs for h in r["history"]]
     hist = pd.DataFrame(rows)
     gap = hist.groupby(["mode", "fold"])["step"].diff()
@@ -294,16 +296,18 @@ def learning_curves(runs: dict[str, KFoldResult]):
     folds = sorted(hist["fold"].unique())
     width = dict(zip(folds, np.linspace(3.0, 1.0, len(folds)) if len(folds) > 1 else [1.6]))
     colour = dict(zip(folds, plt.get_cmap("tab10").colors))
-    fig, axes = plt.subplots(2, len(runs), figsize=(4.6 * len(runs), 6), sharex=True, sharey="row", squeeze=False)
+    fig, axes = plt.subplots(
+        2, len(runs), figsize=(4.6 * len(runs), 6), sharex=True, sharey="row", squeeze=False, layout="constrained"
+    )
     for j, m in enumerate(runs):
         for f in folds:
             h = hist[(hist["mode"] == m) & (hist["fold"] == f)]
             kw = {"color": colour[f], "lw": width[f], "label": f"fold {f}"}
             axes[0, j].plot(h["step"], h["held_f1pn"], marker="o", ms=3 + width[f], **kw)
             axes[1, j].plot(h["step"], h["train_loss"], **kw)
-        axes[0, j].set_title(m)
+        axes[0, j].set_title("HAMAM" if m == "hamam" else m)  # the mode's display name, as in every chapter
         axes[1, j].set_xlabel("step")
     axes[0, 0].set_ylabel("inner-split F1pn")
     axes[1, 0].set_ylabel("training loss")
-    axes[0, 0].legend(fontsize=8)
+    legend_below(fig, *axes[0, 0].get_legend_handles_labels())  # below the panels: never over a curve
     return fig
