@@ -60,7 +60,9 @@ def main(argv=None) -> int:
         raise SystemExit(f"{path}: no run record to add a part to (run ./run_all.sh first)")
     parts = old.get("parts", []) if same_run or args.add else []
     part = {"only": "training" if args.add else args.only or "all", "seconds": round(args.seconds)}
-    parts.append({**part, **({"note": args.note} if args.note else {})})
+    if args.note:
+        part["note"] = args.note
+    parts.append(part)
     doc["run"] = {
         "commit": old["commit"] if args.add else commit,  # an added part joins the run it belongs to
         "seconds": sum(p["seconds"] for p in parts),
