@@ -8,8 +8,9 @@ e5, backbones   building the offline backbones; content digests
 model, losses   HAMAM and its losses
 training, device, sbert   one fold job (HAMAM or SBERT), precision
 metrics, rules  F1pn and clustered CIs; decision rules chosen on OOF rows
+ensembles       the headline: every seed's fold models pooled, its rule chosen by OOF transfer
 plan, cache, executors    the runs as data; the one cache protocol; where jobs run
-predict         the fold-ensemble predictor; python -m lib.predict
+predict         the headline (or one run) on new text; python -m lib.predict
 cli, train      python -m lib.train (status / materialise / --set experiments); imported by nothing
 calibrate       a few timed steps per kind of model: what the plan costs on a fresh machine
 

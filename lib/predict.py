@@ -1,14 +1,15 @@
-"""Apply a run of the plan to new text: its fold ensemble (default `02/hamam`, the recipe's own seed) under a neutral
-threshold chosen on its OOF rows. Chapter 02's headline averages every seed's models under the rule it picks by
-OOF transfer; this command line applies one run's ensemble, the way the chapter scores each run.
+"""Apply the study's model to new text. By default (`--run headline`) that is chapter 02's headline: every fold
+model of every seed of the HAMAM recipe, logits averaged, under the decision rule the chapter picks by how it
+transfers from out-of-fold rows to an averaged ensemble (lib/ensembles.py), so the labels are the ones its
+submission files hold. `--run 02/hamam` (or any fold run of the plan) applies that one run's fold ensemble
+under a rule chosen on its own OOF rows (`--rule threshold | argmax`), the way the chapters score each run.
 
-    python -m lib.predict --profile cpu --input FILE.tsv --output OUT.tsv [--run 02/hamam] [--rule threshold]
+    python -m lib.predict --profile cpu --input FILE.tsv --output OUT.tsv [--run headline | 02/hamam] [--rule ...]
 
 FILE.tsv has the competition's columns (sentence, entity, entity_tag, entity_pos_start_rel, entity_pos_end_rel;
 a label column is ignored) and is validated like the raw data: a bad row stops with one line naming file, row
-and rule. OUT.tsv is the input plus `label` and the three class probabilities (the fold models' logits
-averaged, then softmax). The neutral threshold is chosen on the run's clean out-of-fold rows, never on
-validation.
+and rule. OUT.tsv is the input plus `label` and the three class probabilities (the models' logits averaged,
+then softmax). Every rule parameter is chosen on out-of-fold rows, never on validation.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import plan
+from . import ensembles, plan
 from .config import LABEL_NAMES, LABELS, get_profile
 from .metrics import softmax
 from .rules import apply_rule, decision_rule
 
 RULES = ("threshold", "argmax")
+HEADLINE = "headline"  # every seed of the HAMAM recipe under its OOF-chosen rule (chapter 02)
 
 
 def predict_folds(result, df: pd.DataFrame, device, folds=None, mode=None, batch_size: int = 64, chunk: int = 1024):
@@ -86,28 +88,50 @@ def ensemble_logits(result, df: pd.DataFrame, device: str = "auto", batch_size: 
     return predict_folds(result, df, pick_device(device), batch_size=batch_size)
 
 
+def headline_runs(prof, data) -> list:
+    """Chapter 02's headline runs: the HAMAM recipe under each of the profile's seeds, read from the cache."""
+    return [plan.read(prof, data, plan.seed_run("hamam", s, prof)) for s in plan.seeds(prof)]
+
+
+def _require_trained(prof, data, name: str) -> None:
+    res = plan.resolve(prof, plan.get(prof, name), data)
+    missing = [k for k in res.run.folds if k not in res.done]
+    if missing or not all((res.root / f"fold{k}" / "checkpoint").is_dir() for k in res.run.folds):
+        raise FileNotFoundError(
+            f"run {name} ({prof.name} profile) is not trained (folds {missing or 'without checkpoints'})"
+            f": python -m lib.train --profile {prof.name} --runs {name}"
+        )
+
+
 def predict_file(
-    profile: str, input_path, output_path, run: str = "02/hamam", rule: str = "threshold", device: str = "auto"
+    profile: str, input_path, output_path, run: str = "headline", rule: str = "threshold", device: str = "auto"
 ) -> pd.DataFrame:
+    """Labels and probabilities for every row of `input_path`, written to `output_path` (see the module doc);
+    `rule` applies to a single run, the headline's rule is its own."""
     from .data import read_split_file
     from .folds import load_prepared
 
     df = read_split_file(input_path, labeled=False)  # a bad file stops here, naming file, row and rule
     prof = get_profile(profile)
     data = load_prepared(prof)
-    res = plan.resolve(prof, plan.get(prof, run), data)
-    missing = [k for k in res.run.folds if k not in res.done]
-    if missing or not all((res.root / f"fold{k}" / "checkpoint").is_dir() for k in res.run.folds):
-        raise FileNotFoundError(
-            f"run {run} ({profile} profile) is not trained (folds {missing or 'without checkpoints'})"
-            f": python -m lib.train --profile {profile} --runs {run}"
-        )
-    result = plan.read(prof, data, run)
-    name, param = decision_rule(result, data["train"], rule)
-    logits = ensemble_logits(result, df, device)
+    names = [plan.seed_run("hamam", s, prof) for s in plan.seeds(prof)] if run == HEADLINE else [run]
+    for name in names:
+        _require_trained(prof, data, name)
+    if run == HEADLINE:
+        results = headline_runs(prof, data)
+        decide, _ = ensembles.headline_rule(results, data["train"])
+        per_run = [ensemble_logits(r, df, device) for r in results]
+        n_models = [len(r.folds) for r in results]  # equal weight per model, as the chapter's pooled ensemble
+        logits = np.average(np.stack(per_run), axis=0, weights=n_models)
+        labels = decide(logits)
+    else:
+        result = plan.read(prof, data, run)
+        name, param = decision_rule(result, data["train"], rule)
+        logits = ensemble_logits(result, df, device)
+        labels = apply_rule(logits, name, param)
     p = softmax(logits)
     out = df.rename(columns={"start": "entity_pos_start_rel", "end": "entity_pos_end_rel"})
-    out["label"] = apply_rule(logits, name, param)
+    out["label"] = labels
     for i, lab in enumerate(LABELS):
         out[f"p_{LABEL_NAMES[lab]}"] = p[:, i].round(5)
     Path(output_path).parent.mkdir(parents=True, exist_ok=True)
@@ -125,8 +149,12 @@ def main(argv=None) -> int:
     ap.add_argument("--profile", default="cpu", choices=sorted(PROFILES))
     ap.add_argument("--input", required=True, help="tab-separated file in the competition's columns")
     ap.add_argument("--output", required=True)
-    ap.add_argument("--run", default="02/hamam", help="a fold run of the plan (default: 02/hamam, the recipe's seed)")
-    ap.add_argument("--rule", default="threshold", choices=RULES, help="decision rule (threshold chosen on OOF rows)")
+    ap.add_argument(
+        "--run",
+        default=HEADLINE,
+        help="'headline' (default: chapter 02's all-seeds HAMAM ensemble under its own rule) or a fold run of the plan",
+    )
+    ap.add_argument("--rule", default="threshold", choices=RULES, help="a single run's rule (chosen on its OOF rows)")
     ap.add_argument("--device", default="auto")
     args = ap.parse_args(argv)
     try:
