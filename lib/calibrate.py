@@ -8,12 +8,18 @@ measurement of the run: early stopping may end a run sooner, held-out evaluation
 epoch on the frozen layers' outputs are replayed (`HamamModel.cache_frozen`), which makes steps cheaper. Once a run
 has been trained here, its own seconds replace the estimate (`lib.plan.measured_rates`). Results are kept per
 machine in `runs/<profile>/calibration.json`, keyed by the hardware line and the training code's digest.
+
+Before timing anything, a fresh clone reads the committed run's record (`figures/results.json` `run.runs`): a run
+whose signature (config, folds' dataset, training code) and hardware match what was recorded is estimated by the
+seconds that run took, per fold (`recorded_seconds`), no calibration needed.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import time
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -105,3 +111,34 @@ def calibrated_rates(profile_name: str, todo: list[tuple[TrainConfig, str, objec
             f.write_text(json.dumps(stored, indent=1))
         rates[key] = stored["rates"][name]
     return rates
+
+
+# --- what the committed run recorded: estimates on a fresh clone of the same hardware -------------------------
+
+
+def run_signature(run) -> str:
+    """What a plan run's cost depends on, as a digest: its config (or SBERT variant and epochs), folds, dataset and
+    the training code. Equal signatures on equal hardware: the recorded seconds estimate this run's cost."""
+    what = {
+        "cfg": asdict(run.cfg) if run.cfg else None,
+        "variant": run.variant,
+        "epochs": run.epochs,
+        "dataset": run.dataset,
+        "code": cache.code_digest(*T.TRAINING_CODE),
+    }
+    return hashlib.sha1(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def recorded_seconds(profile_name: str, runs: list) -> dict:
+    """{run name: seconds per fold} for those of `runs` whose signature the profile's results.json `run` record
+    (the committed run, for the cpu profile) holds, when that run was made on this hardware."""
+    f = RunPaths(profile_name).figures / "results.json"
+    record = json.loads(f.read_text()).get("run", {}) if f.is_file() else {}
+    if record.get("hardware") != T.hardware():
+        return {}
+    seen = record.get("runs", {})
+    return {
+        r.name: seen[r.name]["seconds"] / seen[r.name]["folds"]
+        for r in runs
+        if seen.get(r.name, {}).get("folds") and seen[r.name].get("signature") == run_signature(r)
+    }

@@ -230,8 +230,7 @@ class Resolved:
         return [k for k in self.run.folds if k not in self.done]
 
 
-# builds of one backbone on another corpus: name -> (backbone, corpus)
-VARIANT_BUILDS = {"e5-small-query": ("e5-small", sbert.e5_corpus)}  # 05: e5 with its "query: " prefix in the vocabulary
+VARIANT_BUILDS = {"e5-small-query": ("e5-small", sbert.e5_corpus)}  # name -> (backbone, another corpus to build on)
 
 
 def sentences(name: str, data: dict) -> list[str]:
@@ -387,31 +386,32 @@ def measured_rates(prof: Profile) -> dict:
     return {k: float(np.median(v)) for k, v in rates.items()}
 
 
-def estimate(res: Resolved, data: dict, rates: dict, device: str = "auto") -> float | None:
-    """Seconds to train the missing folds (an upper bound: early stopping may end a fold sooner)."""
+def estimate(res: Resolved, data: dict, rates: dict, device: str = "auto", per_fold=None) -> float | None:
+    """Seconds to train the missing folds (an upper bound: early stopping may end a fold sooner); without a rate
+    measured here, `per_fold` recorded seconds (the committed run's, same hardware) if given."""
     run, n = res.run, len(res.missing)
     if not n or run.kind in ("prepared", "backbone"):
         return 0.0 if not n else None
     if run.kind == "sbert":
         rate = rates.get(("sbert", run.variant))
-        return None if rate is None else rate * run.epochs * n
+        return (None if per_fold is None else per_fold * n) if rate is None else rate * run.epochs * n
     cfg = run.cfg
     rate = rates.get(calibrate.cost_key(cfg, T.resolve_precision(cfg.precision, T.pick_device(device))))
     if rate is None:
-        return None
+        return None if per_fold is None else per_fold * n
     rows = len(data["train"]) * (1 - 1 / max(2, len(set(data["train"]["fold"])))) * (1 - cfg.inner_val)
     return rate * cfg.epochs * np.ceil(rows / cfg.batch_size) * n
 
 
 def status(prof: Profile, data: dict, chapters=None, calibrate_here: bool = False) -> list[dict]:
     """One row per run: cached or missing, and the minutes its missing folds would take here: measured by this
-    machine's own cached runs of the same kind, else (with `calibrate_here`) from a few timed steps of that
-    kind of model (`lib.calibrate`; builds the backbones it needs, trains nothing)."""
-    rates = measured_rates(prof)
+    machine's cached runs of the same kind, else the committed run's record of it (same hardware), else (with
+    `calibrate_here`) a few timed steps of that kind of model (`lib.calibrate`; builds backbones, trains nothing)."""
+    rates, rec = measured_rates(prof), calibrate.recorded_seconds(prof.name, runs(prof))
     if calibrate_here:
         todo = {}
         for run in select(prof, chapters):
-            if run.kind == "fold":
+            if run.kind == "fold" and run.name not in rec:
                 key = calibrate.cost_key(run.cfg, T.resolve_precision(run.cfg.precision, T.pick_device(prof.device)))
                 if key not in rates and key not in todo and resolve(prof, run, data).missing:
                     bb = backbone_dir(prof, run.cfg.backbone, data, build=True)
@@ -435,7 +435,7 @@ def status(prof: Profile, data: dict, chapters=None, calibrate_here: bool = Fals
             state = "cached"
         else:
             state = f"missing {len(res.missing)}/{len(run.folds)} folds" if run.kind in ("fold", "sbert") else "missing"
-        cost = estimate(res, dataset(prof, run, data), rates, prof.device)
+        cost = estimate(res, dataset(prof, run, data), rates, prof.device, rec.get(run.name))
         row = {
             "name": run.name,
             "kind": run.kind,

@@ -20,7 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from lib import plan  # noqa: E402
+from lib import calibrate, plan  # noqa: E402
 from lib.chapters.study import code_commit, results_path  # noqa: E402
 from lib.config import get_profile  # noqa: E402
 from lib.device import hardware, pick_device, resolve_precision, versions  # noqa: E402
@@ -35,8 +35,12 @@ def run_seconds(prof, data) -> dict:
             continue
         res = plan.resolve(prof, run, data)
         secs = [json.loads((res.root / f"fold{k}" / "done.json").read_text()).get("seconds") for k in res.done]
-        if secs:
-            out[run.name] = {"folds": len(secs), "seconds": round(sum(s or 0 for s in secs), 1)}
+        if secs:  # the signature lets `--plan` on a fresh clone use these seconds as its estimate
+            out[run.name] = {
+                "folds": len(secs),
+                "seconds": round(sum(s or 0 for s in secs), 1),
+                "signature": calibrate.run_signature(run),
+            }
     return out
 
 

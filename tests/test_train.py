@@ -311,6 +311,37 @@ def test_status_estimates_minutes_on_a_fresh_machine_from_a_few_timed_steps(smok
     assert plain["02/hamam"] == "not measured"  # without calibration nothing is guessed
 
 
+def test_status_on_a_fresh_clone_estimates_from_the_committed_run_record_of_the_same_run(smoke, tmp_path, monkeypatch):
+    """run_record.py stores each run's seconds with a signature; a clone with nothing trained estimates a run by
+    them when signature and hardware match, and by nothing (not measured) when either differs."""
+    import importlib.util
+
+    from lib.config import RunPaths
+
+    prof, data = smoke
+    name = "04/k1-seed13"
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path / "trained"))
+    plan.materialise(prof, data, names=[name], quiet=True)
+    spec = importlib.util.spec_from_file_location("run_record", Path(__file__).parents[1] / "scripts" / "run_record.py")
+    rec = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(rec)
+    runs = rec.run_seconds(prof, data)
+    assert runs[name]["folds"] == len(plan.get(prof, name).folds) and runs[name]["signature"]
+
+    monkeypatch.setenv("HAMAM_RUNS_DIR", str(tmp_path / "fresh"))  # a clone: nothing trained, the record committed
+    results = RunPaths(prof.name).figures / "results.json"
+    results.parent.mkdir(parents=True)
+
+    def estimate(hardware, signature):
+        entry = {**runs[name], "signature": signature}
+        results.write_text(json.dumps({"run": {"hardware": hardware, "runs": {name: entry}}}))
+        return {r["name"]: r for r in plan.status(prof, data, chapters=["04"])}[name]
+
+    assert estimate(T.hardware(), runs[name]["signature"])["seconds"] == pytest.approx(runs[name]["seconds"])
+    assert estimate("another machine", runs[name]["signature"])["estimate"] == "not measured"
+    assert estimate(T.hardware(), "0" * 12)["estimate"] == "not measured"  # another config or training code
+
+
 def test_paired_oof_script_compares_two_runs_on_the_same_oof_rows(smoke, tmp_path, monkeypatch, capsys):
     import importlib.util
 
