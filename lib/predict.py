@@ -59,7 +59,8 @@ def predict_folds(result, df: pd.DataFrame, device, folds=None, mode=None, batch
         total=len(folds) * len(todo) * len(df),
         unit="row",
         desc=f"{Path(result.root).name} {'+'.join(m or result.cfg.mode for m in modes)}",
-        disable=None,  # a bar in terminals, none on a notebook page
+        leave=False,  # on a page the widget is hidden when done (export_html skips it)
+        disable=None,  # a bar in terminals
     )
     for k in folds if len(df) else []:
         model, tok = hm.load(result.checkpoint(k), device)

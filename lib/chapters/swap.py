@@ -257,3 +257,22 @@ def effects_figure(table: pd.DataFrame, title: str = ""):
     if title:
         fig.suptitle(title, fontsize=10)
     return fig
+
+
+def reliance_verdict(output: tuple[float, float], own_pass: tuple[float, float]) -> str:
+    """Does the masked pass reduce reliance on the entity? From two paired flip-rate CIs (lo, hi) against the
+    unmasked model: HAMAM's output, and HAMAM's unmasked pass alone. The output moves about half as far by
+    construction (it averages in a pass that cannot see the name), so "yes" is qualified by the pass that can."""
+    if not output[1] < 0:
+        return "Not measurably"
+    if own_pass[1] < 0:
+        return "Yes, also in the pass that sees the name (it flips less than the unmasked model)"
+    if own_pass[0] > 0:
+        return (
+            "Only through averaging: HAMAM's output flips less, but its pass that sees the name flips more than the "
+            "unmasked model"
+        )
+    return (
+        "Only through averaging: HAMAM's output flips less; its pass that sees the name cannot be told apart "
+        "from the unmasked model"
+    )

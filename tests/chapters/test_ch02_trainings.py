@@ -93,3 +93,14 @@ def test_learning_curves_keep_every_fold_visible_when_folds_give_equal_curves():
     ax = fig.axes[0]
     ax.plot(*ax.lines[0].get_data(), lw=5)
     assert [p for p in text_problems(fig) if "hidden" in p]
+
+
+def test_goal_note_says_why_the_headline_falls_short_from_what_ran():
+    early = [{"best_step": 100, "steps": 450}, {"best_step": 200, "steps": 450}]
+    late = [{"best_step": 450, "steps": 450}]
+    assert tr.goal_note(0.60, (0.61, 0.58, 0.64), {13: 0.61, 14: 0.60}, early) == ""  # met: nothing to explain
+    note = tr.goal_note(0.60, (0.567, 0.538, 0.598), {13: 0.571, 14: 0.553}, early)
+    assert "gap to 0.60 is 0.033" in note and "spread of 0.018, smaller than the gap" in note
+    assert "above the 95% CI (upper end 0.598)" in note and "at 33% of each run" in note and "not what it lacks" in note
+    note = tr.goal_note(0.60, (0.59, 0.56, 0.62), {13: 0.59}, late)
+    assert "inside the 95% CI" in note and "not measured" in note and "may help" in note

@@ -10,6 +10,7 @@ from lib.chapters.swap import (
     effects_by,
     fits,
     paired_effect_diff,
+    reliance_verdict,
     replacement_pool,
     swap_effects,
 )
@@ -282,3 +283,10 @@ def test_null_copies_are_the_originals_text_row_for_row():
     assert (null["sentence"] == src["sentence"]).all() and (null["entity"] == src["entity"]).all()
     assert all(s[a:b] == e for s, a, b, e in zip(null["sentence"], null["start"], null["end"], null["entity"]))
     assert (null["fits"] == copies["fits"]).all()  # the same subsets apply
+
+
+def test_reliance_verdict_credits_the_pass_that_sees_the_name_not_the_averaging():
+    assert reliance_verdict((0.001, 0.02), (-0.03, -0.01)) == "Not measurably"
+    assert reliance_verdict((-0.05, -0.02), (-0.03, -0.01)).startswith("Yes")
+    assert "flips more" in reliance_verdict((-0.05, -0.02), (0.02, 0.04))
+    assert "cannot be told apart" in reliance_verdict((-0.05, -0.02), (-0.01, 0.02))

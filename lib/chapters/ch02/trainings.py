@@ -81,6 +81,38 @@ def rule_sentence(table: pd.DataFrame, decide) -> str:
     )
 
 
+def goal_note(goal: float, got: tuple, seed_f1: dict, fold_runs: list) -> str:
+    """Why the headline misses `goal` on all validation rows, from what ran ("" when it meets it): the gap against
+    the seed-to-seed spread of the k-fold ensemble and against the CI, and where early stopping put the
+    checkpoints (mid-run: the recipe does not lack epochs; at the end: it may)."""
+    value, lo, hi = got
+    gap = goal - value
+    if gap <= 0:
+        return ""
+    spread = max(seed_f1.values()) - min(seed_f1.values()) if len(seed_f1) > 1 else float("nan")
+    at = float(np.mean([r["best_step"] / r["steps"] for r in fold_runs]))
+    seeds = ", ".join(f"{v:.3f} (seed {s})" for s, v in seed_f1.items())
+    retrain = (
+        f"one seed's ensemble scores {seeds}: a spread of {spread:.3f}, "
+        + ("smaller than the gap, so another seed alone would not close it" if spread < gap else "as large as the gap")
+        if len(seed_f1) > 1
+        else "one seed only: how far a retraining moves it is not measured"
+    )
+    ci = (
+        f"the goal lies inside the 95% CI (upper end {hi:.3f}): these rows cannot exclude that the recipe meets it"
+        if hi >= goal
+        else f"the goal lies above the 95% CI (upper end {hi:.3f})"
+    )
+    stop = (
+        f"early stopping kept checkpoints at {at:.0%} of each run on average: the inner held-out F1pn peaked "
+        "before the last epoch, so more epochs of this recipe are not what it lacks"
+        if at < 0.9
+        else f"early stopping kept checkpoints at {at:.0%} of each run on average: the curves had not flattened, "
+        "so more epochs may help"
+    )
+    return f"**Why it falls short, from what ran:** the gap to {goal:.2f} is {gap:.3f}; {retrain}; {ci}; {stop}."
+
+
 def trainings_table(over: dict) -> pd.DataFrame:
     return pd.DataFrame([{"comparison": c, **s} for c, (s, _) in over.items()])
 
@@ -119,8 +151,9 @@ def figure(models: pd.DataFrame, ensembles: pd.DataFrame, diffs: pd.DataFrame, p
     (per-training points, mean with its t-interval) and at ensemble level (sentence-clustered CI).
     `names`: mode -> display name (colour); `points`: comparison -> per-training differences."""
     import matplotlib.pyplot as plt
+    from matplotlib.lines import Line2D
 
-    from ..plots import model_color
+    from ..plots import legend_below, model_color
 
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.6), gridspec_kw={"width_ratios": [1.1, 1]}, layout="constrained")
     rng = np.random.default_rng(0)
@@ -158,6 +191,14 @@ def figure(models: pd.DataFrame, ensembles: pd.DataFrame, diffs: pd.DataFrame, p
     bx.set_yticks(range(len(comps)), comps)
     bx.set_ylim(-0.6, len(comps) - 0.4)
     bx.set(xlabel="paired difference in validation F1pn", title="squares: over trainings; diamonds: ensemble")
+    kinds = [
+        ("o", "single model (left), single training's difference (right)"),
+        ("D", "one seed's k-fold ensemble / ensemble difference"),
+        ("*", "every model of every seed"),
+        ("s", "mean over trainings (t-interval over folds)"),
+    ]
+    marks = [Line2D([], [], marker=m, ls="", color="#4d4d4d", mec="black", ms=7) for m, _ in kinds]
+    legend_below(fig, marks, [t for _, t in kinds], fontsize=8)
     return fig
 
 
