@@ -319,7 +319,7 @@ def materialise(
     selected = select(prof, chapters, names)
     if folds is not None:
         selected = [replace(r, folds=tuple(k for k in r.folds if k in folds)) for r in selected]
-    scope = ", ".join(names) if names else f"chapter(s) {', '.join(chapters)}" if chapters else "every chapter"
+    scope = ", ".join(names) if names else f"--only {','.join(chapters)}" if chapters else "every chapter"
     return train_runs(prof, data, selected, force, executor, device, None if quiet else f"plan ({prof.name}, {scope})")
 
 

@@ -159,10 +159,11 @@ def folds_figure(balance: pd.DataFrame):
 
     from .plots import LABEL_COLORS
 
-    fig, ax = plt.subplots(figsize=(6.8, 3.2))
+    fig, ax = plt.subplots(figsize=(6.8, 3.2), layout="constrained")  # the legend goes outside, right of the axes
     shares = balance.drop(columns="rows")
     shares.plot.bar(stacked=True, ax=ax, rot=0, color=[LABEL_COLORS[k] for k in (-1, 0, 1)])
     rows = ", ".join(map(str, balance["rows"]))
-    ax.set(title=f"Label share per fold ({len(balance)} folds; rows: {rows})", xlabel="fold", ylabel="share of rows")
+    title = f"Label share per fold ({len(balance)} folds)\nrows per fold: {rows}"
+    ax.set(title=title, xlabel="fold", ylabel="share of rows")
     _label_legend(fig, ax)
     return fig

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..config import LABELS
 from ..folds import subset_mask
-from ..metrics import f1pn, fmt
+from ..metrics import count, f1pn, fmt
 from ..rules import GRIDS, NEG, NO_OP, POS, RULES, choose, sweep, tune_then_apply  # noqa: F401
 from .plots import legend_below
 
@@ -152,6 +152,7 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd
     t_all, t_unseen = a.loc[("threshold", "all")], a.loc[("threshold", "unseen")]
     b_all, b_unseen = a.loc[("neutral_bias", "all")], a.loc[("neutral_bias", "unseen")]
     head = folds[folds["run"] == "02/hamam"]
+    kind = weights.iloc[0]  # the weight runs share backbone, mode, epochs and folds
     d = wdiff[wdiff["subset"] == "all"].set_index("decision")
     closes = d.loc["threshold"]
     if closes["lo"] > 0 or closes["hi"] < 0:
@@ -165,12 +166,16 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd
         f"{t_all['f1pn_argmax']:.3f} to {t_all['f1pn_rule']:.3f}: {gain(t_all)} on all rows and "
         f"{gain(t_unseen)} on unseen-sentence rows (paired, sentence-clustered 95% CI). "
         f"Rule (b), b = {b_all['param']:g}: {gain(b_all)} on all rows, {gain(b_unseen)} unseen.\n\n"
-        f"**Is it stable?** Each of the headline's {len(head)} fold models alone, its t chosen on its own fold's "
+        f"**Is it stable?** Each of the {len(head)} fold models of run 02/hamam alone (chapter 02's recipe seed, the "
+        "model every rule above is applied to; chapter 02's headline pools every seed under its own rule), its t "
+        "chosen on its own fold's "
         f"OOF rows: t from {head['t'].min():g} to {head['t'].max():g}, gains from {head['gain'].min():+.3f} to "
         f"{head['gain'].max():+.3f} (mean {head['gain'].mean():+.3f}). Chosen on all OOF rows: t = "
         f"{chosen['threshold']:g}; the best t on validation would have been {t_all['oracle_param_on_validation']:g}"
         f" (unseen rows: {t_unseen['oracle_param_on_validation']:g}).\n\n"
-        f"**Is it a substitute for the class weight?** Argmax F1pn "
+        f"**Is it a substitute for the class weight?** (retrained {kind['mode']} {kind['backbone']} models, "
+        f"{count(len(str(kind['folds']).split(',')), 'fold')}, {count(int(kind['epochs']), 'epoch')}: the answer "
+        "holds for that model) Argmax F1pn "
         + ", ".join(f"{r.f1pn_argmax:.3f} at weight {k:g}" for k, r in w.iterrows())
         + "; after each run's OOF-chosen threshold "
         + ", ".join(f"{r.f1pn_threshold:.3f} (t = {r.t_chosen_on_oof:g})" for k, r in w.iterrows())

@@ -296,7 +296,7 @@ FIELD = [  # published numbers as reported (F1pn x 100); sources: the papers, Ru
     ("Flan-T5-xl with THoR, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 68.02),
     ("Flan-T5-large with THoR, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 67.31),
     ("Flan-T5-large fine-tuned, prompt, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 65.83),
-    ("Flan-T5-base with THoR, ~250M parameters, translated English; checkpoint chosen on dev", "dev", 62.72),
+    ("Flan-T5-base with THoR, translated English; checkpoint chosen on dev (arXiv 2404.12342)", "dev", 62.72),
     ("GPT-4-turbo-2024-04-09 zero-shot, machine-translated English input (RuSentNE-LLM-Benchmark)", "dev", 50.79),
     ("Llama-3-70B-instruct zero-shot, translated English input (RuSentNE-LLM-Benchmark)", "dev", 49.79),
     ("Llama-3-70B-instruct zero-shot, Russian input (RuSentNE-LLM-Benchmark)", "dev", 45.89),

@@ -739,3 +739,21 @@ def test_one_examples_head_maps_are_a_two_by_two_grid_that_fits_a_page():
     fig = R.head_maps({("negative", *c): fake_view() for c in A.CONDITIONS}, {"negative": TOKEN_GROUPS}, 9, 4, "L9")
     assert len([ax for ax in fig.axes if ax.get_images()]) == 4 and "example: negative" in fig._suptitle.get_text()
     assert plots.fit_width(fig) <= plots.MAX_WIDTH + 0.01
+
+
+def test_verdict_weighs_a_rise_against_uniform_attention():
+    from lib.chapters.ch06.report import verdict
+
+    k = "06.{}.trained_layers.{}"
+    nums = {
+        k.format("cls_to_entity", "finetuned_minus_initial"): [-0.007, -0.008, -0.006],
+        k.format("cls_to_entity", "finetuned"): [0.027],
+        k.format("entity_to_sentiment", "finetuned_minus_initial"): [0.0011, 0.0007, 0.0015],
+        k.format("entity_to_sentiment", "finetuned"): [0.0057],
+        "06.uniform.sentiment_share": [0.011],
+    }
+    text = verdict(nums)
+    assert "toward the entity: **no, it moves away**" in text
+    assert "corpus-associated words: **yes, yet still below uniform attention**" in text
+    nums["06.uniform.sentiment_share"] = [0.004]
+    assert "corpus-associated words: **yes**" in verdict(nums)

@@ -79,23 +79,24 @@ def figure(table: pd.DataFrame, model: str = "HAMAM"):
     fig, axes = plt.subplots(
         1,
         len(bys),
-        figsize=(5 * len(bys), 4.2),
+        figsize=(5 * len(bys), 5.4 if table["by"].value_counts().max() > 4 else 4.2),  # room for upright labels
         sharey=True,
         gridspec_kw={"width_ratios": [max(2, (table["by"] == b).sum()) for b in bys]},
+        layout="constrained",
     )
     for ax, b in zip(np.atleast_1d(axes), bys):
         t = table[table["by"] == b]
         x = np.arange(len(t))
         err = [t["f1pn"] - t["f1pn_lo"], t["f1pn_hi"] - t["f1pn"]]
         ax.errorbar(x, t["f1pn"], yerr=err, fmt="o", capsize=3, color=model_color(model))
+        many = len(t) > 4  # then one line per label, upright: rotated two-line labels collide
         ax.set_xticks(
             x,
-            [f"{g}\n(n={n})" for g, n in zip(t["group"], t["rows"])],
-            rotation=45 if len(t) > 4 else 0,
-            ha="right" if len(t) > 4 else "center",
+            [f"{g}{' ' if many else chr(10)}(n={n})" for g, n in zip(t["group"], t["rows"])],
+            rotation=90 if many else 0,
             fontsize=9,
         )
         ax.set_xlim(-0.6, len(t) - 0.4)
-        ax.set_title(f"by {b}")
+        ax.set_title(f"by {b.replace('_', ' ')}")
     np.atleast_1d(axes)[0].set_ylabel("F1pn (validation, 95% CI)")
     return fig

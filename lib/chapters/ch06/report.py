@@ -38,7 +38,7 @@ GROUP_LABELS = {
 # --- the examples ---------------------------------------------------------------------------------
 
 
-def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens=10, max_tokens=32) -> dict[str, int]:
+def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens=10, max_tokens=20) -> dict[str, int]:
     """Row positions of one negative, positive and neutral example and one whose entity string occurs
     again in the sentence (`lib.folds.subset_mask(df, "repeated")`: whole word, case-sensitive):
     readable (length, and not boilerplate such as "Фото: Reuters Фото: Reuters") and correctly
@@ -48,7 +48,7 @@ def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens=10, max_to
     label = df["label"].to_numpy()
     words = [[w.lower() for w in A.WORD.findall(s)] for s in df["sentence"]]
     varied = np.array([len(set(w)) >= 0.6 * len(w) for w in words])
-    readable_rows = (n_tokens >= min_tokens) & (n_tokens <= max_tokens) & varied
+    readable_rows = (n_tokens >= min_tokens) & (n_tokens <= max_tokens) & varied  # 20: 3 maps, 8-pt labels, 11.5 in
     correct = pred == label
     # the rarest kind first, so it is not taken by another; returned in the display order
     wanted = {"repeated entity": subset_mask(df, "repeated"), "negative": label == -1}
@@ -324,24 +324,24 @@ def _groups(d: dict) -> str:
 
 
 def verdict(nums: dict) -> str:
-    """The chapter's question answered yes/no from the fine-tuning changes and their CIs: does attention move
-    toward the entity (from [CLS]) and from the entity toward the words that go with polar labels?"""
-    k = "06.{}.trained_layers.finetuned_minus_initial"
-    parts = []
+    """The chapter's question answered yes/no from the fine-tuning changes and their CIs: does attention move toward
+    the entity (from [CLS]) and from the entity toward the words that go with polar labels (against uniform)?"""
+    parts, uniform = [], {"entity_to_sentiment": nums.get("06.uniform.sentiment_share", [0.0])[0]}
     for key, what in (
         ("cls_to_entity", "from [CLS] toward the entity"),
         ("entity_to_sentiment", "from the entity toward corpus-associated words"),
     ):
-        v, lo, hi = nums[k.format(key)]
+        v, lo, hi = nums[f"06.{key}.trained_layers.finetuned_minus_initial"]
+        after = nums[f"06.{key}.trained_layers.finetuned"][0]
         word = "yes" if lo > 0 else "no, it moves away" if hi < 0 else "no measurable move"
-        parts.append(f"{what}: **{word}** ({_ci(nums[k.format(key)], True)})")
+        word += ", yet still below uniform attention" if lo > 0 and after < uniform.get(key, 0.0) else ""
+        parts.append(f"{what}: **{word}** ({_ci([v, lo, hi], True)}; after fine-tuning {_fmt(after)[0]})")
     return (
         "**Does our model do what the reference inspection reported (attention moving to the entity and to "
         "sentiment-bearing words after fine-tuning)?** Mean mass in the trained layers, fine-tuned − initial, "
         + "; ".join(parts)
-        + ". The word group is learnt from this corpus' labels (words used more in polar than in neutral train "
-        "rows), not a published sentiment lexicon, so a word in it may go with polar rows without carrying "
-        "sentiment itself."
+        + ". The word group is learnt from this corpus' labels (words more frequent in polar than in neutral train "
+        "rows), not a published lexicon: a word in it may go with polar rows without carrying sentiment itself."
     )
 
 
