@@ -281,7 +281,7 @@ def curves_figure(out: dict, rate: float, fraction: float = FRACTION):
     axes[0].set(
         xlabel="optimisation step",
         ylabel="held-out (inner split) F1pn",
-        title=f"Held-out F1pn, evaluated every {count(_eval_every(h), 'step')}",
+        title=f"Held-out F1pn, evaluated every {count(_eval_every(h), 'step').removeprefix('1 ')}",
     )
     axes[1].set(xlabel="optimisation step", ylabel="training loss (20-step moving mean)", title="Training loss")
     axes[2].set_xticks(range(len(ks)), [f"K = {k}" for k in ks])
@@ -294,9 +294,9 @@ def curves_figure(out: dict, rate: float, fraction: float = FRACTION):
     return fig
 
 
-def _eval_every(h: pd.DataFrame) -> str:
+def _eval_every(h: pd.DataFrame) -> int | str:
     gaps = h.sort_values("step").groupby(["K", "seed", "fold"])["step"].diff().dropna()
-    return "?" if gaps.empty else f"{int(gaps.mode().iloc[0])}"
+    return "?" if gaps.empty else int(gaps.mode().iloc[0])
 
 
 def summary_figure(out: dict, summ: pd.DataFrame):
@@ -395,7 +395,7 @@ def iterations_answer(iters: pd.DataFrame, d: dict, fraction: float = FRACTION) 
         f"run's own best: {stats}."
     )
     early = int(it["stopped_early"].sum())
-    stop = f" {early} run(s) stopped early (patience): their own best is the best before they stopped." if early else ""
+    stop = f" {count(early, 'run')} stopped early (patience): its best is from before the stop." if early else ""
     if n == 0 or not np.isfinite(d["mean"]):
         return text + " No seed has both settings with a measurable curve: not answerable from these runs." + stop
     mean, lo, hi = d["mean"], d["min"], d["max"]

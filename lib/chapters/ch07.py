@@ -15,7 +15,7 @@ from .. import rules
 from ..config import LABEL2ID, LABELS
 from ..folds import SUBSETS, subset_mask
 from ..losses import polar_rule
-from ..metrics import f1pn, fmt, score_subsets, softmax, to_labels
+from ..metrics import count, f1pn, fmt, score_subsets, softmax, to_labels
 from .ch02.errors import by_group
 from .plots import legend_below
 from .study import fold_models, paired
@@ -188,7 +188,7 @@ def describe(runs: dict, ref: str) -> str:
     folds = ", ".join(map(str, runs[ref].folds))
     parts = [f"{look[n][0]} (run `{n}`)" for n in runs]
     return (
-        f"{len(runs)} runs, all {cfg.mode}, {cfg.epochs} epochs with early stopping on the inner split, folds "
+        f"{len(runs)} runs, all {cfg.mode}, {count(cfg.epochs, 'epoch')} with early stopping on the inner split, folds "
         f"{folds}, seed {cfg.seed}; reference **{look[ref][0]}**. Variants: " + "; ".join(parts) + "."
     )
 
@@ -229,7 +229,7 @@ def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int, look: di
     spread = folds.groupby(["variant", "decision"])["f1pn"].agg(lambda v: v.max() - v.min())
     widest, top = spread.idxmax(), fmt(*s.loc[best, ["f1pn", "f1pn_lo", "f1pn_hi"]])
     return "\n".join(out) + (
-        f"\n\n**Which helps?** Best: {nm(best[0])} with {best[1]}, {top}. "
+        f"\n\n**Which helps?** Highest point estimate: {nm(best[0])} with {best[1]}, {top}. "
         f"Better than the reference with the same decision (paired CI above 0): {', '.join(better) or 'none'}; "
         f"worse (CI below 0): {', '.join(worse) or 'none'}. On unseen-sentence rows: better "
         f"{', '.join(u_better) or 'none'}, worse {', '.join(u_worse) or 'none'}; every other variant cannot be told "

@@ -104,13 +104,17 @@ def answer(study: Study, text: str) -> None:
     display(Markdown(text))
 
 
+SUBSET_WORDS = {"seen": "seen-sentence", "unseen": "unseen-sentence"}  # not to be read as seen/unseen entities
+
+
 def verdict(row) -> str:
     """One line for a paired difference: direction, and whether its 95% CI excludes 0."""
     sure = (
         "the 95% CI excludes 0" if row["lo"] > 0 or row["hi"] < 0 else "the 95% CI includes 0: not distinguishable here"
     )
     return (
-        f"{row['comparison']} on {row['subset']} rows: {fmt(row['diff'], row['lo'], row['hi'], signed=True)} ({sure})"
+        f"{row['comparison']} on {SUBSET_WORDS.get(row['subset'], row['subset'])} rows: "
+        f"{fmt(row['diff'], row['lo'], row['hi'], signed=True)} ({sure})"
     )
 
 
