@@ -194,9 +194,21 @@ class OfflineHTMLExporter(HTMLExporter):
         return super().from_notebook_node(nb, resources, **kw)
 
 
+def drop_overridden_defaults(nb) -> int:
+    """papermill keeps the notebook's default `parameters` cell and adds an `injected-parameters` cell after it:
+    the page shows only the values that ran. Returns the number of cells dropped."""
+    tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
+    if not any("injected-parameters" in t for t in tags):
+        return 0
+    keep = [c for c, t in zip(nb.cells, tags) if "parameters" not in t]
+    dropped, nb.cells = len(nb.cells) - len(keep), keep
+    return dropped
+
+
 def export_notebook(path: Path, out_dir: Path, exporter: OfflineHTMLExporter | None = None) -> tuple[Path, dict]:
     exporter = exporter or OfflineHTMLExporter()
     nb = nbformat.read(path, as_version=4)
+    drop_overridden_defaults(nb)
     flags, removed = _offline_notebook(nb)
     heading = next((c.source.splitlines()[0].lstrip("# ").strip() for c in nb.cells if c.cell_type == "markdown"), "")
     nb.metadata["title"] = heading or path.stem  # the browser tab shows the chapter's title, not its file name

@@ -136,3 +136,17 @@ def test_no_notebooks_is_one_error_line_and_exit_2(tmp_path, capsys, make):
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and str(folder) in err[0]
     assert not (tmp_path / "out").exists()
+
+
+def test_the_page_shows_the_injected_parameters_not_the_defaults():
+    nb = new_notebook(
+        cells=[
+            new_code_cell('profile = "cpu"', metadata={"tags": ["parameters"]}),
+            new_code_cell('profile = "smoke"', metadata={"tags": ["injected-parameters"]}),
+            new_code_cell("print(profile)"),
+        ]
+    )
+    assert export_html.drop_overridden_defaults(nb) == 1
+    assert [c.source for c in nb.cells] == ['profile = "smoke"', "print(profile)"]
+    plain = new_notebook(cells=[new_code_cell('profile = "cpu"', metadata={"tags": ["parameters"]})])
+    assert export_html.drop_overridden_defaults(plain) == 0 and len(plain.cells) == 1  # not run by papermill: kept

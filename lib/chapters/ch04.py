@@ -336,7 +336,14 @@ def summary_figure(out: dict, summ: pd.DataFrame):
 
 
 def answer(
-    summ: pd.DataFrame, diff: dict, rate: float, n_seeds: int, iters: pd.DataFrame, idiff: dict, ents=None
+    summ: pd.DataFrame,
+    diff: dict,
+    rate: float,
+    n_seeds: int,
+    iters: pd.DataFrame,
+    idiff: dict,
+    ents=None,
+    mode: str | None = None,
 ) -> str:
     from .study import verdict
 
@@ -344,7 +351,8 @@ def answer(
     ps = diff["per_seed"]
     sd = np.std(ps, ddof=1) if len(ps) > 1 else float("nan")
     lines = [
-        f"**Better generalisation?** Validation F1pn, mean ± sd over {n_seeds} seeds: "
+        f"**Better generalisation?** Validation F1pn{f' of the {mode} models' if mode else ''}, mean ± sd over "
+        f"{n_seeds} seeds: "
         + ", ".join(f"K = {k}: {r.val_f1pn_mean:.3f} ± {r.val_f1pn_sd:.3f}" for k, r in s.iterrows())
         + "."
     ]
@@ -363,7 +371,15 @@ def answer(
     )
     if 1 in s.index and 5 in s.index:
         ratio = s.loc[5, "seconds_per_step"] / s.loc[1, "seconds_per_step"]
-        lines.append(f"\n**Cost.** A K = 5 step takes {ratio:.2f}× a K = 1 step (only the small head repeats).")
+        sd = {k: s.loc[k, "seconds_per_step_sd"] for k in (1, 5)}  # NaN with one seed
+        per = "; ".join(
+            f"K = {k}: {s.loc[k, 'seconds_per_step']:.3f}" + (f" ± {sd[k]:.3f}" if sd[k] == sd[k] else "")
+            for k in (1, 5)
+        )
+        lines.append(
+            f"\n**Cost.** A K = 5 step takes {ratio:.2f}× a K = 1 step (only the small head repeats; seconds per "
+            f"training step, mean ± sd over the seeds' runs: {per})."
+        )
     if ents is not None:
         e = ents[ents["K"].str.contains(" - ")].set_index("rows")
         lines.append(

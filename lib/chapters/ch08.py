@@ -22,6 +22,8 @@ PUBLISHED = {
     "SPC (CLS head), RoBERTa-base": (81.1, 80.5, 79.4, 77.0),
     "GRU-TSC, RoBERTa-base (the paper's model)": (83.1, 82.9, 82.5, 80.2),
 }
+PUBLISHED_MARKERS = ("v", "^", "D")  # one open marker per published model in 08_newsmtsc
+NAMES = {"hamam": "HAMAM", "unmasked": "unmasked", "masked": "masked"}  # display names of the run modes
 PRONOUNS = {  # by case, so a swap keeps the sentence's grammar: he -> she, never he -> him
     "subject": {"he", "she", "they", "i", "we", "you", "it"},
     "object": {"him", "them", "me", "us"},
@@ -116,8 +118,11 @@ def rescore(path, part: str) -> dict:
 
 
 def published_table(ours: list[tuple[str, dict, dict]]) -> str:
-    """Markdown: the published test-part results beside ours (x 100; ours with 95% CIs)."""
-    head = "| model | test-rw F1m | test-rw F1pn | test-mt F1m | test-mt F1pn |\n|---|---|---|---|---|\n"
+    """Markdown: the published test-part results beside ours (x 100, as the paper prints them; ours with 95% CIs)."""
+    head = (
+        "Scores × 100, as NewsMTSC's paper prints them.\n\n"
+        "| model | test-rw F1m | test-rw F1pn | test-mt F1m | test-mt F1pn |\n|---|---|---|---|---|\n"
+    )
     rows = [f"| {m} (published) | " + " | ".join(f"{v:.1f}" for v in vals) + " |" for m, vals in PUBLISHED.items()]
 
     def c(s, k):
@@ -140,7 +145,7 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
 
     from .plots import model_color
 
-    names = {"hamam": "HAMAM", "unmasked": "unmasked", "masked": "masked"}
+    names = NAMES
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1, 1.3]}, layout="constrained")
     s = scores[scores["decision"] == "OOF rule"]
     for i, part in enumerate(TESTS):
@@ -151,20 +156,28 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
             ax.errorbar(
                 x, r.f1pn, yerr=err, fmt="o", capsize=3, color=model_color(label), label=label if i == 0 else None
             )
-        for vals in PUBLISHED.values():
-            ax.scatter(i + 0.4, vals[1 + 2 * i] / 100, marker="_", s=120, color="black")
+        for (name, vals), mk in zip(PUBLISHED.items(), PUBLISHED_MARKERS):
+            short = name.replace(" (CLS head)", "").replace(" (the paper's model)", "")
+            label = f"{short} (published)" if i == 0 else None
+            ax.scatter(i + 0.4, vals[1 + 2 * i] / 100, marker=mk, s=40, facecolors="none", color="black", label=label)
     ax.set_xticks(range(len(TESTS)), list(TESTS))
     ax.set_xlim(-0.5, len(TESTS) - 0.3)
-    ax.set(ylabel="F1pn (95% CI)", title="this study (points) and published (dashes)")
+    ax.set(ylabel="F1pn (95% CI)", title="this study (filled, 95% CI) and published (open)")
     ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=9)  # below the axes, off the data
     d = diffs.reset_index(drop=True)
-    labels = [f"{r.comparison}, {r.part}: {r.rows} (n={r.n})" for r in d.itertuples()]
+    labels = [f"{shown(r.comparison)}, {r.part}: {r.rows} (n={r.n})" for r in d.itertuples()]
     for i, r in d.iterrows():
         bx.errorbar(r["diff"], -i, xerr=[[r["diff"] - r.lo], [r.hi - r["diff"]]], fmt="s", capsize=3, color="black")
     bx.axvline(0, color="grey", ls=":", lw=1)
     bx.set_yticks(-np.arange(len(d)), labels, fontsize=8)
     bx.set(xlabel="paired difference in F1pn", title="HAMAM minus each half (95% CI)")
     return fig
+
+
+def shown(comparison: str) -> str:
+    """'hamam - masked' (the key form) as a reader sees it: 'HAMAM − masked'."""
+    a, b = comparison.split(" - ")
+    return f"{NAMES.get(a, a)} − {NAMES.get(b, b)}"
 
 
 def _sure(lo, hi) -> str:
@@ -185,7 +198,9 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
         f"{score('unmasked', 'test_mt')}; masked {score('masked', 'test_rw')} / {score('masked', 'test_mt')}."
     ]
     for r in diffs[diffs["rows"] == "all"].itertuples():
-        lines.append(f"- {r.comparison} on {r.part}: {fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})")
+        lines.append(
+            f"- {shown(r.comparison)} on {r.part}: {fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})"
+        )
     mixed = diffs[(diffs["rows"] == "several, mixed labels") & (diffs["comparison"] == "hamam - masked")]
     for r in mixed.itertuples():
         lines.append(
@@ -195,9 +210,9 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
     t = transfer[transfer["decision"] == "argmax"].set_index(["direction", "model", "part"])
     lines.append(
         "\n**Zero-shot transfer** (argmax; the source's OOF rule in the table): Russian → English test_rw "
-        + ", ".join(f"{m} {t.loc[('ru_to_en', m, 'test_rw'), 'f1pn']:.3f}" for m in ("hamam", "unmasked", "masked"))
+        + ", ".join(f"{NAMES[m]} {t.loc[('ru_to_en', m, 'test_rw'), 'f1pn']:.3f}" for m in NAMES)
         + "; English → Russian validation "
-        + ", ".join(f"{m} {t.loc[('en_to_ru', m, 'validation'), 'f1pn']:.3f}" for m in ("hamam", "unmasked", "masked"))
+        + ", ".join(f"{NAMES[m]} {t.loc[('en_to_ru', m, 'validation'), 'f1pn']:.3f}" for m in NAMES)
         + ". Paired, HAMAM − unmasked under the source rule: "
         + "; ".join(
             f"{r.direction} {r.part} {fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})"
@@ -209,9 +224,9 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
     n = nulls[nulls["copies"] == "all"].set_index("model")
     lines.append(
         "\n**Entity swaps on English mentions**: flip rate "
-        + ", ".join(f"{m} {fmt(*e.loc[m, ['flip_rate', 'flip_rate_lo', 'flip_rate_hi']])}" for m in e.index)
+        + ", ".join(f"{NAMES[m]} {fmt(*e.loc[m, ['flip_rate', 'flip_rate_lo', 'flip_rate_hi']])}" for m in e.index)
         + "; null control "
-        + ", ".join(f"{m} {n.loc[m, 'flip_rate']:.3f}" for m in n.index)
+        + ", ".join(f"{NAMES[m]} {n.loc[m, 'flip_rate']:.3f}" for m in n.index)
         + ". Paired flip rate, HAMAM − unmasked "
         + f"{fmt(*flip['unmasked'], signed=True)} ({_sure(*flip['unmasked'][1:])})."
     )
