@@ -88,3 +88,11 @@ def test_the_chapters_answer_with_the_numbers_the_issues_ask_for():
     for key in keys:
         assert len(NUMBERS["08"][key]) == 3, key
     assert {"08.swap.flip_rate.hamam", "08.swap.flip_rate.unmasked"} <= set(NUMBERS["08"])
+
+
+@needs_run
+@pytest.mark.parametrize("page", sorted((FIGURES.parent / "reports").glob("[0-9][0-9]_*.html")), ids=lambda p: p.stem)
+def test_committed_pages_carry_no_leftover_output(page):
+    text = page.read_text(encoding="utf-8")
+    for leftover in ("PosixPath(", "Traceback (most recent call last)", "Default prompt name is set to", "/work/"):
+        assert leftover not in text, f"{page.name}: {leftover}"
