@@ -283,7 +283,7 @@ def test_frozen_phrase_says_what_the_fold_runs_did():
     cfg = TrainConfig(freeze_layers=6)
     on, off = [{"frozen_cached": True}] * 5, [{"frozen_cached": False}] * 2
     assert frozen_phrase(cfg, 12, on).endswith("computed once per distinct input in 5 of 5 fold runs)")
-    assert frozen_phrase(cfg, 12, on).startswith("lowest 6 of 12 layers frozen")
+    assert frozen_phrase(cfg, 12, on).startswith("embeddings and lowest 6 of 12 layers frozen")
     assert "recomputed at every step" in frozen_phrase(cfg, 12, off)
     assert "recomputed at every step" in frozen_phrase(cfg, 12, [{}])  # runs from code before the cache
     assert frozen_phrase(TrainConfig(), 2, on) == "all 2 layers trained"

@@ -167,3 +167,30 @@ def folds_figure(balance: pd.DataFrame):
     ax.set(title=title, xlabel="fold", ylabel="share of rows")
     _label_legend(fig, ax)
     return fig
+
+
+def answer(
+    profile: str, n_folds: int, data: dict, lab: pd.Series, spread: pd.Series, seen: pd.DataFrame, crossing
+) -> str:
+    """The chapter's answer as Markdown from the tables above (train label shares `lab`, per-label spread of the
+    fold shares, the split-by-split `seen` shares); the claim about final rows follows the measured overlap."""
+    train, val, final = data["train"], data["validation"], data["final"]
+    final_seen = seen.loc["final", "sentence"]
+    so = (
+        "So every final row is"
+        if final_seen == 0
+        else f"Apart from {final_seen:.1%} repeated sentences, final rows are"
+    )
+    return f"""
+**RuSentNE-23 ({profile} profile)** has {len(train)} train, {len(val)} validation and {len(final)} final rows;
+{lab[0]:.1%} of train rows are neutral, {lab[-1]:.1%} negative, {lab[1]:.1%} positive.
+Sentences repeat ({train["sentence"].nunique()} distinct sentences in train), so folds are grouped by sentence:
+{crossing} sentences cross folds, and the label shares of the {n_folds} folds differ by at most
+{100 * spread.max():.1f} percentage points. {seen.loc["validation", "sentence"]:.1%} of validation rows share their
+sentence with train (final: {final_seen:.1%}), and {seen.loc["validation", "entity"]:.1%} name an entity seen in
+train (final: {seen.loc["final", "entity"]:.1%}). The split is by document: a public labelled copy of the corpus
+with document ids (yuliana-solomatina/rusentne-2023-prompt-tuning) places every validation row in a document that
+also supplies train rows, and none of the final rows. {so} unseen-sentence rows: expect test scores nearer the
+unseen-sentence validation scores than the all-rows ones, and the later chapters report unseen-sentence
+validation rows beside all rows wherever they score validation.
+"""

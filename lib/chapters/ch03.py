@@ -158,7 +158,10 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd
     if closes["lo"] > 0 or closes["hi"] < 0:
         sub = "the weights still differ after their thresholds: the threshold is no full substitute for the weight"
     elif d.loc["argmax", "lo"] > 0 or d.loc["argmax", "hi"] < 0:
-        sub = "the weights differ under argmax but not after their thresholds: here the threshold stands in for it"
+        sub = (
+            "the weights differ under argmax, and after their thresholds the difference is no longer distinguishable "
+            "from 0: consistent with the threshold standing in for the weight"
+        )
     else:
         sub = "the weights cannot be told apart either way, so this data cannot say whether one substitutes"
     return (

@@ -368,6 +368,7 @@ def answer(
             if not abs(np.mean(ps)) > sd
             else "is smaller than the difference"
         )
+        + f" (the t-interval over seeds {'excludes' if lo > 0 or hi < 0 else 'includes'} 0)"
     )
     if 1 in s.index and 5 in s.index:
         ratio = s.loc[5, "seconds_per_step"] / s.loc[1, "seconds_per_step"]
@@ -429,7 +430,7 @@ def iterations_answer(iters: pd.DataFrame, d: dict, fraction: float = FRACTION) 
     elif lo > 0:
         text += f"; more for every one of the {count(n, 'seed')}"
     else:
-        text += f"; the per-seed differences run from {lo:+.0f} to {hi:+.0f}, so no consistent reduction"
+        text += f"; the per-seed differences run from {lo:+.0f} to {hi:+.0f}, so no consistent direction"
     if n > 1 and np.isfinite(d["lo"]):
         sure = "excludes 0" if d["lo"] > 0 or d["hi"] < 0 else "includes 0"
         text += f"; 95% t-interval over the {count(n, 'seed')} [{d['lo']:+.1f}, {d['hi']:+.1f}] ({sure})"

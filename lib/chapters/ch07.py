@@ -203,8 +203,9 @@ def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int, look: di
     c = comp[comp["subset"] == "all"].set_index(["variant", "kind", "decision"])
     names = list(dict.fromkeys(scores["variant"]))
     best = max(((n, dn) for n in names for dn in DECISIONS), key=lambda k: s.loc[k, "f1pn"])
+    which = ", ".join(map(str, sorted(set(folds["fold"]))))
     out = [
-        f"Mode **{mode}**, fold models {sorted(set(folds['fold']))} of {n_folds} (ensembled by averaging logits), "
+        f"Mode **{mode}**, fold models {which} of {n_folds} (ensembled by averaging logits), "
         f"one seed; reference **{nm(ref)}** (the headline recipe's neutral weight). Validation F1pn, "
         "all rows, sentence-clustered 95% CIs, differences paired; each rule's t chosen on clean OOF train rows only.\n"
     ]

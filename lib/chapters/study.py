@@ -263,7 +263,8 @@ def frozen_phrase(cfg, n_layers: int, runs: list[dict]) -> str:
         if done
         else "its output recomputed at every step (this encoder's layout cannot be replayed)"
     )
-    return f"lowest {cfg.freeze_layers} of {n_layers} layers frozen (a fixed feature extractor, no dropout; {how})"
+    frozen = f"embeddings and lowest {cfg.freeze_layers} of {n_layers} layers frozen"
+    return f"{frozen} (a fixed feature extractor, no dropout; {how})"
 
 
 def fold_diffs(study: Study, a, b, folds) -> pd.DataFrame:

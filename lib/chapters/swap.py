@@ -263,6 +263,8 @@ def reliance_verdict(output: tuple[float, float], own_pass: tuple[float, float])
     """Does the masked pass reduce reliance on the entity? From two paired flip-rate CIs (lo, hi) against the
     unmasked model: HAMAM's output, and HAMAM's unmasked pass alone. The output moves about half as far by
     construction (it averages in a pass that cannot see the name), so "yes" is qualified by the pass that can."""
+    if output[0] > 0:
+        return "No: HAMAM's output flips more than the unmasked model"
     if not output[1] < 0:
         return "Not measurably"
     if own_pass[1] < 0:

@@ -2,7 +2,7 @@ import numpy as np
 import pandas as pd
 
 from lib.chapters.ch02 import errors
-from lib.metrics import f1pn
+from lib.metrics import f1pn, softmax
 
 
 def frame(n=240, seed=0):
@@ -38,6 +38,11 @@ def test_confident_errors_are_wrong_and_sorted_by_confidence():
     e = errors.confident_errors(df, logits, k=10)
     assert len(e) == 10 and (e["true"] != e["predicted"]).all()
     assert e["p(predicted)"].is_monotonic_decreasing and (e["p(predicted)"] > e["p(true)"]).all()
+    # under a threshold rule the predicted label need not be the most probable: its own probability ranks the rows
+    polar = errors.confident_errors(df, logits, k=10, decide=lambda z: np.where(softmax(z)[:, 1] > 0.9, 0, 1))
+    p_pred = softmax(logits)[:, [1, 2]]  # neutral, positive columns (labels -1, 0, 1)
+    assert polar["p(predicted)"].is_monotonic_decreasing
+    assert set(polar["p(predicted)"]) <= set(np.round(p_pred.ravel(), 3))
 
 
 def test_the_seen_group_says_what_is_seen_and_the_figure_reads_cleanly():

@@ -57,7 +57,7 @@ def test_iterations_table_and_the_paired_difference_over_seeds():
     assert list(d["per_seed"].values()) == [-20, 10, -20]  # K = 5 - K = 1, seed by seed
     assert (d["mean"], d["min"], d["max"], d["n"]) == (pytest.approx(-10), -20, 10, 3)
     text = ch04.iterations_answer(ch04.iterations_table(runs), d)
-    assert "10.0 fewer steps" in text and "from -20 to +10" in text and "no consistent reduction" in text
+    assert "10.0 fewer steps" in text and "from -20 to +10" in text and "no consistent direction" in text
     assert "95% t-interval over the 3 seeds" in text  # the CI over seeds, with their number
 
 

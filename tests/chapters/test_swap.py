@@ -286,7 +286,8 @@ def test_null_copies_are_the_originals_text_row_for_row():
 
 
 def test_reliance_verdict_credits_the_pass_that_sees_the_name_not_the_averaging():
-    assert reliance_verdict((0.001, 0.02), (-0.03, -0.01)) == "Not measurably"
+    assert reliance_verdict((-0.001, 0.02), (-0.03, -0.01)) == "Not measurably"
+    assert reliance_verdict((0.001, 0.02), (-0.03, -0.01)).startswith("No: HAMAM's output flips more")
     assert reliance_verdict((-0.05, -0.02), (-0.03, -0.01)).startswith("Yes")
     assert "flips more" in reliance_verdict((-0.05, -0.02), (0.02, 0.04))
     assert "cannot be told apart" in reliance_verdict((-0.05, -0.02), (-0.01, 0.02))

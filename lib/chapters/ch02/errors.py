@@ -48,13 +48,15 @@ def by_group(df: pd.DataFrame, logits: np.ndarray, n_boot: int, min_rows: int = 
 
 
 def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20, decide=to_labels) -> pd.DataFrame:
-    """The k wrong predictions (under `decide`) with the highest predicted probability, with their sentences."""
+    """The k wrong predictions (under `decide`) with the highest probability of the predicted label, with their
+    sentences (under a threshold rule the predicted label need not be the most probable one)."""
     from ...config import LABELS
 
     p = softmax(logits)
     pred = decide(logits)
+    p_pred = p[np.arange(len(p)), [LABELS.index(v) for v in pred]]
     wrong = np.flatnonzero(pred != df["label"].to_numpy())
-    top = wrong[np.argsort(-p[wrong].max(1), kind="stable")[:k]]
+    top = wrong[np.argsort(-p_pred[wrong], kind="stable")[:k]]
     names = {-1: "negative", 0: "neutral", 1: "positive"}
     return pd.DataFrame(
         {
@@ -62,7 +64,7 @@ def confident_errors(df: pd.DataFrame, logits: np.ndarray, k: int = 20, decide=t
             "type": df["entity_tag"].to_numpy()[top],
             "true": [names[v] for v in df["label"].to_numpy()[top]],
             "predicted": [names[v] for v in pred[top]],
-            "p(predicted)": p[top].max(1).round(3),
+            "p(predicted)": p_pred[top].round(3),
             "p(true)": p[top, [LABELS.index(v) for v in df["label"].to_numpy()[top]]].round(3),
             "sentence": df["sentence"].to_numpy()[top],
         }

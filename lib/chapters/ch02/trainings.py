@@ -93,7 +93,7 @@ def goal_note(goal: float, got: tuple, seed_f1: dict, fold_runs: list) -> str:
     at = float(np.mean([r["best_step"] / r["steps"] for r in fold_runs]))
     seeds = ", ".join(f"{v:.3f} (seed {s})" for s, v in seed_f1.items())
     retrain = (
-        f"one seed's ensemble scores {seeds}: a spread of {spread:.3f}, "
+        f"each seed's ensemble scores {seeds}: a spread of {spread:.3f}, "
         + ("smaller than the gap, so another seed alone would not close it" if spread < gap else "as large as the gap")
         if len(seed_f1) > 1
         else "one seed only: how far a retraining moves it is not measured"
@@ -105,7 +105,7 @@ def goal_note(goal: float, got: tuple, seed_f1: dict, fold_runs: list) -> str:
     )
     stop = (
         f"early stopping kept checkpoints at {at:.0%} of each run on average: the inner held-out F1pn peaked "
-        "before the last epoch, so more epochs of this recipe are not what it lacks"
+        "well before the end of training, so more epochs of this recipe are not what it lacks"
         if at < 0.9
         else f"early stopping kept checkpoints at {at:.0%} of each run on average: the curves had not flattened, "
         "so more epochs may help"

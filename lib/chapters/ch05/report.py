@@ -201,9 +201,7 @@ def best_on_oof(scores: pd.DataFrame, families=(FINE_TUNED, FROZEN)) -> str:
     return str(oof.loc[oof["f1pn"].idxmax(), "model"])
 
 
-def get(
-    scores: pd.DataFrame, model: str, subset: str = "all", split: str = "validation", col: str = "f1pn"
-) -> list[float]:
+def get(scores: pd.DataFrame, model: str, subset="all", split="validation", col="f1pn") -> list[float]:
     """[value, lo, hi] of `col` (f1pn or macro_f1) for one model, split and subset."""
     r = scores[(scores["model"] == model) & (scores["subset"] == subset) & (scores["split"] == split)].iloc[0]
     return [float(r[col]), float(r[f"{col}_lo"]), float(r[f"{col}_hi"])]
@@ -371,8 +369,9 @@ def answer(
     oof = scores[scores["split"] == "train OOF"].set_index("model")["f1pn"]
     bis = [m for m in models if NAMES[m][1] != CROSS]
     lines = [
-        f"**Validation F1pn** ({profile} profile, ensembles of the same {count(n_folds, 'fold model')} on every side; "
-        "all rows / unseen-sentence rows; sentence-clustered 95% CIs):",
+        f"**Validation F1pn** ({profile} profile, {'ensembles of the same ' * (n_folds > 1)}"
+        f"{count(n_folds, 'fold model') if n_folds > 1 else 'one fold model'} on every side; all rows / unseen rows; "
+        "sentence-clustered 95% CIs):",
         "",
     ]
     lines += [
