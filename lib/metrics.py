@@ -22,9 +22,9 @@ def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
     return f.format(v) if lo is None else f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
 
 
-def count(n: int, word: str) -> str:
-    """'1 fold', '2 folds': a number with its noun, never "fold(s)"."""
-    return f"{n} {word}{'' if n == 1 else 's'}"
+def count(n: int, word: str, plural: str | None = None) -> str:
+    """'1 fold', '2 folds': a number with its noun, never "fold(s)" (`plural` where adding an s is wrong)."""
+    return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
 def ci_note(n: int) -> str:

@@ -20,6 +20,8 @@ from matplotlib.transforms import Bbox
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
+from ..metrics import count
+
 SHRINK = 1.0  # px taken off every side of a text box, so texts that only touch do not count as overlapping
 
 
@@ -101,7 +103,7 @@ def _data_hits(ax, box: Bbox, renderer) -> list[str]:
     shown = [Bbox.intersection(p.get_window_extent(renderer), inside) for p in ax.patches if p.get_visible()]
     bars = [b for b in shown if b is not None and b.overlaps(box)]
     if bars:
-        hits.append(f"{len(bars)} patch(es)/bar(s)")
+        hits.append(count(len(bars), "patch or bar", "patches or bars"))
     return hits
 
 
@@ -146,7 +148,7 @@ def clipped_markers(fig) -> list[str]:
             xy = xy[np.isfinite(xy).all(1)]
             cut = int((_within(xy, box, -r + 1e-6) & ~_within(xy, box, r)).sum())
             if cut:
-                out.append(f"{cut} marker(s) of {_line_name(line)} cut by the edge of {_axes_name(ax, i)}")
+                out.append(f"{count(cut, 'marker')} of {_line_name(line)} cut by the edge of {_axes_name(ax, i)}")
     return out
 
 
@@ -198,7 +200,7 @@ def text_problems(fig, min_size: float = 8.0, tight: bool | None = None) -> list
         if t.get_fontsize() < min_size:
             small.setdefault((where[id(t)], t.get_fontsize()), []).append(t)
     for (w, size), ts in small.items():
-        problems.append(f"small font: {len(ts)} text(s) at {size:g} pt < {min_size:g} pt in {w}: {_names(ts)}")
+        problems.append(f"small font: {count(len(ts), 'text')} at {size:g} pt < {min_size:g} pt in {w}: {_names(ts)}")
 
     boxes = np.array([Text.get_window_extent(t, renderer).extents for t in texts]).reshape(-1, 4)
     lo, hi = boxes[:, :2] + SHRINK, boxes[:, 2:] - SHRINK  # NaN boxes compare False: never overlap
