@@ -201,7 +201,7 @@ def test_chapter_tables_numbers_answer_and_figures():
     assert len({v[0] for v in look.values()}) == len({v[1] for v in look.values()}) == len(names)
     assert look["07/ce-weight-0.1"][0] == "cross-entropy, neutral weight 0.1" and look["07/dice"][0].startswith("Dice")
     text = imb.answer(scores, comp, folds, rel, ref, "hamam", 5, look)
-    assert "**hamam**" in text and "[0, 1] of 5" in text and all(f"**{v[0]}**" in text for v in look.values())
+    assert "**hamam**" in text and "fold models 0, 1 of 5" in text and all(f"**{v[0]}**" in text for v in look.values())
     assert "07/" not in text  # variants by their display names, not run names
     by = imb.by_type(val, dec, 20)
     assert set(by["group"]) == {"PERSON", "ORGANIZATION"} and len(by) == 2 * 2 * len(names)
