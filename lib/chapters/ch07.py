@@ -253,10 +253,11 @@ def looks(runs: dict) -> dict:
     return {n: objective(r.cfg) for n, r in runs.items()}
 
 
-def named(t: pd.DataFrame, look: dict) -> pd.DataFrame:
-    """The table for display: each run id (a `variant` column, else the index) replaced by its display name."""
+def named(t, look: dict):
+    """The table (or series) for display: each run id (a `variant` column, else the index) by its display name."""
     names = {n: v[0] for n, v in look.items()}
-    return t.assign(variant=t["variant"].map(names)) if "variant" in t.columns else t.rename(index=names)
+    has_column = isinstance(t, pd.DataFrame) and "variant" in t.columns
+    return t.assign(variant=t["variant"].map(names)) if has_column else t.rename(index=names)
 
 
 def _points(ax, t: pd.DataFrame, names, look: dict, v: str, lo: str | None = None, hi: str | None = None):

@@ -217,3 +217,13 @@ def test_chapter_tables_numbers_answer_and_figures():
             ]
             for fig in figs:
                 assert text_problems(fig) == []
+
+
+def test_tables_are_shown_by_display_name_whatever_their_shape():
+    look = {"07/focal": ("focal (γ = 2)", "red"), "07/dice": ("Dice", "blue")}
+    rows = pd.DataFrame({"variant": ["07/focal", "07/dice"], "f1pn": [0.5, 0.4]})
+    assert imb.named(rows, look)["variant"].tolist() == ["focal (γ = 2)", "Dice"]
+    by_index = pd.DataFrame({"loss": ["focal", "dice"]}, index=["07/focal", "07/dice"])
+    assert imb.named(by_index, look).index.tolist() == ["focal (γ = 2)", "Dice"]
+    series = pd.Series([0.1, 0.2], index=["07/focal", "07/dice"])  # ch07.ece returns one
+    assert imb.named(series, look).index.tolist() == ["focal (γ = 2)", "Dice"]
