@@ -76,7 +76,7 @@ done
 [ "$ran" -gt 0 ] || { echo "run_all.sh: --only '$only' matched no notebook" >&2; exit 1; }
 if [ "$profile" = cpu ]; then reports=reports; else reports="runs/$profile/reports"; fi
 python scripts/export_html.py "$out" "$reports"
-echo "done: $ran notebook(s) in $(( $(date +%s) - total_start ))s; executed copies in $out/"
+echo "done: $ran notebook$([ "$ran" = 1 ] || echo s) in $(( $(date +%s) - total_start ))s; executed copies in $out/"
 # the run as data: commit, wall seconds (parts of one commit add up), hardware, precision, versions, per-run seconds
 if [ -z "$data_dir" ]; then
   python scripts/run_record.py --profile "$profile" --seconds "$(( $(date +%s) - run_start ))" ${only:+--only "$only"}

@@ -113,7 +113,7 @@ def main() -> None:
     print(pd.DataFrame(plan).to_string(index=False))
     print(
         "wall time of chapter 02's paper runs: "
-        + ", ".join(f"{g} GPU(s) ~{total / g:.0f} min" for g in args.gpus)
+        + ", ".join(f"{g} GPU{'' if g == 1 else 's'} ~{total / g:.0f} min" for g in args.gpus)
         + " (fold jobs are independent: one Ray task each with `--executor ray`, or python -m lib.train per job)"
     )
     e5 = m[(m["backbone"].str.startswith("e5-small"))] if len(m) else m

@@ -242,7 +242,8 @@ def main(argv=None) -> int:
         target, info = export_notebook(path, args.out_dir, exporter)
         notes = []
         if info["require_tags_removed"]:
-            notes.append(f"{info['require_tags_removed']} remote require.js tag(s) replaced by inlined copies")
+            n = info["require_tags_removed"]
+            notes.append(f"{n} remote require.js tag{'' if n == 1 else 's'} replaced by inlined copies")
         if info["remote"]:
             notes.append("still loads from the network: " + ", ".join(info["remote"]))
         print(f"wrote {target} ({info['bytes'] / 1024:.0f} kB)" + (f"; {'; '.join(notes)}" if notes else ""))

@@ -25,6 +25,7 @@ from lib.chapters.study import code_commit, results_path  # noqa: E402
 from lib.config import get_profile  # noqa: E402
 from lib.device import hardware, pick_device, resolve_precision, versions  # noqa: E402
 from lib.folds import load_prepared  # noqa: E402
+from lib.metrics import count  # noqa: E402
 
 
 def run_seconds(prof, data) -> dict:
@@ -78,7 +79,7 @@ def main(argv=None) -> int:
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, ensure_ascii=False) + "\n")
-    print(f"run record: commit {commit[:12]}, {doc['run']['seconds']} s in {len(parts)} part(s) -> {path}")
+    print(f"run record: commit {commit[:12]}, {doc['run']['seconds']} s in {count(len(parts), 'part')} -> {path}")
     return 0
 
 

@@ -143,7 +143,7 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
     Right: HAMAM minus each half, paired, on all rows and by the targets of the sentence."""
     import matplotlib.pyplot as plt
 
-    from .plots import model_color
+    from .plots import legend_below, model_color
 
     names = NAMES
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1, 1.3]}, layout="constrained")
@@ -163,7 +163,7 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
     ax.set_xticks(range(len(TESTS)), list(TESTS))
     ax.set_xlim(-0.5, len(TESTS) - 0.3)
     ax.set(ylabel="F1pn (95% CI)", title="this study (filled, 95% CI) and published (open)")
-    ax.legend(loc="upper center", bbox_to_anchor=(0.5, -0.1), ncol=3, fontsize=9)  # below the axes, off the data
+    legend_below(fig, *ax.get_legend_handles_labels(), fontsize=9)  # below both panels: the axes keep their width
     d = diffs.reset_index(drop=True)
     labels = [f"{shown(r.comparison)}, {r.part}: {r.rows} (n={r.n})" for r in d.itertuples()]
     for i, r in d.iterrows():

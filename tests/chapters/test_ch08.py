@@ -112,3 +112,30 @@ def test_numbers_carry_the_keys_the_readme_reads():
 def test_the_cpu_plan_gives_chapter_08_two_folds_of_every_mode():
     prof = get_profile("cpu")
     assert [plan.get(prof, f"08/{m}").folds for m in ("hamam", "unmasked", "masked")] == [(0, 1)] * 3
+
+
+def test_the_scores_figure_reads_cleanly():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from lib.chapters.figcheck import text_problems
+
+    scores = pd.DataFrame(
+        [
+            {"model": m, "part": p, "decision": "OOF rule", "f1pn": 0.6, "f1pn_lo": 0.55, "f1pn_hi": 0.65}
+            for m in ("hamam", "unmasked", "masked")
+            for p in ch08.TESTS
+        ]
+    )
+    diffs = pd.DataFrame(
+        [
+            {"comparison": f"hamam - {b}", "part": p, "rows": g, "n": 100, "diff": 0.01, "lo": -0.02, "hi": 0.04}
+            for p in ch08.TESTS
+            for b in ("unmasked", "masked")
+            for g in ("all", "one target", "several, mixed labels")
+        ]
+    )
+    fig = ch08.scores_figure(scores, diffs)
+    assert text_problems(fig) == []
+    labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
+    assert labels[0] == "HAMAM − unmasked, test_rw: all (n=100)"
