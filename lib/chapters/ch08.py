@@ -123,13 +123,13 @@ def published_table(ours: list[tuple[str, dict, dict]]) -> str:
         "Scores × 100, as NewsMTSC's paper prints them.\n\n"
         "| model | test-rw F1m | test-rw F1pn | test-mt F1m | test-mt F1pn |\n|---|---|---|---|---|\n"
     )
-    rows = [f"| {m} (published) | " + " | ".join(f"{v:.1f}" for v in vals) + " |" for m, vals in PUBLISHED.items()]
+    rows = [f"| published: {m} | " + " | ".join(f"{v:.1f}" for v in vals) + " |" for m, vals in PUBLISHED.items()]
 
     def c(s, k):
         return f"{100 * s[k]:.1f} [{100 * s[k + '_lo']:.1f}, {100 * s[k + '_hi']:.1f}]"
 
     rows += [
-        f"| {name} (this study) | {c(rw, 'f1m')} | {c(rw, 'f1pn')} | {c(mt, 'f1m')} | {c(mt, 'f1pn')} |"
+        f"| this study: {name} | {c(rw, 'f1m')} | {c(rw, 'f1pn')} | {c(mt, 'f1m')} | {c(mt, 'f1pn')} |"
         for name, rw, mt in ours
     ]
     return head + "\n".join(rows)
