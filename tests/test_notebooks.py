@@ -76,3 +76,16 @@ def test_no_markdown_cell_names_a_profile_field_instead_of_its_value():
                 if m and m.group(1) in fields:
                     found.append(f"{path.name} cell {i}: `{code}`")
     assert not found, found
+
+
+def test_no_code_line_is_wider_than_the_library_allows():
+    # the width ruff holds lib/ to (pyproject.toml): a reader of a page never scrolls sideways
+    wide = [
+        f"{path.name} cell {i}: {len(line)} characters"
+        for path in NOTEBOOKS
+        for i, c in enumerate(nbformat.read(path, as_version=4).cells)
+        if c.cell_type == "code"
+        for line in c.source.splitlines()
+        if len(line) > 120
+    ]
+    assert not wide, wide
