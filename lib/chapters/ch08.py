@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..metrics import paired_bootstrap_diff, score, sentence_groups
 from ..rules import apply_rule
+from .style import MODE_NAMES
 
 TESTS = {"test_rw": "validation", "test_mt": "final"}  # NewsMTSC part -> its role in a fold run
 # published on the test parts (the paper's Table 2, mean of its runs; x 100): (rw F1m, rw F1pn, mt F1m, mt F1pn)
@@ -23,7 +24,6 @@ PUBLISHED = {
     "GRU-TSC, RoBERTa-base (the paper's model)": (83.1, 82.9, 82.5, 80.2),
 }
 PUBLISHED_MARKERS = ("v", "^", "D")  # one open marker per published model in 08_newsmtsc
-NAMES = {"hamam": "HAMAM", "unmasked": "unmasked", "masked": "masked"}  # display names of the run modes
 PRONOUNS = {  # by case, so a swap keeps the sentence's grammar: he -> she, never he -> him
     "subject": {"he", "she", "they", "i", "we", "you", "it"},
     "object": {"him", "them", "me", "us"},
@@ -145,11 +145,10 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
 
     from .plots import legend_below, model_color
 
-    names = NAMES
     fig, (ax, bx) = plt.subplots(1, 2, figsize=(12, 4.4), gridspec_kw={"width_ratios": [1, 1.3]}, layout="constrained")
     s = scores[scores["decision"] == "OOF rule"]
     for i, part in enumerate(TESTS):
-        for j, (m, label) in enumerate(names.items()):
+        for j, (m, label) in enumerate(MODE_NAMES.items()):
             r = s[(s["model"] == m) & (s["part"] == part)].iloc[0]
             x = i + (j - 1) * 0.18
             err = [[r.f1pn - r.f1pn_lo], [r.f1pn_hi - r.f1pn]]
@@ -177,7 +176,7 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
 def shown(comparison: str) -> str:
     """'hamam - masked' (the key form) as a reader sees it: 'HAMAM − masked'."""
     a, b = comparison.split(" - ")
-    return f"{NAMES.get(a, a)} − {NAMES.get(b, b)}"
+    return f"{MODE_NAMES.get(a, a)} − {MODE_NAMES.get(b, b)}"
 
 
 def _sure(lo, hi) -> str:
@@ -210,9 +209,9 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
     t = transfer[transfer["decision"] == "argmax"].set_index(["direction", "model", "part"])
     lines.append(
         "\n**Zero-shot transfer** (argmax; the source's OOF rule in the table): Russian → English test_rw "
-        + ", ".join(f"{NAMES[m]} {t.loc[('ru_to_en', m, 'test_rw'), 'f1pn']:.3f}" for m in NAMES)
+        + ", ".join(f"{MODE_NAMES[m]} {t.loc[('ru_to_en', m, 'test_rw'), 'f1pn']:.3f}" for m in MODE_NAMES)
         + "; English → Russian validation "
-        + ", ".join(f"{NAMES[m]} {t.loc[('en_to_ru', m, 'validation'), 'f1pn']:.3f}" for m in NAMES)
+        + ", ".join(f"{MODE_NAMES[m]} {t.loc[('en_to_ru', m, 'validation'), 'f1pn']:.3f}" for m in MODE_NAMES)
         + ". Paired, HAMAM − unmasked under the source rule: "
         + "; ".join(
             f"{r.direction} {r.part} {fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})"
@@ -224,9 +223,9 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
     n = nulls[nulls["copies"] == "all"].set_index("model")
     lines.append(
         "\n**Entity swaps on English mentions**: flip rate "
-        + ", ".join(f"{NAMES[m]} {fmt(*e.loc[m, ['flip_rate', 'flip_rate_lo', 'flip_rate_hi']])}" for m in e.index)
+        + ", ".join(f"{MODE_NAMES[m]} {fmt(*e.loc[m, ['flip_rate', 'flip_rate_lo', 'flip_rate_hi']])}" for m in e.index)
         + "; null control "
-        + ", ".join(f"{NAMES[m]} {n.loc[m, 'flip_rate']:.3f}" for m in n.index)
+        + ", ".join(f"{MODE_NAMES[m]} {n.loc[m, 'flip_rate']:.3f}" for m in n.index)
         + ". Paired flip rate, HAMAM − unmasked "
         + f"{fmt(*flip['unmasked'], signed=True)} ({_sure(*flip['unmasked'][1:])})."
     )

@@ -16,6 +16,7 @@ from .style import (  # noqa: F401  (re-exported: the chapters call plots.<name>
     AXIS_LABELS,
     BEST_MARK,
     LABEL_COLORS,
+    MODE_NAMES,
     MODEL_COLORS,
     MODEL_PREFIXES,
     RULE_COLORS,

@@ -53,7 +53,8 @@ MODEL_COLORS = {
     "TF-IDF + logistic regression": "#637939",
     "organisers' RuBERT baseline": "#000000",
 }
-MODEL_PREFIXES = ("HAMAM", "unmasked", "masked")  # "<prefix> <backbone>": the prefix's colour
+MODE_NAMES = {"hamam": "HAMAM", "unmasked": "unmasked", "masked": "masked"}  # a run mode's display name
+MODEL_PREFIXES = tuple(MODE_NAMES.values())  # "<prefix> <backbone>": the prefix's colour
 BEST_MARK = " ★"  # marks the OOF-chosen model after its unchanged name
 
 # the decision rules of chapter 03 and the seed-level markers used with any colour

@@ -208,7 +208,7 @@ def learning_curves(runs: dict[str, KFoldResult]):
     visible: fold 0 is drawn widest and each later fold narrower on top of it."""
     import matplotlib.pyplot as plt
 
-    from ..plots import legend_below
+    from ..plots import MODE_NAMES, legend_below
 
     rows = [{**h, "mode": m, "fold": r["fold"]} for m, res in runs.items() for r in res.runs for h in r["history"]]
     hist = pd.DataFrame(rows)
@@ -226,7 +226,7 @@ def learning_curves(runs: dict[str, KFoldResult]):
             kw = {"color": colour[f], "lw": width[f], "label": f"fold {f}"}
             axes[0, j].plot(h["step"], h["held_f1pn"], marker="o", ms=3 + width[f], **kw)
             axes[1, j].plot(h["step"], h["train_loss"], **kw)
-        axes[0, j].set_title("HAMAM" if m == "hamam" else m)  # the mode's display name, as in every chapter
+        axes[0, j].set_title(MODE_NAMES.get(m, m))  # the mode's display name, as in every chapter
         axes[1, j].set_xlabel("step")
     axes[0, 0].set_ylabel("inner-split F1pn")
     axes[1, 0].set_ylabel("training loss")
