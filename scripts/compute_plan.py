@@ -66,6 +66,7 @@ def main() -> None:
     from transformers import AutoTokenizer
 
     from lib.chapters import study
+    from lib.metrics import count
 
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--profile", default="cpu")
@@ -113,7 +114,7 @@ def main() -> None:
     print(pd.DataFrame(plan).to_string(index=False))
     print(
         "wall time of chapter 02's paper runs: "
-        + ", ".join(f"{g} GPU{'' if g == 1 else 's'} ~{total / g:.0f} min" for g in args.gpus)
+        + ", ".join(f"{count(g, 'GPU')} ~{total / g:.0f} min" for g in args.gpus)
         + " (fold jobs are independent: one Ray task each with `--executor ray`, or python -m lib.train per job)"
     )
     e5 = m[(m["backbone"].str.startswith("e5-small"))] if len(m) else m

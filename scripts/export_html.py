@@ -200,9 +200,9 @@ def drop_overridden_defaults(nb) -> int:
     tags = [set(c.get("metadata", {}).get("tags", [])) for c in nb.cells]
     if not any("injected-parameters" in t for t in tags):
         return 0
-    keep = [c for c, t in zip(nb.cells, tags) if "parameters" not in t]
-    dropped, nb.cells = len(nb.cells) - len(keep), keep
-    return dropped
+    before = len(nb.cells)
+    nb.cells = [c for c, t in zip(nb.cells, tags) if "parameters" not in t]
+    return before - len(nb.cells)
 
 
 def export_notebook(path: Path, out_dir: Path, exporter: OfflineHTMLExporter | None = None) -> tuple[Path, dict]:

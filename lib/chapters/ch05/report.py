@@ -368,9 +368,9 @@ def answer(
     models = list(dict.fromkeys(scores["model"]))
     oof = scores[scores["split"] == "train OOF"].set_index("model")["f1pn"]
     bis = [m for m in models if NAMES[m][1] != CROSS]
+    sides = f"ensembles of the same {count(n_folds, 'fold model')}" if n_folds > 1 else "one fold model"
     lines = [
-        f"**Validation F1pn** ({profile} profile, {'ensembles of the same ' * (n_folds > 1)}"
-        f"{count(n_folds, 'fold model') if n_folds > 1 else 'one fold model'} on every side; all rows / unseen rows; "
+        f"**Validation F1pn** ({profile} profile, {sides} on every side; all rows / unseen rows; "
         "sentence-clustered 95% CIs):",
         "",
     ]
