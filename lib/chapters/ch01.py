@@ -177,9 +177,9 @@ def answer(
     train, val, final = data["train"], data["validation"], data["final"]
     final_seen = seen.loc["final", "sentence"]
     so = (
-        "So every final row is"
+        "So every final row is an unseen-sentence row"
         if final_seen == 0
-        else f"Apart from {final_seen:.1%} repeated sentences, final rows are"
+        else f"Apart from {final_seen:.1%} repeated sentences, final rows are unseen-sentence rows"
     )
     return f"""
 **RuSentNE-23 ({profile} profile)** has {len(train)} train, {len(val)} validation and {len(final)} final rows;
@@ -190,7 +190,7 @@ Sentences repeat ({train["sentence"].nunique()} distinct sentences in train), so
 sentence with train (final: {final_seen:.1%}), and {seen.loc["validation", "entity"]:.1%} name an entity seen in
 train (final: {seen.loc["final", "entity"]:.1%}). The split is by document: a public labelled copy of the corpus
 with document ids (yuliana-solomatina/rusentne-2023-prompt-tuning) places every validation row in a document that
-also supplies train rows, and none of the final rows. {so} unseen-sentence rows: expect test scores nearer the
+also supplies train rows, and none of the final rows. {so}: expect test scores nearer the
 unseen-sentence validation scores than the all-rows ones, and the later chapters report unseen-sentence
 validation rows beside all rows wherever they score validation.
 """

@@ -14,6 +14,7 @@ import pandas as pd
 
 from ..metrics import paired_bootstrap_diff, score, sentence_groups
 from ..rules import apply_rule
+from .study import shown
 from .style import MODE_NAMES
 
 TESTS = {"test_rw": "validation", "test_mt": "final"}  # NewsMTSC part -> its role in a fold run
@@ -170,13 +171,8 @@ def scores_figure(scores: pd.DataFrame, diffs: pd.DataFrame):
     bx.axvline(0, color="grey", ls=":", lw=1)
     bx.set_yticks(-np.arange(len(d)), labels, fontsize=8)
     bx.set(xlabel="paired difference in F1pn", title="HAMAM minus each half (95% CI)")
+    bx.xaxis.set_major_locator(plt.MaxNLocator(nbins=5))  # the panel is narrow: fewer ticks, no overlaps
     return fig
-
-
-def shown(comparison: str) -> str:
-    """'hamam - masked' (the key form) as a reader sees it: 'HAMAM − masked'."""
-    a, b = comparison.split(" - ")
-    return f"{MODE_NAMES.get(a, a)} − {MODE_NAMES.get(b, b)}"
 
 
 def _sure(lo, hi) -> str:

@@ -101,6 +101,7 @@ def save(fig, name: str, folder: Path) -> None:
     problems = text_problems(fig)
     checks = folder / CHECKS
     record = json.loads(checks.read_text()) if checks.is_file() else {}
+    record = {k: v for k, v in record.items() if (folder / f"{k}.png").is_file()}  # no record of a removed figure
     record[name] = problems
     checks.write_text(json.dumps(dict(sorted(record.items())), indent=1, ensure_ascii=False) + "\n")
     # fixed metadata so an unchanged figure is byte-identical across runs

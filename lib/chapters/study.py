@@ -107,13 +107,26 @@ def answer(study: Study, text: str) -> None:
 SUBSET_WORDS = {"seen": "seen-sentence", "unseen": "unseen-sentence"}  # not to be read as seen/unseen entities
 
 
+def shown(comparison: str) -> str:
+    """A comparison's key form as a reader sees it: 'hamam - masked' -> 'HAMAM − masked', 'e5-small - navec-bert
+    (hamam)' -> 'e5-small − navec-bert (HAMAM)'; run modes take their display names, other names pass unchanged."""
+    from .style import MODE_NAMES
+
+    head, _, note = comparison.partition(" (")
+    if " - " not in head:
+        return comparison
+    a, b = head.split(" - ", 1)
+    out = f"{MODE_NAMES.get(a, a)} − {MODE_NAMES.get(b, b)}"
+    return f"{out} ({MODE_NAMES.get(note[:-1], note[:-1])})" if note.endswith(")") else out
+
+
 def verdict(row) -> str:
     """One line for a paired difference: direction, and whether its 95% CI excludes 0."""
     sure = (
         "the 95% CI excludes 0" if row["lo"] > 0 or row["hi"] < 0 else "the 95% CI includes 0: not distinguishable here"
     )
     return (
-        f"{row['comparison']} on {SUBSET_WORDS.get(row['subset'], row['subset'])} rows: "
+        f"{shown(row['comparison'])} on {SUBSET_WORDS.get(row['subset'], row['subset'])} rows: "
         f"{fmt(row['diff'], row['lo'], row['hi'], signed=True)} ({sure})"
     )
 

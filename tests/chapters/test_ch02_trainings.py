@@ -70,7 +70,8 @@ def test_the_interval_over_trainings_is_over_folds_with_seeds_averaged_first():
 
 def test_verdict_says_when_the_two_intervals_disagree():
     trn = {"n": 10, "folds": 5, "mean": -0.02, "lo": -0.03, "hi": -0.01, "sd": 0.01, "min": -0.04, "max": 0.0}
-    assert "opposite sides" in tr.verdict("hamam - unmasked", (0.02, 0.005, 0.035), trn)
+    text = tr.verdict("hamam - unmasked", (0.02, 0.005, 0.035), trn)
+    assert text.startswith("**HAMAM − unmasked: not settled**") and "opposite sides" in text  # display names
     assert "better**: both CIs exclude 0" in tr.verdict(
         "x", (0.02, 0.005, 0.035), {**trn, "mean": 0.02, "lo": 0.01, "hi": 0.03}
     )
@@ -104,3 +105,28 @@ def test_goal_note_says_why_the_headline_falls_short_from_what_ran():
     assert "above the 95% CI (upper end 0.598)" in note and "at 33% of each run" in note and "not what it lacks" in note
     note = tr.goal_note(0.60, (0.59, 0.56, 0.62), {13: 0.59}, late)
     assert "inside the 95% CI" in note and "not measured" in note and "may help" in note
+
+
+def test_comparisons_are_shown_with_display_names_and_a_true_minus():
+    from lib.chapters.study import shown, verdict
+
+    assert shown("hamam - masked") == "HAMAM − masked"
+    assert shown("e5-small - navec-bert (hamam)") == "e5-small − navec-bert (HAMAM)"
+    assert shown("every mention - labelled span") == "every mention − labelled span"
+    assert shown("K=5") == "K=5"  # not a difference: unchanged
+    row = {"comparison": "hamam - unmasked", "subset": "all", "diff": -0.01, "lo": -0.03, "hi": 0.01}
+    assert verdict(row).startswith("HAMAM − unmasked on all rows: ")
+
+
+def test_every_mention_counts_the_labels_it_changed_beside_the_paired_difference():
+    sentences = ["Ann met Bob.", "Ann met Bob.", "Ann saw Ann.", "Ann saw Ann.", "Cy ran.", "Dee sat."]
+    val = pd.DataFrame(
+        {"label": [1, -1, 0, 1, 0, -1], "sentence": sentences, "start": [0, 8, 0, 0, 0, 0], "end": [3, 11, 3, 3, 2, 3]}
+    )  # rows 2 and 3 name an entity that occurs twice in its sentence
+    span = np.array([1, -1, 0, 0, 0, -1])
+    every = np.array([1, -1, 0, 1, 0, 1])  # rows 3 and 5 change; row 3 is a repeated-entity row
+    table, lines = tr.every_mention(val, every, span, 50, [0])
+    assert list(table["subset"]) == ["all", "repeated"]
+    assert lines[0].startswith("- every mention − labelled span on all rows: ")
+    assert "1 fold model (0) of one seed" in lines[0]
+    assert lines[-1] == "- the two models' labels differ on 2 of 6 validation rows, 1 of the 2 repeated-entity rows"

@@ -183,6 +183,17 @@ def test_save_narrows_a_wide_figure_to_the_page_with_its_outside_legend(tmp_path
     assert plots.fit_width(narrow) < plots.MAX_WIDTH and narrow.get_size_inches()[0] == 6  # left alone
 
 
+def test_save_records_each_figures_checks_and_forgets_removed_figures(tmp_path):
+    import json
+
+    (tmp_path / plots.CHECKS).write_text(json.dumps({"gone": ["an old problem"], "kept": []}))
+    (tmp_path / "kept.png").write_bytes(b"")  # a figure still there keeps its record
+    fig, ax = plt.subplots(figsize=(4, 3))
+    ax.plot([0, 1], [0, 1])
+    plots.save(fig, "new", tmp_path)
+    assert json.loads((tmp_path / plots.CHECKS).read_text()) == {"kept": [], "new": []}
+
+
 def test_a_legend_below_takes_as_many_columns_as_fit_and_crushable_figures_are_kept():
     fig, axes = plt.subplots(1, 2, figsize=(14, 4))
     for k in range(8):

@@ -12,9 +12,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ...metrics import count, f1pn, fmt, over_trainings
+from ...folds import subset_mask
+from ...metrics import count, f1pn, fmt, over_trainings, paired
 from ...training import KFoldResult
-from ..study import fold_models
+from ..study import fold_models, shown
 
 # --- single models, paired over trainings ---------------------------------------------------------------------
 
@@ -131,14 +132,14 @@ def verdict(comparison: str, ens: tuple, trn: dict) -> str:
     )
     if e_out and t_out and np.sign(ens[0]) == np.sign(trn["mean"]):
         sign = "better" if ens[0] > 0 else "worse"
-        head = f"**{comparison}: {sign}**: both CIs exclude 0 on the same side"
+        head = f"**{shown(comparison)}: {sign}**: both CIs exclude 0 on the same side"
     elif e_out and t_out:
-        head = f"**{comparison}: not settled**: the two CIs exclude 0 on opposite sides"
+        head = f"**{shown(comparison)}: not settled**: the two CIs exclude 0 on opposite sides"
     elif e_out or t_out:
         which = "the ensemble-level CI" if e_out else "the CI over trainings"
-        head = f"**{comparison}: not settled**: only {which} excludes 0"
+        head = f"**{shown(comparison)}: not settled**: only {which} excludes 0"
     else:
-        head = f"**{comparison}: cannot be told apart** here (both CIs include 0)"
+        head = f"**{shown(comparison)}: cannot be told apart** here (both CIs include 0)"
     return f"{head}: {e}; {t}."
 
 
@@ -232,3 +233,24 @@ def learning_curves(runs: dict[str, KFoldResult]):
     axes[1, 0].set_ylabel("training loss")
     legend_below(fig, *axes[0, 0].get_legend_handles_labels())  # below the panels: never over a curve
     return fig
+
+
+# --- masking every mention ------------------------------------------------------------------------------------------
+
+
+def every_mention(val, every, span, bootstrap, folds) -> tuple[pd.DataFrame, list[str]]:
+    """Masking every mention of the entity against the labelled span alone (labels of one model per fold, one seed):
+    the paired F1pn on all and on repeated-entity rows, and how many labels the option changed at all (where
+    the two models agree on every repeated row, the difference there is exactly 0)."""
+    from ..study import verdict
+
+    table = paired(val, every, span, bootstrap, "every mention - labelled span", subsets=("all", "repeated"))
+    where = f"{count(len(folds), 'fold model')} ({', '.join(map(str, folds))}) of one seed: "
+    where += "the spread over trainings is not measured"
+    lines = [f"- {verdict(r)} ({where})" for _, r in table.iterrows()]
+    moved, rep = np.asarray(every) != np.asarray(span), subset_mask(val, "repeated")
+    lines.append(
+        f"- the two models' labels differ on {moved.sum()} of {len(moved)} validation rows, "
+        f"{moved[rep].sum()} of the {rep.sum()} repeated-entity rows"
+    )
+    return table, lines
