@@ -146,3 +146,91 @@ def test_the_scores_figure_reads_cleanly():
         assert text_problems(fig) == []
     labels = [t.get_text() for t in fig.axes[1].get_yticklabels()]
     assert labels[0] == "HAMAM − unmasked, test_rw: all (n=100)"
+
+
+def test_the_answer_states_each_verdict_at_the_strength_of_its_interval():
+    parts = list(ch08.TESTS)
+    sc = pd.DataFrame(
+        [
+            {"model": m, "part": p, "decision": "OOF rule", "f1pn": 0.7, "f1pn_lo": 0.65, "f1pn_hi": 0.75, "f1m": 0.72}
+            for m in ("hamam", "unmasked", "masked")
+            for p in parts
+        ]
+    ).set_index(["model", "part", "decision"])
+    diffs = pd.DataFrame(
+        [
+            {
+                "comparison": "hamam - unmasked",
+                "part": parts[0],
+                "rows": "all",
+                "n": 9,
+                "diff": -0.01,
+                "lo": -0.03,
+                "hi": 0.01,
+            },
+            {
+                "comparison": "hamam - unmasked",
+                "part": parts[1],
+                "rows": "all",
+                "n": 9,
+                "diff": -0.02,
+                "lo": -0.04,
+                "hi": 0.01,
+            },
+            {
+                "comparison": "hamam - masked",
+                "part": parts[0],
+                "rows": "all",
+                "n": 9,
+                "diff": 0.03,
+                "lo": 0.01,
+                "hi": 0.05,
+            },
+            {
+                "comparison": "hamam - masked",
+                "part": parts[1],
+                "rows": "all",
+                "n": 9,
+                "diff": 0.01,
+                "lo": -0.01,
+                "hi": 0.03,
+            },
+        ]
+    )
+    transfer = pd.DataFrame(
+        [
+            {"direction": d, "model": m, "part": p, "decision": "argmax", "f1pn": 0.5}
+            for d, p in (("ru_to_en", parts[0]), ("en_to_ru", "validation"))
+            for m in ("hamam", "unmasked", "masked")
+        ]
+    )
+    xdiff = pd.DataFrame(
+        [
+            {
+                "direction": "ru_to_en",
+                "part": parts[0],
+                "comparison": "hamam - unmasked",
+                "diff": 0.02,
+                "lo": -0.01,
+                "hi": 0.05,
+            },
+            {
+                "direction": "en_to_ru",
+                "part": "validation",
+                "comparison": "hamam - unmasked",
+                "diff": -0.03,
+                "lo": -0.05,
+                "hi": -0.01,
+            },
+        ]
+    )
+    flips = {"flip_rate": 0.1, "flip_rate_lo": 0.08, "flip_rate_hi": 0.12, "copies": "all"}
+    effects = pd.DataFrame([{"model": m, **flips} for m in ("hamam", "unmasked", "masked")])
+    text = ch08.answer(sc, diffs, transfer, xdiff, effects, effects, {"unmasked": (-0.035, -0.05, -0.02)})
+    head = text.split("\n")[0]
+    assert f"HAMAM is indistinguishable from unmasked on {parts[0]}, {parts[1]}" in head
+    assert f"ahead of masked on {parts[0]}, not distinguishable on {parts[1]}" in head
+    assert "behind unmasked on English → Russian validation, not distinguishable on Russian → English" in head
+    assert "changes HAMAM's label less often than the unmasked model's (-0.035 [-0.050, -0.020]" in head
+    text = ch08.answer(sc, diffs, transfer, xdiff, effects, effects, {"unmasked": (0.01, -0.01, 0.03)})
+    assert "neither clearly more nor less often than" in text
