@@ -3,6 +3,7 @@ chapter 08's prediction files are its NewsMTSC headline, each read back from dis
 labels as a reader would."""
 
 import json
+import re
 import subprocess
 from pathlib import Path
 
@@ -94,5 +95,13 @@ def test_the_chapters_answer_with_the_numbers_the_issues_ask_for():
 @pytest.mark.parametrize("page", sorted((FIGURES.parent / "reports").glob("[0-9][0-9]_*.html")), ids=lambda p: p.stem)
 def test_committed_pages_carry_no_leftover_output(page):
     text = page.read_text(encoding="utf-8")
-    for leftover in ("PosixPath(", "Traceback (most recent call last)", "Default prompt name is set to", "/work/"):
+    for leftover in (
+        "PosixPath(",
+        "Traceback (most recent call last)",
+        "Default prompt name is set to",
+        "/work/",
+        "/tmp/",
+    ):
         assert leftover not in text, f"{page.name}: {leftover}"
+    warning = re.search(r"\b\w*Warning: ", text)  # a warning printed to a page (stderr), e.g. pandas' FutureWarning
+    assert warning is None, f"{page.name}: {text[warning.start() : warning.start() + 120] if warning else ''}"
