@@ -18,8 +18,14 @@ CI_METHOD = "sentence-cluster bootstrap"
 
 def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
     """The study's one way to print a number with its CI: 0.483 [0.456, 0.509] (signed: +0.021 [...])."""
-    f = "{:+.3f}" if signed else "{:.3f}"
-    return f.format(v) if lo is None else f"{f.format(v)} [{f.format(lo)}, {f.format(hi)}]"
+    sign = "+" if signed else ""
+
+    def one(x) -> str:  # a value that rounds to 0 but is not 0 keeps a 4th decimal: its side of 0 can decide a verdict
+        x = float(x) + 0.0  # no "-0.000"
+        text = f"{x:{sign}.3f}"
+        return f"{x:{sign}.4f}" if x != 0 and float(text) == 0 else text
+
+    return one(v) if lo is None else f"{one(v)} [{one(lo)}, {one(hi)}]"
 
 
 def count(n: int, word: str, plural: str | None = None) -> str:

@@ -224,3 +224,13 @@ def test_score_gives_a_clustered_ci_for_each_metric_asked():
     for m in ("f1pn", "macro_f1"):
         assert s[f"{m}_lo"] < s[m] < s[f"{m}_hi"]
     assert "accuracy_lo" not in score(y, p, 50, groups=groups)  # by default F1pn alone
+
+
+def test_fmt_never_prints_minus_zero_and_keeps_the_side_of_a_bound_near_zero():
+    from lib.metrics import fmt
+
+    assert fmt(0.4832, 0.4561, 0.5093) == "0.483 [0.456, 0.509]"
+    assert fmt(-0.0, signed=True) == "+0.000"
+    # a bound that rounds to 0 keeps a 4th decimal, so "includes 0" / "excludes 0" can be read off the numbers
+    assert fmt(0.021, -0.0004, 0.043, signed=True) == "+0.021 [-0.0004, +0.043]"
+    assert fmt(0.021, 0.0004, 0.043, signed=True) == "+0.021 [+0.0004, +0.043]"

@@ -188,9 +188,9 @@ Sentences repeat ({train["sentence"].nunique()} distinct sentences in train), so
 {crossing} sentences cross folds, and the label shares of the {n_folds} folds differ by at most
 {100 * spread.max():.1f} percentage points. {seen.loc["validation", "sentence"]:.1%} of validation rows share their
 sentence with train (final: {final_seen:.1%}), and {seen.loc["validation", "entity"]:.1%} name an entity seen in
-train (final: {seen.loc["final", "entity"]:.1%}). The split is by document: a public labelled copy of the corpus
-with document ids (yuliana-solomatina/rusentne-2023-prompt-tuning) places every validation row in a document that
-also supplies train rows, and none of the final rows. {so}: expect test scores nearer the
+train (final: {seen.loc["final", "entity"]:.1%}). Train and validation share documents; the final split does not: a
+public labelled copy of the corpus with document ids (yuliana-solomatina/rusentne-2023-prompt-tuning) places every
+validation row in a document that also supplies train rows, and no final row in one. {so}: expect test scores nearer the
 unseen-sentence validation scores than the all-rows ones, and the later chapters report unseen-sentence
 validation rows beside all rows wherever they score validation.
 """

@@ -429,6 +429,9 @@ def iterations_answer(iters: pd.DataFrame, d: dict, fraction: float = FRACTION) 
         text += f"; fewer for every one of the {count(n, 'seed')}"
     elif lo > 0:
         text += f"; more for every one of the {count(n, 'seed')}"
+    elif hi <= 0 or lo >= 0:  # one direction, with ties
+        ties = "fewer or as many" if hi <= 0 else "more or as many"
+        text += f"; {ties} for every one of the {count(n, 'seed')} (per seed {lo:+.0f} to {hi:+.0f})"
     else:
         text += f"; the per-seed differences run from {lo:+.0f} to {hi:+.0f}, so no consistent direction"
     if n > 1 and np.isfinite(d["lo"]):

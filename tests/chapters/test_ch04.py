@@ -66,6 +66,10 @@ def test_the_answer_says_fewer_for_every_seed_when_it_is():
     d = ch04.iterations_difference(runs, 0.3)
     text = ch04.iterations_answer(ch04.iterations_table(runs), d)
     assert "needs 15.0 fewer steps, 21% of K = 1's mean" in text and "fewer for every one of the 2 seeds" in text
+    runs = runs_frame({(1, 13): 60, (1, 14): 80, (1, 15): 70, (5, 13): 40, (5, 14): 80, (5, 15): 45})
+    text = ch04.iterations_answer(ch04.iterations_table(runs), ch04.iterations_difference(runs, 0.3))
+    assert "fewer or as many for every one of the 3 seeds (per seed -25 to +0)" in text  # a tie is no reversal
+    assert "no consistent direction" not in text
 
 
 def test_learning_curves_average_only_as_far_as_the_shortest_run():

@@ -361,6 +361,11 @@ def test_pick_examples_prefers_readable_correct_confident_rows():
     # a wrong prediction is used only when no correct one exists
     got2 = R.pick_examples(df, n_tokens, [-1, 0, 0, 0, 1, 1, 0, -1], score)  # row 4 now wrong
     assert got2["negative"] == 0
+    # no repeated-entity row of readable length: the shortest one, not the most confident long one
+    long_rep = spans(["Путин и Путин " * 20, "Путин и Путин " * 8], ["Путин", "Путин"]).assign(end=5, label=0)
+    df4 = pd.concat([df.drop(index=1), long_rep], ignore_index=True)
+    got4 = R.pick_examples(df4, [20] * 7 + [120, 45], [-1, 0, 0, -1, 1, 0, -1, 0, 0], [0.5] * 7 + [0.99, 0.6])
+    assert got4["repeated entity"] == 8
 
 
 # --- the scan, its summaries and the answer -------------------------------------------------------

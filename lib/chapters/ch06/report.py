@@ -43,7 +43,7 @@ def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens=10, max_to
     again in the sentence (`lib.folds.subset_mask(df, "repeated")`: whole word, case-sensitive):
     readable (length, and not boilerplate such as "Фото: Reuters Фото: Reuters") and correctly
     predicted where possible, then the most confident. Constraints are dropped one by one when
-    nothing fits (small smoke sets)."""
+    nothing fits (small smoke sets; a kind with no row of readable length takes its shortest row)."""
     n_tokens, pred, score = np.asarray(n_tokens), np.asarray(pred), np.asarray(score, dtype=float)
     label = df["label"].to_numpy()
     words = [[w.lower() for w in A.WORD.findall(s)] for s in df["sentence"]]
@@ -56,10 +56,14 @@ def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens=10, max_to
     picked: dict[str, int] = {}
     for name, want in wanted.items():
         free = ~np.isin(np.arange(len(df)), list(picked.values()))
-        for cond in (want & readable_rows & correct, want & readable_rows, want, readable_rows):
+        # past the readable length, the shortest row (correct first): a 60-token map is 3,600 px wide
+        fits = ((want & readable_rows & correct, False), (want & readable_rows, False))
+        fits += ((want & correct, True), (want, True), (readable_rows, False))
+        for cond, shortest in fits:
             cand = np.flatnonzero(cond & free)
             if len(cand):
-                picked[name] = int(cand[np.argmax(score[cand])])
+                order = np.lexsort((-score[cand], n_tokens[cand])) if shortest else [np.argmax(score[cand])]
+                picked[name] = int(cand[order[0]])
                 break
     return {k: picked[k] for k in ("negative", "positive", "neutral", "repeated entity") if k in picked}
 
@@ -284,7 +288,7 @@ def display_path(path) -> str:
 def _fmt(*values, signed: bool = False) -> list[str]:
     """The values with 3 decimals, or 4 when all are below 0.01 (lexicon words hold ~1% of tokens)."""
     d = 4 if max(abs(float(v)) for v in values) < 0.01 else 3
-    return [f"{float(v):{'+' if signed else ''}.{d}f}" for v in values]
+    return [f"{round(float(v), d) + 0.0:{'+' if signed else ''}.{d}f}" for v in values]  # + 0.0: no "-0.000"
 
 
 def _ci(v, signed: bool = False) -> str:
@@ -320,7 +324,8 @@ def _span(scan: A.Scan, query: str, group: str) -> str:
 
 
 def _groups(d: dict) -> str:
-    return ", ".join(f"{g} {v}" for g, v in zip(d, _fmt(*d.values(), signed=True)))
+    name = {"sentiment": "corpus-associated words", "special": "special tokens", "other": "other words"}
+    return ", ".join(f"{name.get(g, g)} {v}" for g, v in zip(d, _fmt(*d.values(), signed=True)))
 
 
 def verdict(nums: dict) -> str:
@@ -359,10 +364,12 @@ def answer(
         "rows; layers and heads numbered from 1, bertviz counts from 0).**"
     )
     if f:
+        change = nums["06.frozen_layers.max_abs_change"][0]
+        frozen_change = "0, identical" if change == 0 else f"{change:.1e}"
         intro += (
             f" Fine-tuning kept the embeddings and layers 1–{f} frozen, so in those layers both models compute the "
-            f"same attention (largest difference of a head's mean mass there: "
-            f"{nums['06.frozen_layers.max_abs_change'][0]:.1e}). Every fine-tuning effect below is therefore read in "
+            f"same attention (largest difference of a head's mean mass there: {frozen_change}). Every fine-tuning "
+            "effect below is therefore read in "
             f"the trained {trained}, and what masking changes in layers 1–{f} is the pre-trained model's response to "
             "the mask token."
         )
