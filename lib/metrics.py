@@ -33,6 +33,12 @@ def count(n: int, word: str, plural: str | None = None) -> str:
     return f"{n} {word if n == 1 else plural or word + 's'}"
 
 
+def listed(word: str, items, plural: str | None = None) -> str:
+    """'fold 0', 'folds 0, 1': a noun with its items, never "folds 0" for one."""
+    items = list(items)
+    return f"{word if len(items) == 1 else plural or word + 's'} {', '.join(map(str, items))}"
+
+
 def ci_note(n: int) -> str:
     """How a CI was computed, for table captions and figure notes."""
     return f"{CI_METHOD}, {n} resamples"

@@ -477,9 +477,10 @@ def test_figures_and_answer_use_each_models_one_display_name():
 def test_the_sbert_method_describes_only_the_variants_that_ran():
     rep = report
     one = rep.sbert_method(("softmax-entity",), 3, 3)
-    assert "1 variant in this profile, each for 3 epochs" in one and "SBERT softmax-entity" in one
+    assert "1 variant in this profile, for 3 epochs" in one and "SBERT softmax-entity" in one
     assert "CosineSimilarityLoss" not in one and "dummy" not in one  # nothing that did not run
     both = rep.sbert_method(("softmax-entity", "cosine-anchors"), 2, 3)
-    assert "2 variants" in both and "CosineSimilarityLoss" in both and "cross-fitted" in both
+    assert "2 variants in this profile, each for 2 epochs" in both and "CosineSimilarityLoss" in both
+    assert "cross-fitted" in both
     assert "no variant is fine-tuned" in rep.sbert_method((), 3, 3)
     assert set(rep.VARIANT_TEXT) == set(rep.VARIANTS)  # every variant the library defines can be described

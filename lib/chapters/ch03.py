@@ -144,7 +144,8 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd
     w = weights[weights["subset"] == "all"].set_index("neutral_weight")
 
     def gain(r):
-        return fmt(r["gain"], r["gain_lo"], r["gain_hi"], signed=True)
+        sure = "CI excludes 0" if r["gain_lo"] > 0 or r["gain_hi"] < 0 else "CI includes 0"
+        return f"{fmt(r['gain'], r['gain_lo'], r['gain_hi'], signed=True)} ({sure})"
 
     def ci(r):
         return fmt(r["diff"], r["lo"], r["hi"], signed=True)

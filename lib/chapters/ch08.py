@@ -250,7 +250,9 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
         + "; null control "
         + ", ".join(f"{MODE_NAMES[m]} {n.loc[m, 'flip_rate']:.3f}" for m in n.index)
         + ". Paired flip rate, HAMAM − unmasked "
-        + f"{fmt(*flip['unmasked'], signed=True)} ({_sure(*flip['unmasked'][1:])})."
+        + f"{fmt(*flip['unmasked'], signed=True)} ({_sure(*flip['unmasked'][1:])}). HAMAM averages a pass that "
+        "cannot see the name: whether its pass that sees the name itself depends less on it (chapter 02 tests this "
+        "on RuSentNE by scoring HAMAM's two passes alone) is not measured here."
     )
     return "\n".join(lines)
 

@@ -48,7 +48,7 @@ def sbert_method(variants, epochs: int, recipe_epochs: int) -> str:
         return "*Fine-tuned SBERT*: no variant is fine-tuned in this profile; the bi-encoder side is e5 frozen + LR."
     items = "\n".join(f"- {NAMES[v][0]}: {VARIANT_TEXT[v]}." for v in variants)
     return (
-        f"*Fine-tuned SBERT* ({count(len(variants), 'variant')} in this profile, each for "
+        f"*Fine-tuned SBERT* ({count(len(variants), 'variant')} in this profile, {'each ' * (len(variants) > 1)}for "
         f"{count(epochs, 'epoch')} against the cross-encoders' {recipe_epochs} with early stopping), the entity "
         "made visible by marker tokens `<e>…</e>` around its span, placed by character offsets:\n" + items
     )
