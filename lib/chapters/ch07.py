@@ -231,13 +231,13 @@ def answer(scores, comp, folds, rel, ref: str, mode: str, n_folds: int, look: di
     widest, top = spread.idxmax(), fmt(*s.loc[best, ["f1pn", "f1pn_lo", "f1pn_hi"]])
     return "\n".join(out) + (
         f"\n\n**Which helps?** Highest point estimate: {nm(best[0])} with {best[1]}, {top}. "
-        f"Better than the reference with the same decision (paired CI above 0): {', '.join(better) or 'none'}; "
-        f"worse (CI below 0): {', '.join(worse) or 'none'}. On unseen-sentence rows: better "
-        f"{', '.join(u_better) or 'none'}, worse {', '.join(u_worse) or 'none'}; every other variant cannot be told "
+        f"Better than the reference with the same decision (paired CI above 0): {'; '.join(better) or 'none'}. "
+        f"Worse (CI below 0): {'; '.join(worse) or 'none'}. On unseen-sentence rows, better: "
+        f"{'; '.join(u_better) or 'none'}; worse: {'; '.join(u_worse) or 'none'}; every other variant cannot be told "
         f"apart from the reference there. For scale: single fold models of one variant differ by up "
         f"to {spread.max():.3f} F1pn from one training to the next ({nm(widest[0])} with {widest[1]}).\n\n"
         "**Calibration of p(polar)** (expected calibration error, lower is better): "
-        + ", ".join(f"{nm(n)} {e:.3f}" for n, e in ece(rel).items())
+        + "; ".join(f"{nm(n)} {e:.3f}" for n, e in ece(rel).items())  # "; ": the names hold commas
         + "."
     )
 

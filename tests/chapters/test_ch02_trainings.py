@@ -128,5 +128,5 @@ def test_every_mention_counts_the_labels_it_changed_beside_the_paired_difference
     table, lines = tr.every_mention(val, every, span, 50, [0])
     assert list(table["subset"]) == ["all", "repeated"]
     assert lines[0].startswith("- every mention − labelled span on all rows: ")
-    assert "1 fold model (0) of one seed" in lines[0]
+    assert "1 fold model (fold 0) of one seed" in lines[0]
     assert lines[-1] == "- the two models' labels differ on 2 of 6 validation rows, 1 of the 2 repeated-entity rows"

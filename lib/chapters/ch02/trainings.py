@@ -13,7 +13,7 @@ import numpy as np
 import pandas as pd
 
 from ...folds import subset_mask
-from ...metrics import count, f1pn, fmt, over_trainings, paired
+from ...metrics import count, f1pn, fmt, listed, over_trainings, paired
 from ...training import KFoldResult
 from ..study import fold_models, shown
 
@@ -245,7 +245,7 @@ def every_mention(val, every, span, bootstrap, folds) -> tuple[pd.DataFrame, lis
     from ..study import verdict
 
     table = paired(val, every, span, bootstrap, "every mention - labelled span", subsets=("all", "repeated"))
-    where = f"{count(len(folds), 'fold model')} ({', '.join(map(str, folds))}) of one seed: "
+    where = f"{count(len(folds), 'fold model')} ({listed('fold', folds)}) of one seed: "
     where += "the spread over trainings is not measured"
     lines = [f"- {verdict(r)} ({where})" for _, r in table.iterrows()]
     moved, rep = np.asarray(every) != np.asarray(span), subset_mask(val, "repeated")
