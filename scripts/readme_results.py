@@ -41,12 +41,18 @@ def run_paragraph(run: dict) -> str:
     trained = run.get("runs", {})
     total = sum(r["seconds"] for r in trained.values())
     s = run["seconds"]
-    budget = "within the goal" if s <= GOAL else "over the goal" if s <= CEILING else "over the ceiling"
+    budget = (
+        f"within the goal of {GOAL:,} s"
+        if s <= GOAL
+        else f"over the goal of {GOAL:,} s, within the ceiling of {CEILING:,} s"
+        if s <= CEILING
+        else f"over the ceiling of {CEILING:,} s"
+    )
     n = f"{len(run['parts'])} part" + ("s" if len(run["parts"]) > 1 else "")
     lines = [
         f"**The run.** Code of commit `{run['commit'][:12]}`, cpu profile: **{s:,} s** ({duration(s)}) of wall "
         f"time in {n} ({parts}), on {run['hardware']}, precision {run['precision']}, torch "
-        f"{run['torch']}, transformers {run['transformers']}: {budget} ({GOAL:,} s / {CEILING:,} s).",
+        f"{run['torch']}, transformers {run['transformers']}: {budget}.",
     ]
     if trained:
         lines += [

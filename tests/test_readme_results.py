@@ -41,7 +41,9 @@ def test_the_block_carries_every_answer_and_the_run_record_in_chapter_order():
     assert "within the goal" in block  # 9,000 s: the goal exactly
     over = json.loads(json.dumps(DOC))
     over["run"]["seconds"] = 12_001
-    assert "over the ceiling" in rr.render(over)
+    assert "over the ceiling of 12,000 s" in rr.render(over)
+    over["run"]["seconds"] = 11_766
+    assert "over the goal of 9,000 s, within the ceiling of 12,000 s" in rr.render(over)
     assert "#### 02 · HAMAM training" in block  # the notebook's own title
     assert "(reports/02_hamam_training.html)" in block
 
