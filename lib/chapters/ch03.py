@@ -11,6 +11,7 @@ from ..folds import subset_mask
 from ..metrics import count, f1pn, fmt
 from ..rules import GRIDS, NEG, NO_OP, POS, RULES, choose, sweep, tune_then_apply  # noqa: F401
 from .plots import legend_below
+from .study import shown
 
 
 def apply_rules(val: pd.DataFrame, y_oof, logits_oof, logits_val, n_boot: int) -> pd.DataFrame:
@@ -183,8 +184,8 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd
         + ", ".join(f"{r.f1pn_argmax:.3f} at weight {k:g}" for k, r in w.iterrows())
         + "; after each run's OOF-chosen threshold "
         + ", ".join(f"{r.f1pn_threshold:.3f} (t = {r.t_chosen_on_oof:g})" for k, r in w.iterrows())
-        + f". Paired, {wdiff['comparison'].iloc[0].split(' (')[0]} under argmax {ci(d.loc['argmax'])}, after the "
-        f"thresholds {ci(closes)}: {sub}."
+        + f". Paired, {shown(wdiff['comparison'].iloc[0].split(' (')[0])} under argmax {ci(d.loc['argmax'])}, "
+        f"after the thresholds {ci(closes)}: {sub}."
     )
 
 

@@ -313,6 +313,7 @@ def diff_figure(comp: pd.DataFrame, ref: str, look: dict, subset: str = "all"):
         ax.axvline(0, color="black", lw=0.8)
         ax.set_title(f"{title} ({subset} validation rows)", fontsize=10)
         ax.set_xlabel("difference in validation F1pn (paired 95% CI)")
+        ax.xaxis.set_major_locator(plt.MaxNLocator(nbins=5))  # two panels on one page: 0.01 steps touched
     _legend(fig)
     return fig
 

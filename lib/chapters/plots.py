@@ -285,7 +285,7 @@ def lexicon_bars(top: dict):
 
 def attribution_summary(agree, spearman, model: str = "fine-tuned"):
     """Left: share per group of each measure for `model` (one panel per copy); right: per-row
-    Spearman(last-layer attention, |input x gradient|) over context tokens."""
+    Spearman(last-layer attention, |input × gradient|) over context tokens."""
     modes = list(dict.fromkeys(agree.loc[model].index.get_level_values("mode")))
     fig, axes = plt.subplots(
         1, len(modes) + 1, figsize=(4.4 * len(modes) + 5, 4.4), squeeze=False, layout="constrained"
@@ -310,13 +310,13 @@ def attribution_summary(agree, spearman, model: str = "fine-tuned"):
     ax = axes[0, -1]
     sns.boxplot(sp, x="condition", y="spearman", hue="query", ax=ax, fliersize=1)
     ax.axhline(0, color="black", lw=0.8)
-    ax.set_title("per row: Spearman(last-layer attention,\n|input x gradient|) over context tokens", fontsize=10)
+    ax.set_title("per row: Spearman(last-layer attention,\n|input × gradient|) over context tokens", fontsize=10)
     ax.set_xlabel("")
     ax.legend(title="query", fontsize=8, loc="lower right")
     return fig
 
 
-def token_bars(tables: dict, measures=("attention (entity → token)", "|input x gradient|")):
+def token_bars(tables: dict, measures=("attention (entity → token)", "|input × gradient|")):
     """{(example, mode): `lib.chapters.ch06.attention.token_table`}: per token, each measure's share of the row;
     rows the examples, columns the copies."""
     names, modes = list(dict.fromkeys(k[0] for k in tables)), list(dict.fromkeys(k[1] for k in tables))
@@ -343,5 +343,5 @@ def token_bars(tables: dict, measures=("attention (entity → token)", "|input x
             ax.set_ylabel("share of the row" if c == 0 else "")
     handles, labels = axes[0, 0].get_legend_handles_labels()
     legend_below(fig, handles, labels, fontsize=9)
-    fig.suptitle(f"Fine-tuned model, last layer (heads averaged) vs input x gradient; {GROUP_NOTE}", fontsize=11)
+    fig.suptitle(f"Fine-tuned model, last layer (heads averaged) vs input × gradient; {GROUP_NOTE}", fontsize=11)
     return fig

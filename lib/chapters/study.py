@@ -112,12 +112,32 @@ def shown(comparison: str) -> str:
     (hamam)' -> 'e5-small − navec-bert (HAMAM)'; run modes take their display names, other names pass unchanged."""
     from .style import MODE_NAMES
 
+    names = {**MODE_NAMES, "hamam_unmasked_pass": "HAMAM: unmasked pass", "null": "null control"}
     head, _, note = comparison.partition(" (")
     if " - " not in head:
         return comparison
     a, b = head.split(" - ", 1)
-    out = f"{MODE_NAMES.get(a, a)} − {MODE_NAMES.get(b, b)}"
-    return f"{out} ({MODE_NAMES.get(note[:-1], note[:-1])})" if note.endswith(")") else out
+    out = f"{names.get(a, a)} − {names.get(b, b)}"
+    return f"{out} ({names.get(note[:-1], note[:-1])})" if note.endswith(")") else out
+
+
+def tidy(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
+    """A table as the pages show it: floats to `digits` decimals, one more where a value would print as 0 but is
+    not (its side of 0 can decide a verdict), never -0.000; comparisons ('hamam - masked') by their display names."""
+    out = df.copy()
+    for c in out.select_dtypes("float").columns:
+        v = out[c]
+        r = v.round(digits)
+        out[c] = r.where((r != 0) | (v == 0) | v.isna(), v.round(digits + 1)) + 0.0
+    text = lambda x: shown(x) if isinstance(x, str) else x  # noqa: E731
+    for c in out.columns:
+        if not pd.api.types.is_numeric_dtype(out[c]):
+            out[c] = out[c].map(text)
+    if isinstance(out.index, pd.MultiIndex):
+        out.index = out.index.set_levels([lv.map(text) for lv in out.index.levels])
+    else:
+        out.index = out.index.map(text)
+    return out
 
 
 def verdict(row) -> str:

@@ -130,3 +130,22 @@ def test_every_mention_counts_the_labels_it_changed_beside_the_paired_difference
     assert lines[0].startswith("- every mention − labelled span on all rows: ")
     assert "1 fold model (fold 0) of one seed" in lines[0]
     assert lines[-1] == "- the two models' labels differ on 2 of 6 validation rows, 1 of the 2 repeated-entity rows"
+
+
+def test_tidy_tables_show_display_names_and_no_minus_zero():
+    from lib.chapters.study import tidy
+
+    df = pd.DataFrame(
+        {
+            "comparison": ["hamam - unmasked", "hamam_unmasked_pass - unmasked"],
+            "n": [803, 10],
+            "diff": [-0.0003, 0.02144],
+            "lo": [-0.00002, np.nan],
+        }
+    )
+    t = tidy(df)
+    assert list(t["comparison"]) == ["HAMAM − unmasked", "HAMAM: unmasked pass − unmasked"]
+    assert t["n"].tolist() == [803, 10]  # counts stay whole
+    assert t["diff"].tolist() == [-0.0003, 0.021]  # a value that would print as -0.000 keeps its 4th decimal
+    assert str(t["lo"].iloc[0]) == "0.0"  # below even that: 0, never -0.0
+    assert tidy(df.set_index(["comparison", "n"])).index.get_level_values(0)[0] == "HAMAM − unmasked"

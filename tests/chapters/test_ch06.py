@@ -362,10 +362,16 @@ def test_pick_examples_prefers_readable_correct_confident_rows():
     got2 = R.pick_examples(df, n_tokens, [-1, 0, 0, 0, 1, 1, 0, -1], score)  # row 4 now wrong
     assert got2["negative"] == 0
     # no repeated-entity row of readable length: the shortest one, not the most confident long one
-    long_rep = spans(["Путин и Путин " * 20, "Путин и Путин " * 8], ["Путин", "Путин"]).assign(end=5, label=0)
+    varied = [" ".join(f"слово{i}" for i in range(n)) for n in (60, 20)]  # real sentences: words seldom repeat
+    long_rep = spans([f"Путин и Путин {v}" for v in varied], ["Путин", "Путин"]).assign(end=5, label=0)
     df4 = pd.concat([df.drop(index=1), long_rep], ignore_index=True)
     got4 = R.pick_examples(df4, [20] * 7 + [120, 45], [-1, 0, 0, -1, 1, 0, -1, 0, 0], [0.5] * 7 + [0.99, 0.6])
     assert got4["repeated entity"] == 8
+    # ... and never boilerplate that repeats its words, however short
+    df5 = pd.concat([df4, extra], ignore_index=True)
+    pred5 = [-1, 0, 0, -1, 1, 0, -1, 0, 0, 0]
+    got5 = R.pick_examples(df5, [20] * 7 + [120, 45, 8], pred5, [0.5] * 7 + [0.99, 0.6, 0.9])
+    assert got5["repeated entity"] == 8
 
 
 # --- the scan, its summaries and the answer -------------------------------------------------------
@@ -497,8 +503,8 @@ def test_tables_from_a_scan():
     last = scan.results["fine-tuned", "masked"]["masses"][:, -1, :, 1, 2].mean(1)
     assert bl.loc[("fine-tuned", "masked", "entity"), "positive"] == pytest.approx(last[labels == 1].mean())
     ag = A.agreement(scan).reset_index()
-    assert ag[ag["model"] == "initial"]["input x gradient"].isna().all()
-    assert np.allclose(ag[(ag["model"] == "fine-tuned") & (ag["mode"] == "masked")]["input x gradient"].sum(), 1)
+    assert ag[ag["model"] == "initial"]["input × gradient"].isna().all()
+    assert np.allclose(ag[(ag["model"] == "fine-tuned") & (ag["mode"] == "masked")]["input × gradient"].sum(), 1)
     sp = A.spearman_summary(scan)
     assert set(sp.index.get_level_values("model")) == {"fine-tuned"} and (sp["rows"] == 40).all()
     mm = R.mean_mass_table(scan, scan.trained)
@@ -560,7 +566,7 @@ def test_token_table_matches_the_example_view(backbones):
         att, tokens = R.example_view(model, tok, ex, mode)
         plain = [tk[1:-1] if tk.startswith("⟦") else tk for tk in tokens]  # the view brackets the entity
         assert list(t["token"]) == plain and list(t["group"]) == [A.GROUPS[g] for g in ex["groups"]]
-        assert np.allclose(t[["attention (entity → token)", "|input x gradient|"]].sum(), 1)
+        assert np.allclose(t[["attention (entity → token)", "|input × gradient|"]].sum(), 1)
         ent = torch.tensor(ex["entity_mask"], dtype=torch.float32)
         row = (att[-1][0].mean(0) * (ent / ent.sum())[:, None]).sum(0)
         assert np.allclose(t["attention (entity → token)"], (row / row.sum()).numpy(), atol=1e-5)
@@ -647,7 +653,7 @@ def chapter_figures(scan, groups=TOKEN_GROUPS):
     from lib.chapters import plots
 
     table = pd.DataFrame(
-        {"token": TOKENS, "group": groups, "attention (entity → token)": 1 / 32, "|input x gradient|": 1 / 32}
+        {"token": TOKENS, "group": groups, "attention (entity → token)": 1 / 32, "|input × gradient|": 1 / 32}
     )
     diff = R.diff_panels(scan, "finetuning")
     tiny = {k: v.iloc[:2, :2] * 1e-4 for k, v in R.diff_panels(scan, "masking").items()}
@@ -728,11 +734,11 @@ def test_the_legend_names_only_the_token_groups_drawn():
     assert not any("corpus-associated word" in t for t in legend_texts(without))
     assert any("entity" in t for t in legend_texts(without)) and any("special" in t for t in legend_texts(without))
     table = pd.DataFrame(
-        {"token": TOKENS, "group": no_lexicon, "attention (entity → token)": 0.1, "|input x gradient|": 0.1}
+        {"token": TOKENS, "group": no_lexicon, "attention (entity → token)": 0.1, "|input × gradient|": 0.1}
     )
     bars = R.token_bars({("a", "masked"): table})
     texts = legend_texts(bars)
-    assert len(bars.legends) == 1 and "|input x gradient|" in texts and not any("corpus-associated" in t for t in texts)
+    assert len(bars.legends) == 1 and "|input × gradient|" in texts and not any("corpus-associated" in t for t in texts)
     for fig in (with_words, without, bars):
         plt.close(fig)
 

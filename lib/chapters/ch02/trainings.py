@@ -189,7 +189,7 @@ def figure(models: pd.DataFrame, ensembles: pd.DataFrame, diffs: pd.DataFrame, p
                 d, lo, hi = r[["diff", "lo", "hi"]].iloc[0]
                 bx.errorbar(d, i + off, xerr=[[d - lo], [hi - d]], fmt=mk, capsize=3, color="black", ms=6)
     bx.axvline(0, color="grey", lw=1, ls=":")
-    bx.set_yticks(range(len(comps)), comps)
+    bx.set_yticks(range(len(comps)), [shown(c) for c in comps])
     bx.set_ylim(-0.6, len(comps) - 0.4)
     bx.set(xlabel="paired difference in validation F1pn", title="squares: over trainings; diamonds: ensemble")
     kinds = [

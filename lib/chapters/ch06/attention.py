@@ -1,5 +1,5 @@
 """Where the encoder looks (notebook 06), the computation: a sentiment lexicon from the training data,
-key-token groups, attention mass per layer x head, input x gradient as an attention-free check, the
+key-token groups, attention mass per layer x head, input × gradient as an attention-free check, the
 scan over validation rows and its statistics. The chapter's figures, tables and answer text are in
 `lib.chapters.ch06.report`.
 
@@ -146,10 +146,10 @@ def analyse(model, examples: list[dict], pad_id: int, mode: str, batch_size=32, 
     """One pass over the examples (length-bucketed, dynamic padding). Per row:
 
     masses      (N, L, H, 2, 4)  attention mass from each query to each group, per layer and head
-    attribution (N, 4)           share of |input x gradient| on each group
+    attribution (N, 4)           share of |input × gradient| on each group
     tokens      (N, 4)           share of the row's tokens in each group (uniform-attention baseline)
     spearman    (N, 2)           last layer, head mean: rank correlation of the CLS / entity attention
-                                 row with |input x gradient| over the context tokens (sentiment + other)
+                                 row with |input × gradient| over the context tokens (sentiment + other)
     pred        (N,)             predicted label of this copy
 
     `attribution=False` skips the backward pass (about 4x cheaper on a CPU): attribution and
@@ -218,7 +218,7 @@ def load_models(backbone_dir, checkpoint_dir, cfg, device="cpu") -> tuple[dict, 
     tokenizer), both models in eval mode with eager attention (the only kind that returns weights).
 
     The initial model's head is new and random (seeded with `cfg.seed`): it plays no part in
-    attention, and its input x gradient would explain a random decision."""
+    attention, and its input × gradient would explain a random decision."""
     torch.manual_seed(cfg.seed)
     initial, tok0 = hm.build(str(backbone_dir), cfg, attn_implementation="eager")
     tuned, tok = hm.load(checkpoint_dir, attn_implementation="eager")
@@ -323,19 +323,19 @@ def head_gain(scan: Scan, query: str, group: str, mode: str = "unmasked", layers
 
 def agreement(scan: Scan) -> pd.DataFrame:
     """Per condition and group: token share, last-layer attention from [CLS] and from the entity
-    (heads averaged) and the input x gradient share (NaN where it was not computed)."""
+    (heads averaged) and the input × gradient share (NaN where it was not computed)."""
     rows = []
     for (m, mode), r in scan.results.items():
         last = r["masses"][:, -1].mean((0, 1))  # (query, group): every row has all heads
         for gi, g in enumerate(GROUPS):
             rows.append((m, mode, g, r["tokens"][:, gi].mean(), *last[:, gi], r["attribution"][:, gi].mean()))
     cols = ["model", "mode", "group", "token share", "attention from [CLS], last layer"]
-    cols += ["attention from entity, last layer", "input x gradient"]
+    cols += ["attention from entity, last layer", "input × gradient"]
     return pd.DataFrame(rows, columns=cols).set_index(cols[:3])
 
 
 def spearman_long(scan: Scan) -> pd.DataFrame:
-    """Per row and query: Spearman(last-layer attention row, |input x gradient|) over context tokens."""
+    """Per row and query: Spearman(last-layer attention row, |input × gradient|) over context tokens."""
     parts = [
         pd.DataFrame({"model": m, "mode": mode, "query": q, "spearman": r["spearman"][:, qi]})
         for (m, mode), r in scan.results.items()

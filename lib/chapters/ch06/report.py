@@ -58,7 +58,7 @@ def pick_examples(df: pd.DataFrame, n_tokens, pred, score, min_tokens=10, max_to
         free = ~np.isin(np.arange(len(df)), list(picked.values()))
         # past the readable length, the shortest row (correct first): a 60-token map is 3,600 px wide
         fits = ((want & readable_rows & correct, False), (want & readable_rows, False))
-        fits += ((want & correct, True), (want, True), (readable_rows, False))
+        fits += ((want & varied & correct, True), (want & varied, True), (want, True), (readable_rows, False))
         for cond, shortest in fits:
             cand = np.flatnonzero(cond & free)
             if len(cand):
@@ -94,7 +94,7 @@ def example_view(model: hm.HamamModel, tokenizer, example: dict, mode: str, deci
 
 def token_table(model: hm.HamamModel, tokenizer, example: dict, mode: str) -> pd.DataFrame:
     """Per token of one example (with `groups`): the last layer's attention from the entity tokens
-    (heads averaged) and |input x gradient|, each as a share of the row."""
+    (heads averaged) and |input × gradient|, each as a share of the row."""
     x = A.collate_groups([example], tokenizer.pad_token_id)
     attr, _, att = A.input_x_gradient(model, x, mode)
     row = A.query_rows(att[:, -1].mean(1), x["entity_mask"])[0, A.QUERIES.index("entity")]
@@ -104,7 +104,7 @@ def token_table(model: hm.HamamModel, tokenizer, example: dict, mode: str) -> pd
             "token": tokenizer.convert_ids_to_tokens(ids[0].tolist()),
             "group": [A.GROUPS[g] for g in example["groups"]],
             "attention (entity → token)": (row / row.sum()).numpy(),
-            "|input x gradient|": (attr[0] / attr[0].sum().clamp(min=1e-12)).numpy(),
+            "|input × gradient|": (attr[0] / attr[0].sum().clamp(min=1e-12)).numpy(),
         }
     )
 
@@ -271,7 +271,7 @@ def token_bars(tables: dict):
     old = fig.legends[0]
     measures = {t.get_text(): h for t, h in zip(old.get_texts(), old.legend_handles)}
     old.remove()
-    fig.suptitle("Fine-tuned model: last layer's attention from the entity (heads averaged) vs input x gradient")
+    fig.suptitle("Fine-tuned model: last layer's attention from the entity (heads averaged) vs input × gradient")
     group_legend(fig, [g for t in tables.values() for g in t["group"]], extra=measures)
     return readable(fig)
 
@@ -447,11 +447,11 @@ def _attribution(scan: A.Scan, nums: dict) -> str:
         else "Attention is a weak guide to which context words drive the prediction."
     )
     return (
-        "*Attention vs attribution* (fine-tuned, unmasked copy): input x gradient puts "
+        "*Attention vs attribution* (fine-tuned, unmasked copy): input × gradient puts "
         f"{_ci(nums['06.attribution.sentiment_share.finetuned'])} of its mass on corpus-associated words and "
         f"{_ci(nums['06.attribution.entity_share.finetuned'])} on the entity, against {_fmt(att['sentiment'])[0]} and "
         f"{att['entity']:.3f} for the last layer's attention from the entity. Per row, over context tokens, the median "
-        f"Spearman correlation between last-layer attention from the entity and |input x gradient| is "
+        f"Spearman correlation between last-layer attention from the entity and |input × gradient| is "
         f"{rho['median']:.2f} (positive in {rho['share_positive']:.0%} of {int(rho['rows'])} rows; from [CLS] "
         f"{rh.loc[(ft, 'unmasked', 'cls'), 'median']:.2f}; masked copy, from the entity: {masked:.2f}). {verdict}"
     )
