@@ -391,9 +391,8 @@ def answer(
     ham = flat["HAMAM"]
     lines.append(
         f"**Does a bi-encoder compete?** On all validation rows {_verdict(h, ham, flat[best])}; "
-        f"on unseen-sentence rows {_verdict(hu, ham, flat[best])}. One fold model of one seed on each side: "
-        "these intervals resample validation sentences only, not trainings (chapter 02 measures how far single "
-        "models move from one training to the next)."
+        f"on unseen-sentence rows {_verdict(hu, ham, flat[best])}. One fold model of one seed on each side: these "
+        "intervals resample sentences, not trainings (chapter 02 measures how far a retraining moves one model)."
     )
     what = {
         "cls_minus_best_sbert": "CLS cross-encoder vs the chosen bi-encoder",
