@@ -721,6 +721,30 @@ def test_example_maps_have_a_colour_bar_each_scaled_without_the_sinks():
     plt.close(fig)
 
 
+def test_a_long_example_labels_every_few_tokens_and_its_maps_read_cleanly():
+    import matplotlib
+    import matplotlib.pyplot as plt
+
+    from lib.chapters.figcheck import text_problems
+    from lib.chapters.plots import fit_width, setup
+
+    n = 34  # the cpu run's repeated-entity example: 3 maps of 34 labelled tokens would not fit a page
+    tokens = ["<s>"] + [f"▁слово{i}" for i in range(n - 2)] + ["</s>"]
+    groups = ["special"] + ["entity" if i in (5, 20) else "other" for i in range(n - 2)] + ["special"]
+    att = np.random.default_rng(0).dirichlet(np.ones(n), size=n)
+    rows = ("a · x", "a · y", "b · x", "b · y")
+    cells = {(row, f"layer {k}"): (att, tokens, groups) for row in rows for k in (6, 9, 12)}
+    with matplotlib.rc_context():
+        setup()
+        fig = R.attention_maps(cells, "long", x_labels_every_row=False)
+        fit_width(fig)
+        assert text_problems(fig) == []
+        assert "every 3rd token labelled" in fig.get_suptitle()  # three 2.7-in maps side by side
+        labels = [t.get_text() for t in fig.axes[0].get_yticklabels()]
+        assert labels[:2] == ["<s>", "▁слово2"] and len(labels) == -(-n // 3)
+    plt.close(fig)
+
+
 def test_the_legend_names_only_the_token_groups_drawn():
     import matplotlib.pyplot as plt
 

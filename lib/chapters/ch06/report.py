@@ -27,6 +27,7 @@ from .examples import pick_examples  # noqa: F401  (the notebook's R.pick_exampl
 
 NAMES = {-1: "negative", 1: "positive"}
 MIN_PT = 8  # smallest font size of a saved figure, in points
+ORDINAL = {2: "2nd", 3: "3rd"}
 GROUP_LABELS = {
     "entity": "entity",
     "special": "special token",
@@ -186,7 +187,10 @@ def attention_maps(cells: dict, title: str, x_labels_every_row: bool):
     columns) with its own colour bar from 0 to `sink_free_vmax`; heavier weights, mostly on the
     special tokens, are clipped, which an arrow on the bar marks."""
     rows, cols = list(dict.fromkeys(r for r, _ in cells)), list(dict.fromkeys(c for _, c in cells))
-    s = 1.0 + 0.14 * max(len(v[1]) for v in cells.values())  # 8-pt token labels need about 0.14 in each
+    n = max(len(v[1]) for v in cells.values())
+    fit = max((plots.MAX_WIDTH - 0.6) / len(cols) - 0.9, 2.0)  # the widest map that keeps the figure on a page
+    s = min(1.0 + 0.14 * n, fit)  # 8-pt token labels need about 0.14 in each
+    step = int(np.ceil(0.14 * n / (s - 1.0)))  # a long sentence: every step-th token labelled, so none collide
     size = (len(cols) * (s + 0.9) + 0.6, len(rows) * (s + (1.0 if x_labels_every_row else 0.0)) + 2.0)
     fig, axes = plt.subplots(len(rows), len(cols), figsize=size, squeeze=False, layout="constrained")
     for (r, row), (c, col) in ((rc, cc) for rc in enumerate(rows) for cc in enumerate(cols)):
@@ -194,18 +198,20 @@ def attention_maps(cells: dict, title: str, x_labels_every_row: bool):
         att, ax, vmax = np.asarray(att, dtype=float), axes[r, c], sink_free_vmax(att, groups)
         im = ax.imshow(att, cmap="viridis", vmin=0, vmax=vmax, interpolation="nearest")
         ax.grid(False)
-        x_on = x_labels_every_row or r == len(rows) - 1
-        ax.set_xticks(range(len(tokens)), tokens if x_on else [], rotation=90, fontsize=MIN_PT)
-        ax.set_yticks(range(len(tokens)), tokens if c == 0 else [], fontsize=MIN_PT)
+        x_on, at = x_labels_every_row or r == len(rows) - 1, list(range(0, len(tokens), step))
+        shown = [tokens[i] for i in at]
+        ax.set_xticks(at, shown if x_on else [], rotation=90, fontsize=MIN_PT)
+        ax.set_yticks(at, shown if c == 0 else [], fontsize=MIN_PT)
         ax.tick_params(length=0)
-        for lab, g in [*zip(ax.get_xticklabels(), groups), *zip(ax.get_yticklabels(), groups)]:
-            lab.set_color(plots.GROUP_COLORS[g])
+        for lab, i in [*zip(ax.get_xticklabels(), at), *zip(ax.get_yticklabels(), at)]:
+            lab.set_color(plots.GROUP_COLORS[groups[i]])
         cb = fig.colorbar(im, ax=ax, shrink=0.8, aspect=25, extend="max" if att.max() > vmax else "neither")
         cb.ax.tick_params(labelsize=MIN_PT)
         ax.set_title(col if r == 0 else "", fontsize=10)
         ax.set_ylabel(row if c == 0 else "", fontsize=10)
     sinks = dict.fromkeys(t for _, tokens, groups in cells.values() for t, g in zip(tokens, groups) if g == "special")
     note = f"colour scale per map: 0 to its largest weight on a non-special token ({', '.join(sinks)} left out)"
+    note += f"; every {ORDINAL.get(step, f'{step}th')} token labelled" if step > 1 else ""
     fig.suptitle(f"{title}\nrows attend to columns; {note}", fontsize=11)
     group_legend(fig, [g for _, _, groups in cells.values() for g in groups])
     return fig
