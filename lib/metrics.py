@@ -16,27 +16,41 @@ from .folds import SUBSETS, subset_mask
 CI_METHOD = "sentence-cluster bootstrap"
 
 
+def decimals(x: float, digits: int = 3) -> int:
+    """`digits`, or one more where x would print as 0 but is not 0: its side of 0 can decide a verdict."""
+    return digits + 1 if x != 0 and round(x, digits) == 0 else digits
+
+
 def fmt(v, lo=None, hi=None, signed: bool = False) -> str:
     """The study's one way to print a number with its CI: 0.483 [0.456, 0.509] (signed: +0.021 [...])."""
     sign = "+" if signed else ""
 
-    def one(x) -> str:  # a value that rounds to 0 but is not 0 keeps a 4th decimal: its side of 0 can decide a verdict
-        x = float(x) + 0.0  # no "-0.000"
-        text = f"{x:{sign}.3f}"
-        return f"{x:{sign}.4f}" if x != 0 and float(text) == 0 else text
+    def one(x) -> str:
+        x = float(x)
+        text = f"{x:{sign}.{decimals(x)}f}"
+        return text if float(text) else text.replace("-", "+" if signed else "")  # no "-0.000"
 
     return one(v) if lo is None else f"{one(v)} [{one(lo)}, {one(hi)}]"
 
 
+def fmt_diff(v, lo, hi) -> str:
+    """A paired difference with its CI and whether the CI excludes 0: "+0.021 [+0.004, +0.038] (CI excludes 0)"."""
+    return f"{fmt(v, lo, hi, signed=True)} ({'CI excludes 0' if lo > 0 or hi < 0 else 'CI includes 0'})"
+
+
+def _noun(n: int, word: str, plural: str | None) -> str:
+    return word if n == 1 else plural or word + "s"
+
+
 def count(n: int, word: str, plural: str | None = None) -> str:
     """'1 fold', '2 folds': a number with its noun, never "fold(s)" (`plural` where adding an s is wrong)."""
-    return f"{n} {word if n == 1 else plural or word + 's'}"
+    return f"{n} {_noun(n, word, plural)}"
 
 
 def listed(word: str, items, plural: str | None = None) -> str:
     """'fold 0', 'folds 0, 1': a noun with its items, never "folds 0" for one."""
     items = list(items)
-    return f"{word if len(items) == 1 else plural or word + 's'} {', '.join(map(str, items))}"
+    return f"{_noun(len(items), word, plural)} {', '.join(map(str, items))}"
 
 
 def ci_note(n: int) -> str:

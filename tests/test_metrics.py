@@ -234,3 +234,12 @@ def test_fmt_never_prints_minus_zero_and_keeps_the_side_of_a_bound_near_zero():
     # a bound that rounds to 0 keeps a 4th decimal, so "includes 0" / "excludes 0" can be read off the numbers
     assert fmt(0.021, -0.0004, 0.043, signed=True) == "+0.021 [-0.0004, +0.043]"
     assert fmt(0.021, 0.0004, 0.043, signed=True) == "+0.021 [+0.0004, +0.043]"
+    assert fmt(-0.00001, signed=True) == "+0.0000"  # below even the 4th decimal: 0, unsigned in sign
+
+
+def test_fmt_diff_says_whether_the_ci_excludes_0():
+    from lib.metrics import fmt_diff
+
+    assert fmt_diff(0.021, 0.004, 0.038) == "+0.021 [+0.004, +0.038] (CI excludes 0)"
+    assert fmt_diff(-0.02, -0.05, -0.001) == "-0.020 [-0.050, -0.001] (CI excludes 0)"
+    assert fmt_diff(0.01, -0.0004, 0.03) == "+0.010 [-0.0004, +0.030] (CI includes 0)"

@@ -8,7 +8,7 @@ import pandas as pd
 
 from ..config import LABELS
 from ..folds import subset_mask
-from ..metrics import count, f1pn, fmt
+from ..metrics import count, f1pn, fmt, fmt_diff
 from ..rules import GRIDS, NEG, NO_OP, POS, RULES, choose, sweep, tune_then_apply  # noqa: F401
 from .plots import legend_below
 from .study import shown
@@ -145,8 +145,7 @@ def answer(applied: pd.DataFrame, weights: pd.DataFrame, chosen: dict, folds: pd
     w = weights[weights["subset"] == "all"].set_index("neutral_weight")
 
     def gain(r):
-        sure = "CI excludes 0" if r["gain_lo"] > 0 or r["gain_hi"] < 0 else "CI includes 0"
-        return f"{fmt(r['gain'], r['gain_lo'], r['gain_hi'], signed=True)} ({sure})"
+        return fmt_diff(r["gain"], r["gain_lo"], r["gain_hi"])
 
     def ci(r):
         return fmt(r["diff"], r["lo"], r["hi"], signed=True)

@@ -15,7 +15,7 @@ from .. import rules
 from ..config import LABEL2ID, LABELS
 from ..folds import SUBSETS, subset_mask
 from ..losses import polar_rule
-from ..metrics import count, f1pn, fmt, score_subsets, softmax, to_labels
+from ..metrics import count, f1pn, fmt, fmt_diff, score_subsets, softmax, to_labels
 from .ch02.errors import by_group
 from .plots import legend_below
 from .study import fold_models, paired
@@ -156,8 +156,7 @@ def numbers(scores: pd.DataFrame, comp: pd.DataFrame) -> dict:
 
 
 def _ci(r) -> str:
-    sure = "CI excludes 0" if r["lo"] > 0 or r["hi"] < 0 else "CI includes 0"
-    return f"{fmt(r['diff'], r['lo'], r['hi'], signed=True)} ({sure})"
+    return fmt_diff(r["diff"], r["lo"], r["hi"])
 
 
 def convergence(runs: dict) -> pd.DataFrame:

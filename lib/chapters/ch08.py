@@ -219,7 +219,7 @@ def answer(sc, diffs, transfer, xdiff, effects, nulls, flip) -> str:
         f"{score('hamam', 'test_mt')} on test_mt; unmasked {score('unmasked', 'test_rw')} / "
         f"{score('unmasked', 'test_mt')}; masked {score('masked', 'test_rw')} / {score('masked', 'test_mt')}.",
     ]
-    for r in diffs[diffs["rows"] == "all"].itertuples():
+    for r in alls.itertuples():
         lines.append(
             f"- {shown(r.comparison)} on {r.part}: {fmt(r.diff, r.lo, r.hi, signed=True)} ({_sure(r.lo, r.hi)})"
         )

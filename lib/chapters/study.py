@@ -15,6 +15,7 @@ from ..config import DEFAULT_PROFILE, Profile, RunPaths, get_profile
 from ..folds import load_prepared
 from ..metrics import (
     ci_note,
+    decimals,
     fmt,  # noqa: F401  (the chapters' CI formatter)
     paired,  # noqa: F401  (re-exported for the chapters)
     sentence_groups,
@@ -125,10 +126,8 @@ def tidy(df: pd.DataFrame, digits: int = 3) -> pd.DataFrame:
     """A table as the pages show it: floats to `digits` decimals, one more where a value would print as 0 but is
     not (its side of 0 can decide a verdict), never -0.000; comparisons ('hamam - masked') by their display names."""
     out = df.copy()
-    for c in out.select_dtypes("float").columns:
-        v = out[c]
-        r = v.round(digits)
-        out[c] = r.where((r != 0) | (v == 0) | v.isna(), v.round(digits + 1)) + 0.0
+    for c in out.select_dtypes("float").columns:  # fmt's rule, value by value; + 0.0: no -0.0
+        out[c] = out[c].map(lambda x: np.round(x, decimals(x, digits)) + 0.0)
     text = lambda x: shown(x) if isinstance(x, str) else x  # noqa: E731
     for c in out.columns:
         if not pd.api.types.is_numeric_dtype(out[c]):

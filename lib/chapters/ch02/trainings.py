@@ -16,6 +16,7 @@ from ...folds import subset_mask
 from ...metrics import count, f1pn, fmt, listed, over_trainings, paired
 from ...training import KFoldResult
 from ..study import fold_models, shown
+from ..study import verdict as row_verdict  # one paired row; this module's verdict weighs two intervals
 
 # --- single models, paired over trainings ---------------------------------------------------------------------
 
@@ -242,12 +243,10 @@ def every_mention(val, every, span, bootstrap, folds) -> tuple[pd.DataFrame, lis
     """Masking every mention of the entity against the labelled span alone (labels of one model per fold, one seed):
     the paired F1pn on all and on repeated-entity rows, and how many labels the option changed at all (where
     the two models agree on every repeated row, the difference there is exactly 0)."""
-    from ..study import verdict
-
     table = paired(val, every, span, bootstrap, "every mention - labelled span", subsets=("all", "repeated"))
     where = f"{count(len(folds), 'fold model')} ({listed('fold', folds)}) of one seed: "
     where += "the spread over trainings is not measured"
-    lines = [f"- {verdict(r)} ({where})" for _, r in table.iterrows()]
+    lines = [f"- {row_verdict(r)} ({where})" for _, r in table.iterrows()]
     moved, rep = np.asarray(every) != np.asarray(span), subset_mask(val, "repeated")
     lines.append(
         f"- the two models' labels differ on {moved.sum()} of {len(moved)} validation rows, "

@@ -300,8 +300,8 @@ def _span(scan: A.Scan, query: str, group: str) -> str:
 
 
 def _groups(d: dict) -> str:
-    name = {"sentiment": "corpus-associated words", "special": "special tokens", "other": "other words"}
-    return ", ".join(f"{name.get(g, g)} {v}" for g, v in zip(d, _fmt(*d.values(), signed=True)))
+    plural = {g: GROUP_LABELS[g] + ("" if g == "entity" else "s") for g in d}  # "corpus-associated words"
+    return ", ".join(f"{plural[g]} {v}" for g, v in zip(d, _fmt(*d.values(), signed=True)))
 
 
 def verdict(nums: dict) -> str:
